@@ -1,0 +1,237 @@
+// flock benchmark: the same workloads run serially, on in-process std::threads, and on flock's
+// worker processes, in one run, so the ratios compare like with like on this machine.
+//
+//   scripts/bench            (or: build/bench/flock_bench [--quick])
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <flock/flock.hpp>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+/// Best of `reps` wall times of `fn`.
+template <class F>
+double bestOf(int reps, F&& fn) {
+  double best = 1e300;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = Clock::now();
+    fn();
+    best = std::min(best, seconds(Clock::now() - t0));
+  }
+  return best;
+}
+
+/// Fill out[i] = f(i) for i in [0, n) on `threads` std::threads (contiguous halves).
+template <class R, class F>
+std::vector<R> threadMap(std::size_t n, unsigned threads, F f) {
+  std::vector<R> out(n);
+  std::vector<std::jthread> pool;
+  for (unsigned t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      const std::size_t b = n * t / threads, e = n * (t + 1) / threads;
+      for (std::size_t i = b; i < e; ++i) out[i] = f(i);
+    });
+  }
+  pool.clear();
+  return out;
+}
+
+/// Pure computation of roughly `iterations` dependent steps (no memory traffic, no syscalls).
+std::uint64_t spin(std::uint64_t iterations, std::uint64_t seed) {
+  std::uint64_t x = seed | 1;
+  for (std::uint64_t i = 0; i < iterations; ++i) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+  return x;
+}
+
+std::uint64_t calibrateSpinPerMs() {
+  std::uint64_t iters = 1'000'000;
+  for (;;) {
+    auto t0 = Clock::now();
+    volatile std::uint64_t sink = spin(iters, 1);
+    (void)sink;
+    double s = seconds(Clock::now() - t0);
+    if (s > 0.05) return static_cast<std::uint64_t>(static_cast<double>(iters) / (s * 1000.0));
+    iters *= 2;
+  }
+}
+
+/// Bytes per second through a pipe between two processes (the transport flock's encoded results
+/// use), measured now so that the throughput ratio is against this machine.
+double pipeBandwidth(std::size_t chunk, std::size_t total) {
+  int p[2];
+  if (::pipe(p) != 0) return 0;
+  ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    std::vector<char> buf(chunk, 'x');
+    for (std::size_t sent = 0; sent < total; sent += chunk)
+      if (!flockmp::writeAll(p[1], buf.data(), buf.size())) break;
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  std::vector<char> buf(1 << 20);
+  auto t0 = Clock::now();
+  std::size_t got = 0;
+  for (ssize_t r; (r = ::read(p[0], buf.data(), buf.size())) > 0;) got += static_cast<std::size_t>(r);
+  double s = seconds(Clock::now() - t0);
+  ::close(p[0]);
+  ::waitpid(pid, nullptr, 0);
+  return static_cast<double>(got) / s;
+}
+
+long peakRssKb() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+struct Row {
+  std::string workload;
+  double serial, threads, flock;
+  std::string note;
+};
+
+void printTable(const std::vector<Row>& rows, unsigned workers) {
+  fmt::print("\n{:<44} {:>11} {:>11} {:>11} {:>13} {:>13}\n", "workload", "serial", "threads", "flock",
+             "flock/threads", "serial/flock");
+  for (const auto& r : rows) {
+    fmt::print("{:<44} {:>10.2f}ms {:>10.2f}ms {:>10.2f}ms {:>13.2f} {:>13.2f}  {}\n", r.workload, r.serial * 1e3,
+               r.threads * 1e3, r.flock * 1e3, r.flock / r.threads, r.serial / r.flock, r.note);
+  }
+  fmt::print("({} workers / threads; best of several runs; lower flock/threads is better)\n", workers);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const unsigned workers = 2;
+  const int reps = quick ? 1 : 3;
+  std::vector<Row> rows;
+
+  // (a) Tiny tasks: x*x over int64. Results are raw (trivially copyable): they travel through
+  // shared memory, not the pipe.
+  for (std::size_t n : {std::size_t{1'000'000}, std::size_t{10'000'000}}) {
+    if (quick && n > 1'000'000) continue;
+    std::vector<std::int64_t> xs(n);
+    std::iota(xs.begin(), xs.end(), std::int64_t{0});
+    const auto* in = xs.data();
+    Row r{fmt::format("{:>10} x  x*x (int64)", n), 0, 0, 0, ""};
+    r.serial = bestOf(reps, [&] {
+      std::vector<std::int64_t> out(n);
+      for (std::size_t i = 0; i < n; ++i) out[i] = in[i] * in[i];
+      if (out[n - 1] != in[n - 1] * in[n - 1]) std::abort();
+    });
+    r.threads = bestOf(reps, [&] {
+      auto out = threadMap<std::int64_t>(n, workers, [in](std::size_t i) { return in[i] * in[i]; });
+      if (out[n - 1] != in[n - 1] * in[n - 1]) std::abort();
+    });
+    r.flock = bestOf(reps, [&] {
+      auto out = flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x * x; }, {.poolSize = static_cast<int>(workers)});
+      if (out[n - 1] != in[n - 1] * in[n - 1]) std::abort();
+    });
+    r.note = fmt::format("{:.2f} ns/item flock", r.flock * 1e9 / static_cast<double>(n));
+    rows.push_back(r);
+  }
+
+  // (b) Coarse tasks: 64 x ~20 ms of pure computation.
+  {
+    const std::size_t tasks = quick ? 16 : 64;
+    const std::uint64_t perTask = calibrateSpinPerMs() * 20;
+    std::vector<std::uint64_t> seeds(tasks);
+    std::iota(seeds.begin(), seeds.end(), 1);
+    auto work = [perTask](std::uint64_t seed) { return spin(perTask, seed); };
+    Row r{fmt::format("{:>10} x  20 ms compute", tasks), 0, 0, 0, ""};
+    std::vector<std::uint64_t> expect(tasks);
+    r.serial = bestOf(1, [&] {
+      for (std::size_t i = 0; i < tasks; ++i) expect[i] = work(seeds[i]);
+    });
+    r.threads = bestOf(1, [&] {
+      auto out = threadMap<std::uint64_t>(tasks, workers, [&](std::size_t i) { return work(seeds[i]); });
+      if (out != expect) std::abort();
+    });
+    r.flock = bestOf(1, [&] {
+      auto out = flockmp::FunctionAsync::apply(seeds, work, {.poolSize = static_cast<int>(workers)});
+      if (out != expect) std::abort();
+    });
+    r.note = fmt::format("parallel efficiency flock {:.3f}, threads {:.3f}", r.serial / (workers * r.flock),
+                         r.serial / (workers * r.threads));
+    rows.push_back(r);
+  }
+
+  // (c) Non-trivial results: 1 KB strings, and 1 MB vectors of double, through the pipe.
+  {
+    const std::size_t n = quick ? 20'000 : 100'000;
+    std::vector<int> idx(n);
+    std::iota(idx.begin(), idx.end(), 0);
+    auto make = [](int i) { return std::string(1024, static_cast<char>('a' + i % 26)); };
+    Row r{fmt::format("{:>10} x  1 KB std::string result", n), 0, 0, 0, ""};
+    r.serial = bestOf(reps, [&] {
+      std::vector<std::string> out(n);
+      for (std::size_t i = 0; i < n; ++i) out[i] = make(idx[i]);
+    });
+    r.threads = bestOf(reps, [&] { (void)threadMap<std::string>(n, workers, [&](std::size_t i) { return make(idx[i]); }); });
+    r.flock = bestOf(reps, [&] { (void)flockmp::FunctionAsync::apply(idx, make, {.poolSize = static_cast<int>(workers)}); });
+    const double bw = pipeBandwidth(1 << 16, std::size_t{1} << 30);
+    const double flockBw = static_cast<double>(n) * 1024.0 / r.flock;
+    r.note = fmt::format("{:.0f} MB/s = {:.0f}% of pipe bandwidth ({:.0f} MB/s)", flockBw / 1e6, 100.0 * flockBw / bw, bw / 1e6);
+    rows.push_back(r);
+  }
+  {
+    const std::size_t n = quick ? 64 : 256;
+    std::vector<int> idx(n);
+    std::iota(idx.begin(), idx.end(), 0);
+    auto make = [](int i) { return std::vector<double>(131072, static_cast<double>(i)); };
+    Row r{fmt::format("{:>10} x  1 MB std::vector<double> result", n), 0, 0, 0, ""};
+    r.serial = bestOf(reps, [&] {
+      std::vector<std::vector<double>> out(n);
+      for (std::size_t i = 0; i < n; ++i) out[i] = make(idx[i]);
+    });
+    r.threads = bestOf(reps, [&] { (void)threadMap<std::vector<double>>(n, workers, [&](std::size_t i) { return make(idx[i]); }); });
+    r.flock = bestOf(reps, [&] { (void)flockmp::FunctionAsync::apply(idx, make, {.poolSize = static_cast<int>(workers)}); });
+    const double bw = pipeBandwidth(1 << 20, std::size_t{1} << 30);
+    const double flockBw = static_cast<double>(n) * (1 << 20) / r.flock;
+    r.note = fmt::format("{:.0f} MB/s = {:.0f}% of pipe bandwidth ({:.0f} MB/s)", flockBw / 1e6, 100.0 * flockBw / bw, bw / 1e6);
+    rows.push_back(r);
+  }
+
+  // (d) Call overhead: apply over 2 tiny inputs from this (small) process.
+  {
+    std::vector<double> times;
+    for (int i = 0; i < (quick ? 20 : 200); ++i) {
+      auto t0 = Clock::now();
+      (void)flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, [](int x) { return x + 1; }, {.poolSize = 2});
+      times.push_back(seconds(Clock::now() - t0));
+    }
+    std::sort(times.begin(), times.end());
+    Row r{"         2 x  tiny (call overhead, median)", 0, 0, times[times.size() / 2], ""};
+    r.serial = bestOf(5, [] { volatile int x = 1 + 2; (void)x; });
+    r.threads = bestOf(5, [&] { (void)threadMap<int>(2, workers, [](std::size_t i) { return static_cast<int>(i) + 1; }); });
+    r.note = fmt::format("p90 {:.2f} ms", times[times.size() * 9 / 10] * 1e3);
+    rows.push_back(r);
+  }
+
+  printTable(rows, workers);
+  fmt::print("peak RSS of this benchmark process: {} MB\n", peakRssKb() / 1024);
+  return 0;
+}

@@ -1,0 +1,663 @@
+// flock internals: the parent's event loop. It starts workers through a Launcher, hands out
+// batches of input indices, multiplexes every worker with poll(), accounts for every input
+// (result, failure, or requeue), detects dead and hung workers, replaces them, and cleans up.
+#pragma once
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "../channel.hpp"
+#include "../error.hpp"
+#include "../launcher.hpp"
+#include "../options.hpp"
+#include "../worker.hpp"
+#include "posix.hpp"
+
+namespace flockmp::detail {
+
+/// Number of workers for `items` inputs: the pool size (default: online CPUs), never more than
+/// the inputs. Throws std::invalid_argument for a pool size of zero or less.
+inline std::size_t workerCount(const Options& o, std::size_t items) {
+  long n;
+  if (o.poolSize) {
+    if (*o.poolSize <= 0)
+      throw std::invalid_argument(fmt::format("flock: poolSize must be at least 1 (got {})", *o.poolSize));
+    n = *o.poolSize;
+  } else {
+    n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+  }
+  return std::min<std::size_t>(static_cast<std::size_t>(n), items);
+}
+
+inline void validateOptions(const Options& o) {
+  if (o.poolSize && *o.poolSize <= 0)
+    throw std::invalid_argument(fmt::format("flock: poolSize must be at least 1 (got {})", *o.poolSize));
+  if (o.timeOutError && o.timeOutError->count() <= 0)
+    throw std::invalid_argument("flock: timeOutError must be a positive duration");
+  if (o.retries < 0) throw std::invalid_argument(fmt::format("flock: retries must be >= 0 (got {})", o.retries));
+  if (o.restartBudget.maxRestarts < 0) throw std::invalid_argument("flock: restartBudget.maxRestarts must be >= 0");
+}
+
+class Engine {
+  using Clock = std::chrono::steady_clock;
+
+public:
+  Engine(JobBase& job, const Options& opts) : job_(job), opts_(opts), n_(job.size()) {
+    validateOptions(opts);
+    launcher_ = makeLauncher(opts.context);
+  }
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  /// Whatever happened (an exception, cancellation), no worker outlives the engine.
+  ~Engine() {
+    for (auto& s : slots_)
+      if (s.alive) killAndReap(s);
+  }
+
+  /// Run every input. Afterwards each input has a result (in the job) or a Failure.
+  void run() {
+    if (n_ == 0) return;
+    const std::size_t workers = workerCount(opts_, n_);
+    controls_ = SharedRegion(sizeof(WorkerControl) * workers);
+    queue_.push_back({0, n_});
+    unassigned_ = n_;
+
+    Fd stopFd;
+    std::optional<std::stop_callback<StopSignal>> stopCb;
+    if (opts_.stopToken.stop_possible()) {
+      int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (efd < 0) throwErrno("eventfd for cancellation");
+      stopFd = Fd(efd, true);
+      stopCb.emplace(opts_.stopToken, StopSignal{efd});
+    }
+
+    slots_.resize(workers);
+    for (std::size_t i = 0; i < workers; ++i) start(i);
+    topUpAll();
+
+    lastProgress_ = Clock::now();
+    std::vector<pollfd> pfds;
+    std::vector<std::pair<std::size_t, int>> who; // (slot, 0 = results, 1 = pidfd)
+    while (resolved_ < n_ && !gaveUp_) {
+      pfds.clear();
+      who.clear();
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        auto& s = slots_[i];
+        if (!s.alive) continue;
+        if (!s.eof) {
+          pfds.push_back({s.proc.results.get(), POLLIN, 0});
+          who.emplace_back(i, 0);
+        }
+        pfds.push_back({s.proc.pidfd.get(), POLLIN, 0});
+        who.emplace_back(i, 1);
+      }
+      if (stopFd) {
+        pfds.push_back({stopFd.get(), POLLIN, 0});
+        who.emplace_back(SIZE_MAX, 2);
+      }
+      int rc = ::poll(pfds.data(), pfds.size(), pollTimeoutMs());
+      if (rc < 0) {
+        if (errno == EINTR) continue;
+        throwErrno("poll over the workers");
+      }
+      for (std::size_t k = 0; k < pfds.size(); ++k) {
+        if (pfds[k].revents == 0) continue;
+        auto [i, what] = who[k];
+        if (what == 2) {
+          cancel();
+          break;
+        }
+        auto& s = slots_[i];
+        if (!s.alive) continue;
+        if (what == 0) drain(s);
+        else handleExit(i);
+      }
+      if (gaveUp_) break;
+      if (opts_.timeOutError) checkTimeouts();
+      checkStalls();
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        if (!slots_[i].alive && !queue_.empty() && !gaveUp_) restart(i);
+      topUpAll();
+      reportProgress(false);
+    }
+    shutdown();
+    reportProgress(true);
+  }
+
+  std::vector<Failure> takeFailures() {
+    std::sort(failures_.begin(), failures_.end(), [](const Failure& a, const Failure& b) { return a.index < b.index; });
+    return std::move(failures_);
+  }
+
+private:
+  struct StopSignal {
+    int fd;
+    void operator()() const noexcept {
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto r = ::write(fd, &one, sizeof one);
+    }
+  };
+  struct Batch {
+    std::size_t begin, end, next; // [begin, next) resolved, [next, end) outstanding
+  };
+  struct Slot {
+    WorkerProcess proc;
+    bool alive = false;
+    bool eof = false;
+    bool stopping = false;     // asked to stop (recycled after maxTasksPerWorker)
+    bool timedOut = false;     // killed by us for exceeding timeOutError
+    std::string protocolError; // killed by us for a corrupt frame
+    std::string setupError;    // its initializer failed
+    Clock::time_point lastBytes{};
+    std::deque<Batch> outstanding;
+    FrameReader reader;
+    std::size_t assigned = 0;  // inputs handed to this worker process
+    std::size_t finished = 0;  // inputs this worker process resolved
+    std::uint64_t batchesAcked = 0;
+    std::int64_t lastCurrent = -1;
+    Clock::time_point lastChange{};
+  };
+
+  WorkerControl& control(std::size_t i) noexcept { return static_cast<WorkerControl*>(controls_.data())[i]; }
+
+  struct LaunchContext {
+    Engine* engine;
+    std::size_t slot;
+  };
+  static void workerMain(void* ctx, int commandFd, int resultFd) {
+    auto* c = static_cast<LaunchContext*>(ctx);
+    workerLoop(c->engine->job_, c->engine->control(c->slot), commandFd, resultFd, c->engine->opts_.initializer);
+  }
+
+  void start(std::size_t i) {
+    auto& s = slots_[i];
+    auto* ctl = new (&control(i)) WorkerControl{};
+    (void)ctl;
+    LaunchContext ctx{this, i};
+    s = Slot{};
+    s.proc = launcher_->launch(&Engine::workerMain, &ctx);
+    s.alive = true;
+    s.lastChange = s.lastBytes = Clock::now();
+  }
+
+  /// A dead slot gets a new worker while work remains, within the restart budget.
+  void restart(std::size_t i) { start(i); }
+
+  std::size_t nextBatchSize(const Slot& s) const {
+    std::size_t size;
+    if (opts_.chunkSize > 0) {
+      size = opts_.chunkSize;
+    } else {
+      // Guided: large batches first, single inputs at the end, but never batches so short that
+      // the ~40 us wake-up of a worker dominates (measured per input from finished batches).
+      size = (unassigned_ + 4 * slots_.size() - 1) / (4 * slots_.size());
+      if (nsPerItem_ > 0) {
+        auto minSize = static_cast<std::size_t>(200'000.0 / nsPerItem_);
+        size = std::max(size, minSize);
+      }
+    }
+    if (opts_.maxTasksPerWorker > 0) size = std::min(size, opts_.maxTasksPerWorker - s.assigned);
+    return std::max<std::size_t>(size, 1);
+  }
+
+  /// Every idle worker gets a batch first; then, when batches are short enough that the ~40 us
+  /// wake-up between them would show, a second one is queued behind the first so the worker never
+  /// waits for the parent. Long batches are not queued ahead: that would unbalance the end.
+  void topUpAll() {
+    for (auto& s : slots_)
+      if (s.alive && s.outstanding.empty()) assignBatch(s);
+    for (auto& s : slots_)
+      if (s.alive && s.outstanding.size() == 1 && nsPerItem_ > 0 &&
+          nsPerItem_ * static_cast<double>(nextBatchSize(s)) < 2e6)
+        assignBatch(s);
+  }
+
+  void assignBatch(Slot& s) {
+    if (!s.stopping && !queue_.empty() && (opts_.maxTasksPerWorker == 0 || s.assigned < opts_.maxTasksPerWorker)) {
+      auto& [b, e] = queue_.front();
+      std::size_t take = std::min(nextBatchSize(s), e - b);
+      Batch batch{b, b + take, b};
+      b += take;
+      if (b == e) queue_.pop_front();
+      unassigned_ -= take;
+      s.assigned += take;
+      s.outstanding.push_back(batch);
+      std::byte frame[sizeof(FrameHeader) + 16];
+      FrameHeader h{FrameHeader::magicValue, FrameKind::run, 16};
+      std::uint64_t range[2] = {batch.begin, batch.end};
+      std::memcpy(frame, &h, sizeof h);
+      std::memcpy(frame + sizeof h, range, sizeof range);
+      // A dead peer is noticed through its pidfd; its batches are then requeued.
+      (void)writeAll(s.proc.commands.get(), frame, sizeof frame, true);
+    }
+    if (opts_.maxTasksPerWorker > 0 && !s.stopping && s.outstanding.empty() && s.assigned >= opts_.maxTasksPerWorker) {
+      s.stopping = true;
+      sendStop(s);
+    }
+  }
+
+  static void sendStop(Slot& s) {
+    FrameHeader h{FrameHeader::magicValue, FrameKind::stop, 0};
+    (void)writeAll(s.proc.commands.get(), &h, sizeof h, true);
+  }
+
+  void resolve(Slot& s, std::size_t count) {
+    resolved_ += count;
+    s.finished += count;
+  }
+
+  void addFailure(Failure f) {
+    ++failedCount_;
+    failures_.push_back(std::move(f));
+  }
+
+  /// Read and process everything the worker has sent so far.
+  void drain(Slot& s) {
+    try {
+      for (;;) {
+        auto st = s.reader.fill(s.proc.results.get());
+        if (st == FrameReader::Fill::data) s.lastBytes = Clock::now();
+        processFrames(s);
+        if (st == FrameReader::Fill::wouldBlock) return;
+        if (st == FrameReader::Fill::eof) {
+          s.eof = true;
+          return;
+        }
+      }
+    } catch (const ProtocolError& e) {
+      s.protocolError = e.what();
+      s.eof = true;
+      killGroup(s);
+    }
+  }
+
+  void processFrames(Slot& s) {
+    while (auto f = s.reader.next()) {
+      switch (f->kind) {
+      case FrameKind::result: onResult(s, f->payload); break;
+      case FrameKind::failure: onFailure(s, f->payload); break;
+      case FrameKind::batchDone: onBatchDone(s, f->payload); break;
+      default: throw ProtocolError(fmt::format("flock: unexpected frame kind {} from a worker", static_cast<unsigned>(f->kind)));
+      }
+    }
+  }
+
+  Batch& expectIndex(Slot& s, std::uint64_t index) {
+    if (s.outstanding.empty())
+      throw ProtocolError(fmt::format("flock: a worker sent a record for input {} it was not running", index));
+    auto& b = s.outstanding.front();
+    if (index < b.next || index >= b.end)
+      throw ProtocolError(fmt::format("flock: a worker sent a record for input {} outside its batch [{}, {})", index, b.next, b.end));
+    return b;
+  }
+
+  void onResult(Slot& s, std::span<const std::byte> payload) {
+    if (job_.rawResults() || payload.size() < 8) throw ProtocolError("flock: unexpected result frame from a worker");
+    std::uint64_t index;
+    std::memcpy(&index, payload.data(), 8);
+    auto& b = expectIndex(s, index);
+    if (index != b.next) throw ProtocolError("flock: a worker sent results out of order");
+    ByteReader r(payload.data() + 8, payload.size() - 8);
+    try {
+      job_.acceptResult(static_cast<std::size_t>(index), r);
+    } catch (...) {
+      auto [type, message] = describeCurrentException();
+      addFailure({static_cast<std::size_t>(index), FailureKind::codec, "the result could not be decoded: " + message, type, 0,
+                  std::nullopt, s.proc.pid});
+    }
+    ++b.next;
+    resolve(s, 1);
+  }
+
+  void onFailure(Slot& s, std::span<const std::byte> payload) {
+    Failure f = parseFailure(payload);
+    if (f.index == static_cast<std::size_t>(workerFailureIndex)) {
+      // The worker failed before running anything (its initializer threw); it exits next.
+      s.setupError = f.type.empty() ? f.message : fmt::format("{}: {}", f.type, f.message);
+      return;
+    }
+    auto& b = expectIndex(s, f.index);
+    f.pid = s.proc.pid;
+    if (!job_.rawResults()) {
+      if (f.index != b.next) throw ProtocolError("flock: a worker sent results out of order");
+      ++b.next;
+      resolve(s, 1);
+    } else {
+      rawFailed_.insert(f.index); // resolved when its batch is acknowledged
+    }
+    addFailure(std::move(f));
+  }
+
+  void onBatchDone(Slot& s, std::span<const std::byte> payload) {
+    if (payload.size() != 24 || s.outstanding.empty()) throw ProtocolError("flock: malformed batch acknowledgement");
+    std::uint64_t v[3];
+    std::memcpy(v, payload.data(), sizeof v);
+    auto& b = s.outstanding.front();
+    if (v[0] != b.begin || v[1] != b.end) throw ProtocolError("flock: batch acknowledgement for the wrong batch");
+    if (job_.rawResults()) resolve(s, b.end - b.next);
+    else if (b.next != b.end) throw ProtocolError("flock: a worker acknowledged a batch with missing results");
+    const auto items = b.end - b.begin;
+    if (items > 0 && v[2] > 0) {
+      double per = static_cast<double>(v[2]) / static_cast<double>(items);
+      nsPerItem_ = nsPerItem_ == 0 ? per : 0.7 * nsPerItem_ + 0.3 * per;
+    }
+    s.outstanding.pop_front();
+    ++s.batchesAcked;
+  }
+
+  static void killGroup(Slot& s) noexcept {
+    // The worker leads its own process group: this also kills what it started. While the worker
+    // is not yet reaped its pid cannot be reused, so the group id is still ours.
+    ::kill(-s.proc.pid, SIGKILL);
+    ::kill(s.proc.pid, SIGKILL);
+  }
+
+  static int reap(Slot& s) noexcept {
+    int status = 0;
+    while (::waitpid(s.proc.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return status;
+  }
+
+  void killAndReap(Slot& s) noexcept {
+    killGroup(s);
+    reap(s);
+    s.alive = false;
+    s.proc = WorkerProcess{};
+  }
+
+  /// The worker process has exited: account for everything it held, replace it if needed.
+  void handleExit(std::size_t i) {
+    auto& s = slots_[i];
+    if (!s.eof && s.protocolError.empty()) drain(s); // results it sent before dying still count
+    // Kill stragglers in its group (grandchildren holding our pipe) before reaping the leader.
+    ::kill(-s.proc.pid, SIGKILL);
+    const int status = reap(s);
+    const pid_t pid = s.proc.pid;
+    s.alive = false;
+
+    const bool expected = s.stopping && s.outstanding.empty() && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!expected) accountForDeath(i, status, pid);
+    s.proc = WorkerProcess{};
+  }
+
+  void accountForDeath(std::size_t i, int status, pid_t pid) {
+    auto& s = slots_[i];
+    auto& ctl = control(i);
+    const std::int64_t current = ctl.current.load(std::memory_order_acquire);
+    std::uint64_t doneBatches = ctl.batchesDone.load(std::memory_order_acquire) - s.batchesAcked;
+    // After a corrupt stream nothing unacknowledged can be trusted to have run.
+    const bool corrupt = !s.protocolError.empty();
+    std::optional<std::size_t> culprit;
+    std::vector<std::pair<std::size_t, std::size_t>> requeue;
+    const bool running = current >= 0 && std::any_of(s.outstanding.begin(), s.outstanding.end(), [&](const Batch& b) {
+      return static_cast<std::size_t>(current) >= b.next && static_cast<std::size_t>(current) < b.end;
+    });
+    for (auto& b : s.outstanding) {
+      if (job_.rawResults() && doneBatches > 0 && !corrupt) {
+        // Fully run before the death: the results are in shared memory.
+        --doneBatches;
+        resolve(s, b.end - b.next);
+        b.next = b.end;
+        continue;
+      }
+      if (current >= 0 && static_cast<std::size_t>(current) >= b.next && static_cast<std::size_t>(current) < b.end) {
+        const auto c = static_cast<std::size_t>(current);
+        if (job_.rawResults() && !corrupt) resolve(s, c - b.next); // [next, current) are in shared memory
+        else if (c > b.next) requeue.emplace_back(b.next, c);      // finished but unsent: run again
+        culprit = c;
+        if (c + 1 < b.end) requeue.emplace_back(c + 1, b.end);
+      } else if (b.next < b.end) {
+        if (corrupt && !running) {
+          // The stream broke while these inputs were in flight and none was running: they are
+          // the in-flight inputs, reported rather than run again forever.
+          for (std::size_t k = b.next; k < b.end; ++k) addFailure(deathFailure(s, k, status, pid));
+          resolve(s, b.end - b.next);
+        } else {
+          requeue.emplace_back(b.next, b.end);
+        }
+      }
+    }
+    s.outstanding.clear();
+    // Failure records of inputs that are now requeued are void: they will run again.
+    if (job_.rawResults()) dropRawFailuresIn(requeue);
+
+    if (culprit) {
+      Failure f = deathFailure(s, *culprit, status, pid);
+      int& tries = attempts_[*culprit];
+      if (tries < opts_.retries && f.kind != FailureKind::protocol) {
+        ++tries;
+        requeue.emplace_back(*culprit, *culprit + 1);
+      } else {
+        addFailure(std::move(f));
+        resolve(s, 1);
+      }
+    }
+    for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) {
+      queue_.push_front(*it);
+      unassigned_ += it->second - it->first;
+    }
+    if (s.finished == 0 && !culprit) {
+      // A worker that died outside any input without finishing anything (its initializer
+      // failed, say): count it against the restart budget, so a worker that cannot even start
+      // ends the call instead of a fork storm.
+      const auto now = Clock::now();
+      restartTimes_.push_back(now);
+      while (!restartTimes_.empty() && now - restartTimes_.front() > opts_.restartBudget.period) restartTimes_.pop_front();
+      if (static_cast<int>(restartTimes_.size()) > opts_.restartBudget.maxRestarts) {
+        if (!s.setupError.empty()) giveUp(FailureKind::setup, fmt::format("worker {} initializer failed: {}", pid, s.setupError));
+        else giveUp(FailureKind::notRun, describeStatus(status, pid));
+      }
+    }
+  }
+
+  /// A worker writes each frame whole, so a partial frame followed by silence means it sent a
+  /// truncated frame (its later frames, if any, were swallowed as payload): treat it as corrupt.
+  void checkStalls() {
+    const auto now = Clock::now();
+    for (auto& s : slots_) {
+      if (!s.alive || s.eof || !s.protocolError.empty() || s.reader.pending() == 0) continue;
+      if (now - s.lastBytes > stallGrace) {
+        s.protocolError = fmt::format("truncated frame ({} bytes of an incomplete frame, then silence)", s.reader.pending());
+        killGroup(s);
+      }
+    }
+  }
+
+  void dropRawFailuresIn(const std::vector<std::pair<std::size_t, std::size_t>>& ranges) {
+    if (rawFailed_.empty() || ranges.empty()) return;
+    auto inRequeued = [&](std::size_t idx) {
+      for (auto [b, e] : ranges)
+        if (idx >= b && idx < e) return true;
+      return false;
+    };
+    std::erase_if(failures_, [&](const Failure& f) {
+      bool drop = inRequeued(f.index) && rawFailed_.contains(f.index);
+      if (drop) --failedCount_;
+      return drop;
+    });
+    std::erase_if(rawFailed_, [&](std::size_t idx) { return inRequeued(idx); });
+  }
+
+  static std::string describeStatus(int status, pid_t pid) {
+    if (WIFSIGNALED(status)) return fmt::format("worker {} was killed by {}", pid, signalName(WTERMSIG(status)));
+    if (WIFEXITED(status)) return fmt::format("worker {} exited with status {}", pid, WEXITSTATUS(status));
+    return fmt::format("worker {} ended (status 0x{:x})", pid, status);
+  }
+
+  Failure deathFailure(const Slot& s, std::size_t index, int status, pid_t pid) const {
+    Failure f;
+    f.index = index;
+    f.pid = pid;
+    if (!s.protocolError.empty()) {
+      f.kind = FailureKind::protocol;
+      f.message = fmt::format("the worker sent a corrupt frame and was replaced: {}", s.protocolError);
+      return f;
+    }
+    if (s.timedOut) {
+      f.kind = FailureKind::timedOut;
+      f.message = fmt::format("ran longer than the time limit of {}; the worker was killed",
+                              formatDuration(*opts_.timeOutError));
+      return f;
+    }
+    f.kind = FailureKind::crashed;
+    if (WIFSIGNALED(status)) {
+      f.signal = WTERMSIG(status);
+      f.type = signalName(f.signal);
+      f.message = fmt::format("the worker was killed by {} while running this input", f.type);
+      if (f.signal == SIGKILL) f.message += " (SIGKILL from outside flock: the out-of-memory killer is a likely cause)";
+    } else if (WIFEXITED(status)) {
+      f.exitStatus = WEXITSTATUS(status);
+      f.message = fmt::format("the worker exited with status {} while running this input", *f.exitStatus);
+    } else {
+      f.message = describeStatus(status, pid);
+    }
+    return f;
+  }
+
+  static std::string formatDuration(std::chrono::nanoseconds d) {
+    using namespace std::chrono;
+    if (d % seconds(1) == nanoseconds(0)) return fmt::format("{}s", duration_cast<seconds>(d).count());
+    if (d % milliseconds(1) == nanoseconds(0)) return fmt::format("{}ms", duration_cast<milliseconds>(d).count());
+    if (d % microseconds(1) == nanoseconds(0)) return fmt::format("{}us", duration_cast<microseconds>(d).count());
+    return fmt::format("{}ns", d.count());
+  }
+
+  /// Every input without a result or failure gets `kind`.
+  void failUnresolved(FailureKind kind, const std::string& message) {
+    auto add = [&](std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) {
+        if (job_.rawResults() && rawFailed_.contains(i)) continue;
+        addFailure({i, kind, message, "", 0, std::nullopt, 0});
+      }
+      resolved_ += e - b;
+    };
+    for (auto [b, e] : queue_) add(b, e);
+    queue_.clear();
+    unassigned_ = 0;
+    for (auto& s : slots_) {
+      for (auto& b : s.outstanding) add(b.next, b.end);
+      s.outstanding.clear();
+    }
+  }
+
+  void giveUp(FailureKind kind, const std::string& lastCause) {
+    gaveUp_ = true;
+    for (auto& s : slots_)
+      if (s.alive) killAndReap(s);
+    failUnresolved(kind, fmt::format("not run: {} workers died within {}ms without finishing any input (restart "
+                                     "budget exhausted; last: {})",
+                                     restartTimes_.size(), opts_.restartBudget.period.count(), lastCause));
+  }
+
+  void cancel() {
+    gaveUp_ = true;
+    for (auto& s : slots_) {
+      if (!s.alive) continue;
+      if (!s.eof && s.protocolError.empty()) drain(s);
+      killAndReap(s);
+    }
+    failUnresolved(FailureKind::cancelled, "cancelled before it finished");
+  }
+
+  void checkTimeouts() {
+    const auto now = Clock::now();
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      auto& s = slots_[i];
+      if (!s.alive || s.timedOut || s.outstanding.empty()) continue;
+      const auto cur = control(i).current.load(std::memory_order_acquire);
+      if (cur != s.lastCurrent) {
+        s.lastCurrent = cur;
+        s.lastChange = now;
+      } else if (cur >= 0 && now - s.lastChange >= *opts_.timeOutError) {
+        s.timedOut = true;
+        killGroup(s);
+      }
+    }
+  }
+
+  int pollTimeoutMs() const {
+    using namespace std::chrono;
+    long ms = -1;
+    if (opts_.timeOutError) {
+      // Wake often enough to see each new input start, and at the earliest deadline.
+      auto quarter = duration_cast<milliseconds>(*opts_.timeOutError / 4).count();
+      ms = std::max<long>(1, quarter);
+      const auto now = Clock::now();
+      for (const auto& s : slots_) {
+        if (!s.alive || s.outstanding.empty() || s.lastCurrent < 0) continue;
+        auto left = duration_cast<milliseconds>(s.lastChange + *opts_.timeOutError - now).count() + 1;
+        ms = std::min(ms, std::max<long>(0, left));
+      }
+    }
+    if (opts_.onProgress) ms = ms < 0 ? 100 : std::min<long>(ms, 100);
+    for (const auto& s : slots_)
+      if (s.alive && s.reader.pending() > 0) ms = ms < 0 ? 500 : std::min<long>(ms, 500); // see checkStalls
+    return static_cast<int>(ms);
+  }
+
+  void reportProgress(bool final) {
+    if (!opts_.onProgress) return;
+    const auto now = Clock::now();
+    if (!final && now - lastProgress_ < std::chrono::milliseconds(100)) return;
+    lastProgress_ = now;
+    opts_.onProgress(Progress{resolved_, failedCount_, n_});
+  }
+
+  /// All inputs are accounted for: let idle workers exit, then reap them and their groups.
+  void shutdown() {
+    for (auto& s : slots_)
+      if (s.alive) sendStop(s);
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    for (auto& s : slots_) {
+      if (!s.alive) continue;
+      pollfd p{s.proc.pidfd.get(), POLLIN, 0};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      while (::poll(&p, 1, static_cast<int>(std::max<long>(0, left))) < 0 && errno == EINTR) {
+      }
+      killAndReap(s); // kills any grandchild left in the worker's group, then reaps
+    }
+  }
+
+  static constexpr std::chrono::seconds stallGrace{3};
+
+  JobBase& job_;
+  const Options& opts_;
+  const std::size_t n_;
+  std::unique_ptr<Launcher> launcher_;
+  SharedRegion controls_;
+  std::vector<Slot> slots_;
+  std::deque<std::pair<std::size_t, std::size_t>> queue_;
+  std::size_t unassigned_ = 0;
+  std::size_t resolved_ = 0;
+  std::size_t failedCount_ = 0;
+  double nsPerItem_ = 0;
+  std::vector<Failure> failures_;
+  std::unordered_set<std::size_t> rawFailed_; // raw path: inputs with a failure record
+  std::unordered_map<std::size_t, int> attempts_;
+  std::deque<Clock::time_point> restartTimes_;
+  Clock::time_point lastProgress_{};
+  bool gaveUp_ = false;
+};
+
+} // namespace flockmp::detail

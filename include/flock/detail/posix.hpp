@@ -1,0 +1,174 @@
+// flock internals: thin RAII over the POSIX pieces the engine uses (fds, pipes, shared memory),
+// and errno reporting that names what failed.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "../error.hpp"
+
+namespace flockmp::detail {
+
+/// Exit code of a worker whose own loop failed (not the user's callable).
+inline constexpr int workerInternalErrorExit = 121;
+
+/// flockmp::Error naming the operation and the errno text: "flock: fork failed: Resource
+/// temporarily unavailable (errno 11)".
+[[noreturn]] inline void throwErrno(std::string_view what, int err = errno) {
+  throw Error(fmt::format("flock: {} failed: {} (errno {})", what, std::strerror(err), err));
+}
+
+/// Parent-side fds of every live flock pool in this process. A worker forked by one pool closes
+/// them all, so that no worker keeps another worker's channel open (which would hide EOF). Kept
+/// lock-free because a child of a multithreaded parent must not take locks after fork.
+class FdRegistry {
+public:
+  static constexpr std::size_t capacity = 4096;
+
+  static void add(int fd) noexcept {
+    for (auto& slot : slots_) {
+      int expected = 0;
+      if (slot.compare_exchange_strong(expected, fd + 1, std::memory_order_acq_rel)) return;
+    }
+    // Full: the fd is still close-on-exec; only fork-without-exec children could inherit it.
+  }
+  static void remove(int fd) noexcept {
+    for (auto& slot : slots_) {
+      int expected = fd + 1;
+      if (slot.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) return;
+    }
+  }
+  /// In a freshly forked child: close every registered fd (async-signal-safe).
+  static void closeAllInChild() noexcept {
+    for (auto& slot : slots_) {
+      int v = slot.load(std::memory_order_relaxed);
+      if (v > 0) ::close(v - 1);
+    }
+  }
+
+private:
+  // Each slot holds fd + 1, so the zero-initialized array means "empty" with no init code.
+  static inline std::atomic<int> slots_[capacity]{};
+};
+
+/// A move-only file descriptor; the destructor closes it. `registered` fds are parent-side pool
+/// fds that every forked worker closes (see FdRegistry).
+class Fd {
+public:
+  Fd() noexcept = default;
+  explicit Fd(int fd, bool registered = false) noexcept : fd_(fd), registered_(registered) {
+    if (registered_ && fd_ >= 0) FdRegistry::add(fd_);
+  }
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)), registered_(o.registered_) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+      registered_ = o.registered_;
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+
+  [[nodiscard]] int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  void reset() noexcept {
+    if (fd_ >= 0) {
+      if (registered_) FdRegistry::remove(fd_);
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  /// Forget the fd without closing it (used in a child that is about to _exit anyway).
+  int release() noexcept { return std::exchange(fd_, -1); }
+
+private:
+  int fd_ = -1;
+  bool registered_ = false;
+};
+
+inline void setNonBlocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throwErrno("fcntl(O_NONBLOCK)");
+}
+
+/// pidfd_open(2): an fd that becomes readable when the process exits (Linux 5.3+). glibc 2.36
+/// has a wrapper, older ones don't, so use the raw syscall.
+inline int pidfdOpen(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+/// Anonymous shared memory that survives fork as *shared* (not copy-on-write): workers write
+/// into it and the parent sees the bytes without any copy through a pipe.
+class SharedRegion {
+public:
+  SharedRegion() noexcept = default;
+  explicit SharedRegion(std::size_t bytes) : size_(bytes) {
+    if (bytes == 0) return;
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throwErrno(fmt::format("mmap of {} bytes of shared memory", bytes));
+    data_ = p;
+  }
+  SharedRegion(SharedRegion&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  SharedRegion& operator=(SharedRegion&& o) noexcept {
+    if (this != &o) {
+      reset();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  SharedRegion(const SharedRegion&) = delete;
+  SharedRegion& operator=(const SharedRegion&) = delete;
+  ~SharedRegion() { reset(); }
+
+  [[nodiscard]] void* data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  void reset() noexcept {
+    if (data_) ::munmap(data_, size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  /// Give back the pages of [offset, offset+len) (rounded inward to pages) once they have been
+  /// copied out, so peak memory stays near one copy of the results.
+  void discard(std::size_t offset, std::size_t len) noexcept {
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::size_t begin = (offset + page - 1) / page * page;
+    std::size_t end = (offset + len) / page * page;
+    if (end > begin) ::madvise(static_cast<char*>(data_) + begin, end - begin, MADV_REMOVE);
+  }
+
+private:
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// "SIGSEGV" for 11, or "signal 42" for one without a name.
+inline std::string signalName(int sig) {
+  if (const char* abbrev = ::sigabbrev_np(sig)) return fmt::format("SIG{}", abbrev);
+  return fmt::format("signal {}", sig);
+}
+
+} // namespace flockmp::detail

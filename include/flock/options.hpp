@@ -1,0 +1,67 @@
+// flock: the options every call takes, one aggregate filled with designated initializers.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <stop_token>
+
+namespace flockmp {
+
+/// How worker processes come to exist.
+enum class Context {
+  fork,       ///< fork the calling process when the call starts (default on Linux): any callable
+              ///< works, captures included, and inputs never cross a pipe
+  forkserver, ///< fork from a small server process started early (safe in a multithreaded parent)
+  spawn,      ///< start fresh executions of the program image
+};
+
+/// Supervisor limit in the spirit of Erlang: when more than `maxRestarts` workers die within
+/// `period` without finishing a task, the call ends with flockmp::Error instead of forking forever.
+struct RestartBudget {
+  int maxRestarts = 16;
+  std::chrono::milliseconds period{5000};
+};
+
+/// Progress of a call, as given to `Options::onProgress`.
+struct Progress {
+  std::size_t done = 0;   ///< inputs finished (with a value or a failure)
+  std::size_t failed = 0; ///< of those, how many failed
+  std::size_t total = 0;  ///< inputs in the call
+};
+
+/// Options of every flock call. Defaults suit most uses:
+///
+///   flockmp::FunctionAsync::apply(xs, fn, {.poolSize = 4, .timeOutError = std::chrono::seconds(5)});
+struct Options {
+  /// Number of worker processes. Default: the online CPU count. Never more workers than inputs.
+  /// Zero or negative throws std::invalid_argument.
+  std::optional<int> poolSize{};
+  /// Per-input time limit; an input running longer is killed (with its worker's whole process
+  /// group) and reported as timed out. Default: no limit.
+  std::optional<std::chrono::nanoseconds> timeOutError{};
+  /// How workers are started; see Context.
+  Context context = Context::fork;
+  /// Inputs per batch sent to a worker. 0 (default): adaptive, large batches first and single
+  /// inputs at the end, so tiny tasks amortise the pipe and long tasks still balance.
+  std::size_t chunkSize = 0;
+  /// Recycle a worker after this many inputs (for leaky libraries). 0 (default): never.
+  std::size_t maxTasksPerWorker = 0;
+  /// How many times an input whose worker crashed or timed out is tried again on a fresh
+  /// worker before it is reported. Default 0.
+  int retries = 0;
+  /// Cancels the call: inputs not yet finished are reported as cancelled, workers are stopped.
+  std::stop_token stopToken{};
+  /// See RestartBudget.
+  RestartBudget restartBudget{};
+  /// Runs once in each worker process before its first input (open a connection, seed a
+  /// generator...). If it throws or crashes, the worker is replaced; workers that keep failing
+  /// here end the call through the restart budget, with the initializer's error in the message.
+  std::function<void()> initializer{};
+  /// Called from the calling thread (never from a worker) as inputs finish, at most ~10 times a
+  /// second plus once at the end.
+  std::function<void(const Progress&)> onProgress{};
+};
+
+} // namespace flockmp

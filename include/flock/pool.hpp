@@ -1,0 +1,218 @@
+// flock: BaseMultiProc, the pool every API class is a thin layer over.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <iterator>
+#include <new>
+#include <optional>
+#include <ranges>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "codec.hpp"
+#include "detail/engine.hpp"
+#include "detail/invoke.hpp"
+#include "detail/posix.hpp"
+#include "error.hpp"
+#include "options.hpp"
+#include "worker.hpp"
+
+namespace flockmp {
+
+namespace detail {
+
+/// Results of this type travel through shared memory instead of the pipe: the worker stores
+/// them straight into their slot, and the parent copies them out once.
+template <class Codec, class R>
+constexpr bool rawResultFor() {
+  if constexpr (std::is_void_v<R>) return true;
+  else if constexpr (requires { Codec::template isRaw<R>; }) return Codec::template isRaw<R>;
+  else return false;
+}
+
+/// A typed job: inputs at `first[0..n)`, the callable, and result storage.
+template <class Codec, class It, class F, class R>
+class Job final : public JobBase {
+public:
+  static constexpr bool raw = rawResultFor<Codec, R>();
+
+  Job(It first, std::size_t n, F& fn) : first_(std::move(first)), n_(n), fn_(fn) {
+    if constexpr (!std::is_void_v<R>) {
+      if constexpr (raw) shm_ = SharedRegion(n * sizeof(R));
+      else decoded_.resize(n);
+    }
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept override { return n_; }
+  [[nodiscard]] bool rawResults() const noexcept override { return raw; }
+
+  void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
+    for (std::size_t i = begin; i < end; ++i) {
+      ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+      try {
+        if constexpr (std::is_void_v<R>) {
+          invokeOn(fn_, first_[static_cast<Diff>(i)]);
+        } else if constexpr (raw) {
+          ::new (static_cast<void*>(slot(i))) R(invokeOn(fn_, first_[static_cast<Diff>(i)]));
+        } else {
+          out.template result<Codec, R>(i, invokeOn(fn_, first_[static_cast<Diff>(i)]));
+        }
+      } catch (...) {
+        auto [type, message] = describeCurrentException();
+        out.failure(i, FailureKind::exception, type, message);
+        // Raw results carry no per-input record: a failure must reach the parent before the
+        // worker can die on a later input, or that input would look successful.
+        if constexpr (raw) out.flush();
+      }
+      if constexpr (!raw) out.flushIfDue();
+    }
+  }
+
+  void acceptResult(std::size_t index, ByteReader& payload) override {
+    if constexpr (!raw) {
+      decoded_[index].emplace(Codec::template decode<R>(payload));
+      payload.expectEnd();
+    } else {
+      (void)index;
+      (void)payload;
+    }
+  }
+
+  /// One outcome per input; `failures` sorted by index.
+  std::vector<Outcome<R>> outcomes(const std::vector<Failure>& failures) {
+    std::vector<Outcome<R>> out;
+    out.reserve(n_);
+    auto f = failures.begin();
+    for (std::size_t i = 0; i < n_; ++i) {
+      if (f != failures.end() && f->index == i) {
+        out.emplace_back(*f);
+        while (f != failures.end() && f->index == i) ++f;
+        continue;
+      }
+      if constexpr (std::is_void_v<R>) out.emplace_back();
+      else if constexpr (raw) out.emplace_back(*slot(i));
+      else out.emplace_back(std::move(*decoded_[i]));
+    }
+    return out;
+  }
+
+  /// All results, when no input failed. Raw results are copied out in chunks whose shared pages
+  /// are released right after, so the parent never holds two full copies.
+  std::vector<R> values() {
+    std::vector<R> v;
+    v.reserve(n_);
+    if constexpr (raw) {
+      constexpr std::size_t chunk = (std::size_t{4} << 20) / sizeof(R) + 1;
+      for (std::size_t b = 0; b < n_; b += chunk) {
+        const std::size_t e = std::min(n_, b + chunk);
+        v.insert(v.end(), slot(b), slot(e));
+        shm_.discard(b * sizeof(R), (e - b) * sizeof(R));
+      }
+    } else {
+      for (auto& o : decoded_) v.push_back(std::move(*o));
+    }
+    return v;
+  }
+
+private:
+  using Diff = std::iter_difference_t<It>;
+  R* slot(std::size_t i) const noexcept { return static_cast<R*>(shm_.data()) + i; }
+
+  It first_;
+  std::size_t n_;
+  F& fn_;
+  SharedRegion shm_;
+  std::conditional_t<std::is_void_v<R> || raw, char, std::vector<std::optional<R>>> decoded_{};
+};
+
+template <class T>
+struct CallableCheck {
+  static_assert(sizeof(T) == 0,
+                "flock: the callable cannot be called with an element of the input range, nor with "
+                "the element's tuple members unpacked. Check the parameter types of the callable.");
+};
+
+template <class F, class Ref>
+constexpr void requireCallable() {
+  if constexpr (!CallableOn<F, Ref>) (void)CallableCheck<F>{};
+}
+
+/// Run `fn` over `first[0..n)` and hand back either outcomes (Try) or values/TaskError.
+template <bool Try, class Codec, class R, class It, class F>
+auto runOn(It first, std::size_t n, F& fn, const Options& opts) {
+  Job<Codec, It, F, R> job(std::move(first), n, fn);
+  std::vector<Failure> failures;
+  {
+    Engine engine(job, opts);
+    engine.run();
+    failures = engine.takeFailures();
+  }
+  if constexpr (Try) {
+    return job.outcomes(failures);
+  } else {
+    if (!failures.empty()) {
+      auto outcomes = job.outcomes(failures);
+      throw TaskError(std::move(failures), std::move(outcomes));
+    }
+    if constexpr (std::is_void_v<R>) return;
+    else return job.values();
+  }
+}
+
+template <bool Try, class Codec, class F, class Range>
+auto run(F& fn, Range&& items, const Options& opts) {
+  validateOptions(opts);
+  using Ref = std::ranges::range_reference_t<Range>;
+  requireCallable<F, Ref>();
+  using R = ResultOf<F, Ref>;
+  if constexpr (!std::is_void_v<R>) requireCodable<Codec, R>();
+  if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
+    // Under Context::fork the workers index the caller's range in their copy-on-write memory.
+    return runOn<Try, Codec, R>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)), fn, opts);
+  } else {
+    // A single-pass or unsized range is materialised once so that inputs can be indexed.
+    std::vector<std::ranges::range_value_t<Range>> copy;
+    if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
+    for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
+    return runOn<Try, Codec, R>(copy.begin(), copy.size(), fn, opts);
+  }
+}
+
+} // namespace detail
+
+/// A pool of worker processes that runs a callable over a range of inputs and returns the
+/// results in input order (the seed's BaseMultiProc). Workers are started for each call under
+/// Context::fork, so the callable and the inputs are inherited, never serialized.
+///
+///   flockmp::BaseMultiProc bp{{.poolSize = 5}};
+///   std::vector<int> res = bp.executeAsync([](int x) { return x * x; }, std::vector{1, 2, 3});
+class BaseMultiProc {
+public:
+  /// Throws std::invalid_argument for a bad option (poolSize <= 0, timeOutError <= 0...).
+  explicit BaseMultiProc(Options options = {}) : opts_(std::move(options)) { detail::validateOptions(opts_); }
+
+  /// Run `fn` on every element of `items` in parallel worker processes. Returns the results in
+  /// input order (nothing when `fn` returns void). Throws flockmp::TaskError if any input failed
+  /// (its outcomes<R>() keeps the successful results) and flockmp::Error if workers cannot be
+  /// started. `Codec` carries the results back (default: the built-in BinaryCodec).
+  template <class Codec = BinaryCodec, class F, std::ranges::input_range Range>
+  auto executeAsync(F&& fn, Range&& items) {
+    return detail::run<false, Codec>(fn, std::forward<Range>(items), opts_);
+  }
+
+  /// Like executeAsync, but never throws for failed inputs: one Outcome per input.
+  template <class Codec = BinaryCodec, class F, std::ranges::input_range Range>
+  auto tryExecuteAsync(F&& fn, Range&& items) {
+    return detail::run<true, Codec>(fn, std::forward<Range>(items), opts_);
+  }
+
+  [[nodiscard]] const Options& options() const noexcept { return opts_; }
+
+private:
+  Options opts_;
+};
+
+} // namespace flockmp

@@ -1,0 +1,202 @@
+// flock: the loop that runs inside a worker process, and the job interface it serves.
+//
+// A worker reads `run [begin, end)` commands, runs the callable on those inputs (already in its
+// copy-on-write memory under Context::fork), and sends back results or failures. Before each
+// input it records the input's index in a small control block in shared memory, so that the
+// parent knows which input was running if the worker dies or hangs.
+#pragma once
+
+#include <cxxabi.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "channel.hpp"
+#include "codec.hpp"
+#include "detail/type_name.hpp"
+#include "error.hpp"
+
+namespace flockmp::detail {
+
+/// Per-worker state shared with the parent (MAP_SHARED). One writer: the worker.
+struct alignas(64) WorkerControl {
+  std::atomic<std::int64_t> current{-1};      ///< input being run, -1 between inputs
+  std::atomic<std::uint64_t> batchesDone{0};  ///< batches fully run (results written)
+};
+
+inline std::uint64_t monotonicNs() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// Type name and message of the exception being handled, for any thrown type.
+inline std::pair<std::string, std::string> describeCurrentException() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return {tidyTypeName(demangle(typeid(e).name())), e.what()};
+  } catch (const char* s) {
+    return {"const char*", s ? s : ""};
+  } catch (const std::string& s) {
+    return {"std::string", s};
+  } catch (...) {
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    return {t ? tidyTypeName(demangle(t->name())) : std::string("unknown exception"), ""};
+  }
+}
+
+/// Encodes a failure record: [u64 index][u32 kind][u32 len][type][u32 len][message].
+inline void appendFailure(FrameWriter& w, std::size_t index, FailureKind kind, std::string_view type,
+                          std::string_view message) {
+  w.begin(FrameKind::failure);
+  w.appendRaw(static_cast<std::uint64_t>(index));
+  w.appendRaw(static_cast<std::uint32_t>(kind));
+  w.appendRaw(static_cast<std::uint32_t>(type.size()));
+  w.append(type.data(), type.size());
+  w.appendRaw(static_cast<std::uint32_t>(message.size()));
+  w.append(message.data(), message.size());
+  w.end();
+}
+
+/// Parent side: decodes a failure record; throws ProtocolError on malformed bytes.
+inline Failure parseFailure(std::span<const std::byte> payload) {
+  auto fail = [] { return ProtocolError("flock: malformed failure record from a worker"); };
+  std::size_t pos = 0;
+  auto take = [&](void* dst, std::size_t n) {
+    if (payload.size() - pos < n) throw fail();
+    std::memcpy(dst, payload.data() + pos, n);
+    pos += n;
+  };
+  std::uint64_t index = 0;
+  std::uint32_t kind = 0, len = 0;
+  take(&index, sizeof index);
+  take(&kind, sizeof kind);
+  if (kind > static_cast<std::uint32_t>(FailureKind::notRun)) throw fail();
+  Failure f;
+  f.index = static_cast<std::size_t>(index);
+  f.kind = static_cast<FailureKind>(kind);
+  take(&len, sizeof len);
+  if (payload.size() - pos < len) throw fail();
+  f.type.assign(reinterpret_cast<const char*>(payload.data() + pos), len);
+  pos += len;
+  take(&len, sizeof len);
+  if (payload.size() - pos < len) throw fail();
+  f.message.assign(reinterpret_cast<const char*>(payload.data() + pos), len);
+  pos += len;
+  if (pos != payload.size()) throw fail();
+  return f;
+}
+
+/// Worker side: frames waiting to go to the parent, written in few large writes.
+class WorkerOutput {
+public:
+  explicit WorkerOutput(int fd) : fd_(fd), writer_(buf_) { buf_.reserve(1 << 16); }
+
+  /// Append the result of input `index`; a codec failure becomes a codec failure record.
+  template <class Codec, class R>
+  void result(std::size_t index, const R& value) {
+    writer_.begin(FrameKind::result);
+    writer_.appendRaw(static_cast<std::uint64_t>(index));
+    try {
+      ByteWriter bw(buf_);
+      Codec::encode(bw, value);
+    } catch (...) {
+      writer_.abandon();
+      auto [type, message] = describeCurrentException();
+      failure(index, FailureKind::codec, type, "the result could not be encoded: " + message);
+      return;
+    }
+    writer_.end();
+  }
+
+  void failure(std::size_t index, FailureKind kind, std::string_view type, std::string_view message) {
+    appendFailure(writer_, index, kind, type, message);
+  }
+
+  void batchDone(std::size_t begin, std::size_t end, std::uint64_t ns) {
+    writer_.begin(FrameKind::batchDone);
+    writer_.appendRaw(static_cast<std::uint64_t>(begin));
+    writer_.appendRaw(static_cast<std::uint64_t>(end));
+    writer_.appendRaw(ns);
+    writer_.end();
+  }
+
+  /// Send what is buffered. If the parent is gone there is nobody to work for: exit.
+  void flush() {
+    if (!buf_.empty() && !writeAll(fd_, buf_.data(), buf_.size())) ::_exit(0);
+    buf_.clear();
+    lastFlush_ = monotonicNs();
+  }
+
+  /// Flush when enough bytes are buffered or results have waited long enough (so slow inputs
+  /// report progress, and a crash later in the batch loses little finished work).
+  void flushIfDue() {
+    if (buf_.size() >= (1u << 18) || (!buf_.empty() && monotonicNs() - lastFlush_ > 20'000'000u)) flush();
+  }
+
+private:
+  int fd_;
+  std::vector<std::byte> buf_;
+  FrameWriter writer_;
+  std::uint64_t lastFlush_ = monotonicNs();
+};
+
+/// What the engine runs: typed jobs (see pool.hpp) implement it.
+class JobBase {
+public:
+  virtual ~JobBase() = default;
+  [[nodiscard]] virtual std::size_t size() const noexcept = 0;
+  /// True when results are written by the workers straight into shared memory; the parent then
+  /// receives only failure records and batch acknowledgements.
+  [[nodiscard]] virtual bool rawResults() const noexcept = 0;
+  /// Worker side: run inputs [begin, end) in order, storing `current` before each.
+  virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) = 0;
+  /// Parent side: decode the result of input `index` (throws CodecError on bad bytes).
+  virtual void acceptResult(std::size_t index, ByteReader& payload) = 0;
+};
+
+/// Index used in a failure record that concerns the worker itself, not an input.
+inline constexpr std::uint64_t workerFailureIndex = ~std::uint64_t{0};
+
+/// The worker's main loop. Leaves by returning (the launcher then _exits) on stop or EOF.
+inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resultFd,
+                       const std::function<void()>& initializer) {
+  WorkerOutput out(resultFd);
+  if (initializer) {
+    try {
+      initializer();
+    } catch (...) {
+      auto [type, message] = describeCurrentException();
+      out.failure(static_cast<std::size_t>(workerFailureIndex), FailureKind::setup, type, message);
+      out.flush();
+      ::_exit(workerInternalErrorExit);
+    }
+  }
+  for (;;) {
+    FrameHeader h;
+    if (!readExact(commandFd, &h, sizeof h)) return; // parent closed the channel
+    if (h.magic != FrameHeader::magicValue) ::_exit(workerInternalErrorExit);
+    if (h.kind == FrameKind::stop) return;
+    if (h.kind != FrameKind::run || h.length != 16) ::_exit(workerInternalErrorExit);
+    std::uint64_t range[2];
+    if (!readExact(commandFd, range, sizeof range)) return;
+    const std::uint64_t t0 = monotonicNs();
+    job.runBatch(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), ctl, out);
+    ctl.current.store(-1, std::memory_order_relaxed);
+    ctl.batchesDone.fetch_add(1, std::memory_order_release);
+    out.batchDone(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), monotonicNs() - t0);
+    out.flush();
+  }
+}
+
+} // namespace flockmp::detail

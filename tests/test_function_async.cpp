@@ -1,0 +1,331 @@
+// FunctionAsync, ListAsync and BaseMultiProc: the seed's examples and the core guarantees
+// (order, real processes, any range, errors that name the input).
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <flock/flock.hpp>
+
+#include "catch.hpp"
+#include "support/proc_stats.hpp"
+
+namespace {
+
+int myFunction(int value) { return value * value; }
+
+struct Test {
+  // The seed documents [11, 44, 99, 176] for these pairs, which is (foo + bar) * foo.
+  long compute(long foo, long bar) const { return (foo + bar) * foo; }
+  static long twice(long x) { return 2 * x; }
+  long offset = 0;
+  long shifted(long x) const { return x + offset; }
+};
+
+struct Square {
+  int operator()(int x) const { return x * x; }
+};
+
+struct Point {
+  int x;
+  double y;
+  std::string label;
+  bool operator==(const Point&) const = default;
+};
+
+std::vector<int> oneToTen() {
+  std::vector<int> v(10);
+  std::iota(v.begin(), v.end(), 1);
+  return v;
+}
+
+const std::vector<int> seedSquares{1, 4, 9, 16, 25, 36, 49, 64, 81, 100};
+
+} // namespace
+
+TEST_CASE("a free function is applied to every input in order", "[api][seed]") {
+  CHECK(flockmp::FunctionAsync::apply(oneToTen(), myFunction) == seedSquares);
+  CHECK(flockmp::FunctionAsync::apply(oneToTen(), &myFunction) == seedSquares);
+}
+
+TEST_CASE("lambdas, capturing lambdas and function objects work", "[api][seed]") {
+  auto items = oneToTen();
+  CHECK(flockmp::FunctionAsync::apply(items, [](int x) { return x * x; }) == seedSquares);
+  int base = 100;
+  std::string suffix = "!";
+  auto r = flockmp::FunctionAsync::apply(items, [base, &suffix](int x) { return std::to_string(base + x) + suffix; });
+  REQUIRE(r.size() == 10);
+  CHECK(r.front() == "101!");
+  CHECK(r.back() == "110!");
+  CHECK(flockmp::FunctionAsync::apply(items, Square{}) == seedSquares);
+}
+
+TEST_CASE("instance methods get their pair inputs unpacked", "[api][seed]") {
+  Test inst;
+  std::vector<std::pair<long, long>> pairs{{1, 10}, {2, 20}, {3, 30}, {4, 40}};
+  const std::vector<long> expected{11, 44, 99, 176};
+  CHECK(flockmp::FunctionAsync::apply(pairs, std::bind_front(&Test::compute, inst)) == expected);
+  CHECK(flockmp::FunctionAsync::apply(pairs, &Test::compute, inst) == expected);
+  std::vector<std::tuple<long, long>> tuples{{1, 10}, {2, 20}, {3, 30}, {4, 40}};
+  CHECK(flockmp::FunctionAsync::apply(tuples, &Test::compute, inst) == expected);
+}
+
+TEST_CASE("the object bound to a method is the caller's, state included", "[api]") {
+  Test inst;
+  inst.offset = 1000;
+  CHECK(flockmp::FunctionAsync::apply(std::vector<long>{1, 2, 3}, &Test::shifted, inst) == std::vector<long>{1001, 1002, 1003});
+}
+
+TEST_CASE("static member functions (the seed's class methods) work", "[api][seed]") {
+  CHECK(flockmp::FunctionAsync::apply(std::vector<long>{1, 2, 3}, &Test::twice) == std::vector<long>{2, 4, 6});
+}
+
+TEST_CASE("a callable that takes the whole pair gets it whole", "[api]") {
+  std::vector<std::pair<int, int>> pairs{{1, 2}, {3, 4}};
+  auto r = flockmp::FunctionAsync::apply(pairs, [](const std::pair<int, int>& p) { return p.first * 10 + p.second; });
+  CHECK(r == std::vector<int>{12, 34});
+}
+
+TEST_CASE("ListAsync applies over a list with a pool size", "[api][seed]") {
+  std::vector<int> list(2000);
+  std::iota(list.begin(), list.end(), 0);
+  auto r = flockmp::ListAsync::apply(list, [](int x) { return x * x / 10.0; }, {.poolSize = 4});
+  REQUIRE(r.size() == 2000);
+  for (int i = 0; i < 2000; ++i) REQUIRE(r[static_cast<std::size_t>(i)] == i * i / 10.0);
+}
+
+TEST_CASE("BaseMultiProc::executeAsync runs with its options", "[api][seed]") {
+  flockmp::BaseMultiProc bp{{.poolSize = 5}};
+  CHECK(bp.options().poolSize == 5);
+  std::vector<int> iterator(10);
+  std::iota(iterator.begin(), iterator.end(), 0);
+  auto res = bp.executeAsync([](int x) { return x * x; }, iterator);
+  CHECK(res == std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49, 64, 81});
+  // The pool can be reused for further calls.
+  CHECK(bp.executeAsync([](int x) { return -x; }, std::vector<int>{1, 2}) == std::vector<int>{-1, -2});
+}
+
+TEST_CASE("any input range works: span, array, list, set, views", "[api][ranges]") {
+  std::vector<int> v{1, 2, 3, 4};
+  CHECK(flockmp::FunctionAsync::apply(std::span<const int>(v), myFunction) == std::vector<int>{1, 4, 9, 16});
+  std::array<int, 3> a{5, 6, 7};
+  CHECK(flockmp::FunctionAsync::apply(a, myFunction) == std::vector<int>{25, 36, 49});
+  std::list<int> l{2, 3};
+  CHECK(flockmp::FunctionAsync::apply(l, myFunction) == std::vector<int>{4, 9});
+  std::set<int> s{3, 1, 2};
+  CHECK(flockmp::FunctionAsync::apply(s, myFunction) == std::vector<int>{1, 4, 9});
+  CHECK(flockmp::FunctionAsync::apply(std::views::iota(0, 5), myFunction) == std::vector<int>{0, 1, 4, 9, 16});
+  auto evens = v | std::views::filter([](int x) { return x % 2 == 0; });
+  CHECK(flockmp::FunctionAsync::apply(evens, myFunction) == std::vector<int>{4, 16});
+  auto plusOne = v | std::views::transform([](int x) { return x + 1; });
+  CHECK(flockmp::FunctionAsync::apply(plusOne, myFunction) == std::vector<int>{4, 9, 16, 25});
+  std::map<int, std::string> m{{1, "a"}, {2, "bb"}};
+  auto lens = flockmp::FunctionAsync::apply(m, [](int k, const std::string& s) { return k * 10 + static_cast<int>(s.size()); });
+  CHECK(lens == std::vector<int>{11, 22});
+}
+
+TEST_CASE("order is kept for a million inputs", "[api][order]") {
+  std::vector<std::int64_t> xs(1'000'000);
+  std::iota(xs.begin(), xs.end(), std::int64_t{0});
+  auto r = flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x * x; }, {.poolSize = 2});
+  REQUIRE(r.size() == xs.size());
+  for (std::size_t i = 0; i < r.size(); ++i) REQUIRE(r[i] == xs[i] * xs[i]);
+}
+
+TEST_CASE("order is kept with encoded results across many batches", "[api][order]") {
+  std::vector<int> xs(20'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto r = flockmp::FunctionAsync::apply(xs, [](int x) { return std::to_string(x); }, {.poolSize = 3});
+  REQUIRE(r.size() == xs.size());
+  for (std::size_t i = 0; i < r.size(); ++i) REQUIRE(r[i] == std::to_string(i));
+}
+
+TEST_CASE("strings, vectors and aggregates come back intact", "[api][codec]") {
+  auto r = flockmp::FunctionAsync::apply(std::vector<int>{0, 1, 2, 3}, [](int i) {
+    return std::vector<double>(static_cast<std::size_t>(i) * 1000, i + 0.5);
+  });
+  REQUIRE(r.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    REQUIRE(r[i].size() == i * 1000);
+    for (double d : r[i]) REQUIRE(d == static_cast<double>(i) + 0.5);
+  }
+  auto points = flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, [](int i) {
+    return Point{i, i * 1.5, std::string(static_cast<std::size_t>(i), 'p')};
+  });
+  CHECK(points == std::vector<Point>{{1, 1.5, "p"}, {2, 3.0, "pp"}});
+  auto nested = flockmp::FunctionAsync::apply(std::vector<int>{3}, [](int i) {
+    return std::map<std::string, std::vector<int>>{{"k", std::vector<int>(static_cast<std::size_t>(i), 7)}};
+  });
+  CHECK(nested.at(0).at("k") == std::vector<int>{7, 7, 7});
+}
+
+TEST_CASE("work really runs in other processes", "[api][process]") {
+  std::vector<int> xs(64);
+  auto pids = flockmp::FunctionAsync::apply(xs, [](int) { return static_cast<int>(::getpid()); }, {.poolSize = 2, .chunkSize = 1});
+  std::set<int> distinct(pids.begin(), pids.end());
+  CHECK_FALSE(distinct.contains(static_cast<int>(::getpid())));
+  CHECK(distinct.size() >= 1);
+  CHECK(distinct.size() <= 2);
+}
+
+TEST_CASE("more workers than inputs starts only as many workers as inputs", "[api][process]") {
+  auto pids = flockmp::FunctionAsync::apply(std::vector<int>{1, 2, 3}, [](int) { return static_cast<int>(::getpid()); },
+                                          {.poolSize = 16});
+  CHECK(pids.size() == 3);
+  CHECK(std::set<int>(pids.begin(), pids.end()).size() <= 3);
+}
+
+TEST_CASE("empty input returns an empty result without forking", "[api]") {
+  const int before = flockmp::test::childProcessCount();
+  auto r = flockmp::FunctionAsync::apply(std::vector<int>{}, [](int x) { return x; });
+  CHECK(r.empty());
+  CHECK(flockmp::FunctionAsync::tryApply(std::vector<int>{}, [](int x) { return x; }).empty());
+  CHECK(flockmp::test::childProcessCount() == before);
+}
+
+TEST_CASE("a void callable runs for every input", "[api]") {
+  // Side effects of workers are only visible through something shared: files here.
+  char dir[] = "/tmp/flock-void-XXXXXX";
+  REQUIRE(::mkdtemp(dir) != nullptr);
+  std::string base = dir;
+  std::vector<int> xs{0, 1, 2, 3, 4, 5, 6, 7};
+  flockmp::FunctionAsync::apply(xs, [&base](int i) {
+    std::FILE* f = std::fopen((base + "/" + std::to_string(i)).c_str(), "w");
+    if (!f) throw std::runtime_error("cannot create file");
+    std::fprintf(f, "%d", i * i);
+    std::fclose(f);
+  });
+  for (int i : xs) {
+    std::string path = base + "/" + std::to_string(i);
+    std::FILE* f = std::fopen(path.c_str(), "r");
+    REQUIRE(f != nullptr);
+    int v = -1;
+    REQUIRE(std::fscanf(f, "%d", &v) == 1);
+    std::fclose(f);
+    CHECK(v == i * i);
+    std::remove(path.c_str());
+  }
+  ::rmdir(dir);
+}
+
+TEST_CASE("an exception names the input index, its type and its message", "[api][errors]") {
+  std::vector<int> xs(100);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto fn = [](int x) {
+    if (x == 42) throw std::invalid_argument("bad value 42");
+    if (x == 77) throw std::out_of_range("too far");
+    return x * 2;
+  };
+  try {
+    (void)flockmp::FunctionAsync::apply(xs, fn, {.poolSize = 3});
+    FAIL("no exception");
+  } catch (const flockmp::TaskError& e) {
+    std::string what = e.what();
+    CHECK_THAT(what, flockmp::test::contains("input 42"));
+    CHECK_THAT(what, flockmp::test::contains("std::invalid_argument"));
+    CHECK_THAT(what, flockmp::test::contains("bad value 42"));
+    CHECK_THAT(what, flockmp::test::contains("1 other failed input"));
+    REQUIRE(e.failures().size() == 2);
+    CHECK(e.failures()[0].index == 42);
+    CHECK(e.failures()[0].kind == flockmp::FailureKind::exception);
+    CHECK(e.failures()[0].type == "std::invalid_argument");
+    CHECK(e.failures()[0].pid != ::getpid());
+    CHECK(e.failures()[1].index == 77);
+    CHECK(e.failures()[1].type == "std::out_of_range");
+    CHECK(e.failures()[1].message == "too far");
+    // Successful results are not lost.
+    const auto& outcomes = e.outcomes<int>();
+    REQUIRE(outcomes.size() == 100);
+    CHECK(outcomes[41].value() == 82);
+    CHECK_FALSE(outcomes[42].hasValue());
+    CHECK(outcomes[99].value() == 198);
+    CHECK_THROWS_AS(e.outcomes<double>(), flockmp::Error);
+  }
+}
+
+TEST_CASE("exceptions of any type are reported", "[api][errors]") {
+  struct Custom {};
+  auto outcomes = flockmp::FunctionAsync::tryApply(std::vector<int>{0, 1, 2, 3}, [](int x) -> int {
+    if (x == 1) throw 7;
+    if (x == 2) throw std::string("a string");
+    if (x == 3) throw Custom{};
+    return x;
+  });
+  REQUIRE(outcomes.size() == 4);
+  CHECK(outcomes[0].value() == 0);
+  CHECK(outcomes[1].failure().type == "int");
+  CHECK(outcomes[2].failure().type == "std::string");
+  CHECK(outcomes[2].failure().message == "a string");
+  CHECK_THAT(outcomes[3].failure().type, flockmp::test::contains("Custom"));
+}
+
+TEST_CASE("tryApply returns one outcome per input and does not throw", "[api][errors]") {
+  std::vector<int> xs(50);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto outcomes = flockmp::FunctionAsync::tryApply(xs, [](int x) {
+    if (x % 10 == 3) throw std::runtime_error("x=" + std::to_string(x));
+    return x + 1;
+  });
+  REQUIRE(outcomes.size() == 50);
+  for (int i = 0; i < 50; ++i) {
+    const auto& o = outcomes[static_cast<std::size_t>(i)];
+    if (i % 10 == 3) {
+      REQUIRE_FALSE(o.hasValue());
+      CHECK(o.failure().index == static_cast<std::size_t>(i));
+      CHECK(o.failure().message == "x=" + std::to_string(i));
+      CHECK_THROWS_AS(o.value(), flockmp::Error);
+    } else {
+      REQUIRE(o.hasValue());
+      CHECK(*o == i + 1);
+    }
+  }
+  flockmp::BaseMultiProc bp{{.poolSize = 2}};
+  auto viaPool = bp.tryExecuteAsync([](int x) { return x; }, std::vector<int>{1, 2});
+  CHECK(viaPool[1].value() == 2);
+}
+
+TEST_CASE("bad options are rejected with a clear error", "[api][options]") {
+  CHECK_THROWS_AS(flockmp::BaseMultiProc({.poolSize = 0}), std::invalid_argument);
+  CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.poolSize = -2}), std::invalid_argument);
+  CHECK_THROWS_WITH(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.poolSize = 0}),
+                    flockmp::test::contains("poolSize"));
+  CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.timeOutError = std::chrono::seconds(0)}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.retries = -1}), std::invalid_argument);
+}
+
+TEST_CASE("explicit chunk sizes give the same ordered results", "[api][batching]") {
+  std::vector<int> xs(1001);
+  std::iota(xs.begin(), xs.end(), 0);
+  for (std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{5000}}) {
+    auto r = flockmp::FunctionAsync::apply(xs, [](int x) { return 3 * x; }, {.poolSize = 2, .chunkSize = chunk});
+    REQUIRE(r.size() == xs.size());
+    for (std::size_t i = 0; i < r.size(); ++i) REQUIRE(r[i] == 3 * xs[i]);
+  }
+  // One input, and exactly as many inputs as workers.
+  CHECK(flockmp::FunctionAsync::apply(std::vector<int>{9}, myFunction) == std::vector<int>{81});
+  CHECK(flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, myFunction, {.poolSize = 2}) == std::vector<int>{1, 4});
+}
+
+TEST_CASE("500 consecutive calls leave open fds and child processes unchanged", "[api][resources]") {
+  (void)flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, myFunction, {.poolSize = 2}); // warm-up
+  const int fds = flockmp::test::openFdCount();
+  const int children = flockmp::test::childProcessCount();
+  for (int i = 0; i < 500; ++i) {
+    auto r = flockmp::FunctionAsync::apply(std::vector<int>{i, i + 1}, myFunction, {.poolSize = 2});
+    REQUIRE(r[0] == i * i);
+  }
+  CHECK(flockmp::test::openFdCount() == fds);
+  CHECK(flockmp::test::childProcessCount() == children);
+}
