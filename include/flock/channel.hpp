@@ -173,6 +173,7 @@ public:
 
   /// Feed bytes directly (used by tests and fuzzers).
   void feed(std::span<const std::byte> bytes) {
+    if (bytes.empty()) return;
     compact();
     buf_.resize(end_ + bytes.size());
     std::memcpy(buf_.data() + end_, bytes.data(), bytes.size());

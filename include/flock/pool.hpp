@@ -162,13 +162,9 @@ auto runOn(It first, std::size_t n, F& fn, const Options& opts) {
   }
 }
 
-template <bool Try, class Codec, class F, class Range>
-auto run(F& fn, Range&& items, const Options& opts) {
+template <bool Try, class Codec, class R, class F, class Range>
+auto runChecked(F& fn, Range&& items, const Options& opts) {
   validateOptions(opts);
-  using Ref = std::ranges::range_reference_t<Range>;
-  requireCallable<F, Ref>();
-  using R = ResultOf<F, Ref>;
-  if constexpr (!std::is_void_v<R>) requireCodable<Codec, R>();
   if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
     // Under Context::fork the workers index the caller's range in their copy-on-write memory.
     return runOn<Try, Codec, R>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)), fn, opts);
@@ -178,6 +174,37 @@ auto run(F& fn, Range&& items, const Options& opts) {
     if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
     for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
     return runOn<Try, Codec, R>(copy.begin(), copy.size(), fn, opts);
+  }
+}
+
+/// What a call returns: outcomes for the try-variants, values (or nothing) otherwise.
+template <bool Try, class R>
+using CallResult = std::conditional_t<Try, std::vector<Outcome<R>>,
+                                      std::conditional_t<std::is_void_v<R>, void, std::vector<R>>>;
+
+template <class F, class Ref>
+struct SafeResult {
+  using type = int; // only used to give a misused call a return type after its one error
+};
+template <class F, class Ref>
+  requires CallableOn<F, Ref>
+struct SafeResult<F, Ref> {
+  using type = ResultOf<F, Ref>;
+};
+
+template <bool Try, class Codec, class F, class Range>
+auto run(F& fn, Range&& items, const Options& opts) -> CallResult<Try, typename SafeResult<F, std::ranges::range_reference_t<Range>>::type> {
+  using Ref = std::ranges::range_reference_t<Range>;
+  using R = typename SafeResult<F, Ref>::type;
+  // Misuse stops here with one readable error, before anything else is instantiated.
+  if constexpr (!CallableOn<F, Ref>) {
+    requireCallable<F, Ref>();
+    return {};
+  } else if constexpr (!std::is_void_v<R> && !CodecFor<Codec, R>) {
+    requireCodable<Codec, R>();
+    return {};
+  } else {
+    return runChecked<Try, Codec, R>(fn, std::forward<Range>(items), opts);
   }
 }
 
