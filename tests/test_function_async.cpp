@@ -329,3 +329,38 @@ TEST_CASE("500 consecutive calls leave open fds and child processes unchanged", 
   CHECK(flockmp::test::openFdCount() == fds);
   CHECK(flockmp::test::childProcessCount() == children);
 }
+
+namespace {
+struct Odd {
+  char c;
+  double d;
+  short s;
+  bool operator==(const Odd&) const = default;
+};
+} // namespace
+
+TEST_CASE("trivially copyable results of odd sizes cross raw blocks intact", "[api][raw]") {
+  static_assert(flockmp::BinaryCodec::isRaw<Odd>);
+  static_assert(flockmp::BinaryCodec::isRaw<std::array<int, 3>>);
+  const int n = 300'000; // several 1 MiB blocks per batch, with elements straddling no boundary
+  auto odd = flockmp::FunctionAsync::apply(std::views::iota(0, n), [](int i) {
+    return Odd{static_cast<char>(i % 100), i * 0.5, static_cast<short>(i % 3000)};
+  }, {.poolSize = 2});
+  REQUIRE(odd.size() == static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i)
+    REQUIRE(odd[static_cast<std::size_t>(i)] == Odd{static_cast<char>(i % 100), i * 0.5, static_cast<short>(i % 3000)});
+  auto triples = flockmp::FunctionAsync::tryApply(std::views::iota(0, n), [](int i) {
+    if (i % 99'991 == 5) throw std::runtime_error("split the block here");
+    return std::array<int, 3>{i, -i, 2 * i};
+  }, {.poolSize = 2});
+  for (int i = 0; i < n; ++i) {
+    const auto& o = triples[static_cast<std::size_t>(i)];
+    if (i % 99'991 == 5) {
+      REQUIRE_FALSE(o.hasValue());
+      CHECK(o.failure().message == "split the block here");
+    } else {
+      REQUIRE(o.hasValue());
+      REQUIRE(*o == std::array<int, 3>{i, -i, 2 * i});
+    }
+  }
+}

@@ -31,6 +31,8 @@ enum class FrameKind : std::uint32_t {
   result = 3,    ///< worker -> parent: index + encoded result
   failure = 4,   ///< worker -> parent: index + failure kind + type + message
   batchDone = 5, ///< worker -> parent: [begin, end) finished, + batch duration in ns
+  rawBlock = 6,  ///< worker -> parent: [u64 begin][u64 count] + the object bytes of `count`
+                 ///< trivially copyable results, read by the parent straight into the result
 };
 
 struct FrameHeader {
@@ -156,12 +158,7 @@ public:
   std::optional<FrameView> next() {
     auto h = peekHeader();
     if (!h) return std::nullopt;
-    if (h->magic != FrameHeader::magicValue)
-      throw ProtocolError(fmt::format("flock: corrupt frame from a worker (bad magic 0x{:08x})", h->magic));
-    auto k = static_cast<std::uint32_t>(h->kind);
-    if (k < 1 || k > 5) throw ProtocolError(fmt::format("flock: corrupt frame from a worker (unknown kind {})", k));
-    if (h->length > maxFramePayload)
-      throw ProtocolError(fmt::format("flock: corrupt frame from a worker (length {})", h->length));
+    validate(*h);
     if (end_ - start_ < sizeof(FrameHeader) + h->length) return std::nullopt;
     FrameView v{h->kind, {buf_.data() + start_ + sizeof(FrameHeader), static_cast<std::size_t>(h->length)}};
     start_ += sizeof(FrameHeader) + h->length;
@@ -170,6 +167,18 @@ public:
 
   /// Bytes received that do not form a complete frame yet.
   [[nodiscard]] std::size_t pending() const noexcept { return end_ - start_; }
+
+  /// The header of the incomplete frame at the front, and the part of its payload received so
+  /// far (for payloads the caller reads straight into their destination). Call after next()
+  /// returned nullopt. Throws ProtocolError for a corrupt header.
+  std::optional<FrameView> partial() const {
+    auto h = peekHeader();
+    if (!h) return std::nullopt;
+    validate(*h);
+    return FrameView{h->kind, {buf_.data() + start_ + sizeof(FrameHeader), end_ - start_ - sizeof(FrameHeader)}};
+  }
+  /// Drop the incomplete frame returned by partial(): its caller reads the rest itself.
+  void discardPartial() noexcept { start_ = end_; }
 
   /// Feed bytes directly (used by tests and fuzzers).
   void feed(std::span<const std::byte> bytes) {
@@ -181,6 +190,15 @@ public:
   }
 
 private:
+  static void validate(const FrameHeader& h) {
+    if (h.magic != FrameHeader::magicValue)
+      throw ProtocolError(fmt::format("flock: corrupt frame from a worker (bad magic 0x{:08x})", h.magic));
+    auto k = static_cast<std::uint32_t>(h.kind);
+    if (k < 1 || k > 6) throw ProtocolError(fmt::format("flock: corrupt frame from a worker (unknown kind {})", k));
+    if (h.length > maxFramePayload)
+      throw ProtocolError(fmt::format("flock: corrupt frame from a worker (length {})", h.length));
+  }
+
   std::optional<FrameHeader> peekHeader() const noexcept {
     if (end_ - start_ < sizeof(FrameHeader)) return std::nullopt;
     FrameHeader h;

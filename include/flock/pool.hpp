@@ -24,8 +24,8 @@ namespace flockmp {
 
 namespace detail {
 
-/// Results of this type travel through shared memory instead of the pipe: the worker stores
-/// them straight into their slot, and the parent copies them out once.
+/// Results of this type travel as raw bytes: the worker constructs them in its output buffer
+/// and the parent reads them straight into the result vector, with no codec on either side.
 template <class Codec, class R>
 constexpr bool rawResultFor() {
   if constexpr (std::is_void_v<R>) return true;
@@ -38,42 +38,37 @@ template <class Codec, class It, class F, class R>
 class Job final : public JobBase {
 public:
   static constexpr bool raw = rawResultFor<Codec, R>();
+  static constexpr std::size_t elementSize = [] {
+    if constexpr (std::is_void_v<R>) return std::size_t{0};
+    else return sizeof(R);
+  }();
 
-  Job(It first, std::size_t n, F& fn) : first_(std::move(first)), n_(n), fn_(fn) {
-    if constexpr (!std::is_void_v<R>) {
-      if constexpr (raw) shm_ = SharedRegion(n * sizeof(R));
-      else decoded_.resize(n);
-    }
-  }
+  Job(It first, std::size_t n, F& fn) : first_(std::move(first)), n_(n), fn_(fn) {}
 
   [[nodiscard]] std::size_t size() const noexcept override { return n_; }
   [[nodiscard]] bool rawResults() const noexcept override { return raw; }
+  [[nodiscard]] std::size_t rawElementSize() const noexcept override { return elementSize; }
+  [[nodiscard]] std::byte* rawDestination(std::size_t index) noexcept override {
+    if constexpr (raw && !std::is_void_v<R>) return reinterpret_cast<std::byte*>(values_.data() + index);
+    else {
+      (void)index;
+      return nullptr;
+    }
+  }
+  void prepareParent() override {
+    if constexpr (std::is_void_v<R>) return;
+    else if constexpr (raw) values_.resize(n_);
+    else values_.resize(n_);
+  }
 
   void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
-    for (std::size_t i = begin; i < end; ++i) {
-      ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
-      try {
-        if constexpr (std::is_void_v<R>) {
-          invokeOn(fn_, first_[static_cast<Diff>(i)]);
-        } else if constexpr (raw) {
-          ::new (static_cast<void*>(slot(i))) R(invokeOn(fn_, first_[static_cast<Diff>(i)]));
-        } else {
-          out.template result<Codec, R>(i, invokeOn(fn_, first_[static_cast<Diff>(i)]));
-        }
-      } catch (...) {
-        auto [type, message] = describeCurrentException();
-        out.failure(i, FailureKind::exception, type, message);
-        // Raw results carry no per-input record: a failure must reach the parent before the
-        // worker can die on a later input, or that input would look successful.
-        if constexpr (raw) out.flush();
-      }
-      if constexpr (!raw) out.flushIfDue();
-    }
+    if constexpr (raw) runRaw(begin, end, ctl, out);
+    else runEncoded(begin, end, ctl, out);
   }
 
   void acceptResult(std::size_t index, ByteReader& payload) override {
     if constexpr (!raw) {
-      decoded_[index].emplace(Codec::template decode<R>(payload));
+      values_[index].emplace(Codec::template decode<R>(payload));
       payload.expectEnd();
     } else {
       (void)index;
@@ -93,39 +88,73 @@ public:
         continue;
       }
       if constexpr (std::is_void_v<R>) out.emplace_back();
-      else if constexpr (raw) out.emplace_back(*slot(i));
-      else out.emplace_back(std::move(*decoded_[i]));
+      else if constexpr (raw) out.emplace_back(std::move(values_[i]));
+      else out.emplace_back(std::move(*values_[i]));
     }
     return out;
   }
 
-  /// All results, when no input failed. Raw results are copied out in chunks whose shared pages
-  /// are released right after, so the parent never holds two full copies.
+  /// All results, when no input failed: raw results are handed over without a copy.
   std::vector<R> values() {
-    std::vector<R> v;
-    v.reserve(n_);
     if constexpr (raw) {
-      constexpr std::size_t chunk = (std::size_t{4} << 20) / sizeof(R) + 1;
-      for (std::size_t b = 0; b < n_; b += chunk) {
-        const std::size_t e = std::min(n_, b + chunk);
-        v.insert(v.end(), slot(b), slot(e));
-        shm_.discard(b * sizeof(R), (e - b) * sizeof(R));
-      }
+      return std::move(values_);
     } else {
-      for (auto& o : decoded_) v.push_back(std::move(*o));
+      std::vector<R> v;
+      v.reserve(n_);
+      for (auto& o : values_) v.push_back(std::move(*o));
+      return v;
     }
-    return v;
   }
 
 private:
   using Diff = std::iter_difference_t<It>;
-  R* slot(std::size_t i) const noexcept { return static_cast<R*>(shm_.data()) + i; }
+
+  void runRaw(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) {
+    // Results are constructed in the output buffer in blocks; an input that throws closes its
+    // block early, is reported, and a new block starts after it.
+    constexpr std::size_t perBlock = elementSize == 0 ? std::size_t{1} << 20 : WorkerOutput::flushBytes / elementSize + 1;
+    std::size_t i = begin;
+    while (i < end) {
+      const std::size_t blockBegin = i;
+      const std::size_t count = std::min(end - i, perBlock);
+      std::byte* dst = out.rawBlockBegin(blockBegin, count, elementSize);
+      bool failed = false;
+      for (; i < blockBegin + count; ++i) {
+        ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+        try {
+          if constexpr (std::is_void_v<R>) invokeOn(fn_, first_[static_cast<Diff>(i)]);
+          else ::new (static_cast<void*>(dst + (i - blockBegin) * elementSize)) R(invokeOn(fn_, first_[static_cast<Diff>(i)]));
+        } catch (...) {
+          out.rawBlockEnd(i - blockBegin, elementSize);
+          auto [type, message] = describeCurrentException();
+          out.failure(i, FailureKind::exception, type, message);
+          ++i;
+          failed = true;
+          break;
+        }
+      }
+      if (!failed) out.rawBlockEnd(count, elementSize);
+      out.flushIfDue();
+    }
+  }
+
+  void runEncoded(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) {
+    for (std::size_t i = begin; i < end; ++i) {
+      ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+      try {
+        out.template result<Codec, R>(i, invokeOn(fn_, first_[static_cast<Diff>(i)]));
+      } catch (...) {
+        auto [type, message] = describeCurrentException();
+        out.failure(i, FailureKind::exception, type, message);
+      }
+      out.flushIfDue();
+    }
+  }
 
   It first_;
   std::size_t n_;
   F& fn_;
-  SharedRegion shm_;
-  std::conditional_t<std::is_void_v<R> || raw, char, std::vector<std::optional<R>>> decoded_{};
+  std::conditional_t<std::is_void_v<R>, char, std::conditional_t<raw, std::vector<R>, std::vector<std::optional<R>>>> values_{};
 };
 
 template <class T>

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <atomic>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -27,10 +28,10 @@
 
 namespace flockmp::detail {
 
-/// Per-worker state shared with the parent (MAP_SHARED). One writer: the worker.
+/// Per-worker state shared with the parent (MAP_SHARED). One writer: the worker. A plain store
+/// per input is all it costs, and it tells the parent which input a dead or hung worker was on.
 struct alignas(64) WorkerControl {
-  std::atomic<std::int64_t> current{-1};      ///< input being run, -1 between inputs
-  std::atomic<std::uint64_t> batchesDone{0};  ///< batches fully run (results written)
+  std::atomic<std::int64_t> current{-1}; ///< input being run, -1 between inputs
 };
 
 inline std::uint64_t monotonicNs() noexcept {
@@ -123,6 +124,27 @@ public:
     appendFailure(writer_, index, kind, type, message);
   }
 
+  /// Start a block of `count` raw results for inputs [begin, begin + count) and return where the
+  /// first one goes; the caller constructs them in place, then calls rawBlockEnd.
+  std::byte* rawBlockBegin(std::size_t begin, std::size_t count, std::size_t elementSize) {
+    writer_.begin(FrameKind::rawBlock);
+    writer_.appendRaw(static_cast<std::uint64_t>(begin));
+    countAt_ = buf_.size();
+    writer_.appendRaw(static_cast<std::uint64_t>(count));
+    const std::size_t at = buf_.size();
+    buf_.resize(at + count * elementSize);
+    return buf_.data() + at;
+  }
+  /// Close the block begun last, keeping only its first `count` results (an input that threw
+  /// ends a block early).
+  void rawBlockEnd(std::size_t count, std::size_t elementSize) {
+    const auto c = static_cast<std::uint64_t>(count);
+    std::memcpy(buf_.data() + countAt_, &c, sizeof c);
+    buf_.resize(countAt_ + sizeof c + count * elementSize);
+    if (count == 0) writer_.abandon();
+    else writer_.end();
+  }
+
   void batchDone(std::size_t begin, std::size_t end, std::uint64_t ns) {
     writer_.begin(FrameKind::batchDone);
     writer_.appendRaw(static_cast<std::uint64_t>(begin));
@@ -141,13 +163,18 @@ public:
   /// Flush when enough bytes are buffered or results have waited long enough (so slow inputs
   /// report progress, and a crash later in the batch loses little finished work).
   void flushIfDue() {
-    if (buf_.size() >= (1u << 18) || (!buf_.empty() && monotonicNs() - lastFlush_ > 20'000'000u)) flush();
+    if (buf_.size() >= flushBytes || (!buf_.empty() && monotonicNs() - lastFlush_ > 20'000'000u)) flush();
   }
+
+  /// Buffered bytes that trigger a write: large enough to amortise the syscall and the parent's
+  /// wake-up, small enough to keep the worker's buffer bounded.
+  static constexpr std::size_t flushBytes = std::size_t{1} << 20;
 
 private:
   int fd_;
   std::vector<std::byte> buf_;
   FrameWriter writer_;
+  std::size_t countAt_ = 0;
   std::uint64_t lastFlush_ = monotonicNs();
 };
 
@@ -156,9 +183,16 @@ class JobBase {
 public:
   virtual ~JobBase() = default;
   [[nodiscard]] virtual std::size_t size() const noexcept = 0;
-  /// True when results are written by the workers straight into shared memory; the parent then
-  /// receives only failure records and batch acknowledgements.
+  /// True when results are trivially copyable and travel as raw blocks that the parent reads
+  /// straight into the result vector; false when each result is encoded by the codec.
   [[nodiscard]] virtual bool rawResults() const noexcept = 0;
+  /// Bytes per raw result (0 for a void callable).
+  [[nodiscard]] virtual std::size_t rawElementSize() const noexcept = 0;
+  /// Parent side: where the raw result of input `index` goes.
+  [[nodiscard]] virtual std::byte* rawDestination(std::size_t index) noexcept = 0;
+  /// Parent side, once the workers are running: allocate result storage (after fork, so the
+  /// workers never inherit it and the allocation overlaps their first batch).
+  virtual void prepareParent() = 0;
   /// Worker side: run inputs [begin, end) in order, storing `current` before each.
   virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) = 0;
   /// Parent side: decode the result of input `index` (throws CodecError on bad bytes).
@@ -193,7 +227,6 @@ inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resu
     const std::uint64_t t0 = monotonicNs();
     job.runBatch(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), ctl, out);
     ctl.current.store(-1, std::memory_order_relaxed);
-    ctl.batchesDone.fetch_add(1, std::memory_order_release);
     out.batchDone(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), monotonicNs() - t0);
     out.flush();
   }

@@ -19,7 +19,6 @@
 #include <stop_token>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -94,6 +93,7 @@ public:
     slots_.resize(workers);
     for (std::size_t i = 0; i < workers; ++i) start(i);
     topUpAll();
+    job_.prepareParent();
 
     lastProgress_ = Clock::now();
     std::vector<pollfd> pfds;
@@ -160,6 +160,11 @@ private:
   struct Batch {
     std::size_t begin, end, next; // [begin, next) resolved, [next, end) outstanding
   };
+  struct DirectRead {
+    std::byte* dst = nullptr;
+    std::size_t remaining = 0; // bytes still to read into dst
+    std::size_t count = 0;     // results in the block
+  };
   struct Slot {
     WorkerProcess proc;
     bool alive = false;
@@ -173,7 +178,7 @@ private:
     FrameReader reader;
     std::size_t assigned = 0;  // inputs handed to this worker process
     std::size_t finished = 0;  // inputs this worker process resolved
-    std::uint64_t batchesAcked = 0;
+    DirectRead direct;          // a raw block being read straight into the results
     std::int64_t lastCurrent = -1;
     Clock::time_point lastChange{};
   };
@@ -275,6 +280,23 @@ private:
   void drain(Slot& s) {
     try {
       for (;;) {
+        if (s.direct.remaining > 0) {
+          ssize_t r = ::read(s.proc.results.get(), s.direct.dst, s.direct.remaining);
+          if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            throwErrno("read from a worker");
+          }
+          if (r == 0) {
+            s.eof = true;
+            return;
+          }
+          s.lastBytes = Clock::now();
+          s.direct.dst += r;
+          s.direct.remaining -= static_cast<std::size_t>(r);
+          if (s.direct.remaining == 0) finishRawBlock(s);
+          continue;
+        }
         auto st = s.reader.fill(s.proc.results.get());
         if (st == FrameReader::Fill::data) s.lastBytes = Clock::now();
         processFrames(s);
@@ -295,10 +317,16 @@ private:
     while (auto f = s.reader.next()) {
       switch (f->kind) {
       case FrameKind::result: onResult(s, f->payload); break;
+      case FrameKind::rawBlock: onRawBlock(s, f->payload, true); break;
       case FrameKind::failure: onFailure(s, f->payload); break;
       case FrameKind::batchDone: onBatchDone(s, f->payload); break;
       default: throw ProtocolError(fmt::format("flock: unexpected frame kind {} from a worker", static_cast<unsigned>(f->kind)));
       }
+    }
+    // A large raw block: copy what has arrived and read the rest straight into the results.
+    if (auto p = s.reader.partial(); p && p->kind == FrameKind::rawBlock && p->payload.size() >= 16) {
+      onRawBlock(s, p->payload, false);
+      s.reader.discardPartial();
     }
   }
 
@@ -329,6 +357,32 @@ private:
     resolve(s, 1);
   }
 
+  /// A block of raw results for [begin, begin + count). `complete`: the whole payload is here;
+  /// otherwise the received part is copied and the rest is read directly (see drain).
+  void onRawBlock(Slot& s, std::span<const std::byte> payload, bool complete) {
+    if (!job_.rawResults()) throw ProtocolError("flock: unexpected raw result block from a worker");
+    std::uint64_t head[2];
+    std::memcpy(head, payload.data(), sizeof head);
+    const std::uint64_t begin = head[0], count = head[1];
+    auto& b = expectIndex(s, begin);
+    const std::size_t elem = job_.rawElementSize();
+    if (begin != b.next || count == 0 || count > b.end - b.next)
+      throw ProtocolError(fmt::format("flock: raw result block [{}, +{}) does not continue batch [{}, {})", begin, count, b.next, b.end));
+    const std::size_t bytes = static_cast<std::size_t>(count) * elem;
+    const std::size_t have = payload.size() - sizeof head;
+    if (complete ? have != bytes : have >= bytes) throw ProtocolError("flock: raw result block of the wrong size");
+    std::byte* dst = job_.rawDestination(static_cast<std::size_t>(begin));
+    if (have > 0) std::memcpy(dst, payload.data() + sizeof head, have);
+    s.direct = {dst + have, bytes - have, static_cast<std::size_t>(count)};
+    if (complete) finishRawBlock(s);
+  }
+
+  void finishRawBlock(Slot& s) {
+    s.outstanding.front().next += s.direct.count;
+    resolve(s, s.direct.count);
+    s.direct = {};
+  }
+
   void onFailure(Slot& s, std::span<const std::byte> payload) {
     Failure f = parseFailure(payload);
     if (f.index == static_cast<std::size_t>(workerFailureIndex)) {
@@ -337,14 +391,10 @@ private:
       return;
     }
     auto& b = expectIndex(s, f.index);
+    if (f.index != b.next) throw ProtocolError("flock: a worker sent results out of order");
     f.pid = s.proc.pid;
-    if (!job_.rawResults()) {
-      if (f.index != b.next) throw ProtocolError("flock: a worker sent results out of order");
-      ++b.next;
-      resolve(s, 1);
-    } else {
-      rawFailed_.insert(f.index); // resolved when its batch is acknowledged
-    }
+    ++b.next;
+    resolve(s, 1);
     addFailure(std::move(f));
   }
 
@@ -354,15 +404,13 @@ private:
     std::memcpy(v, payload.data(), sizeof v);
     auto& b = s.outstanding.front();
     if (v[0] != b.begin || v[1] != b.end) throw ProtocolError("flock: batch acknowledgement for the wrong batch");
-    if (job_.rawResults()) resolve(s, b.end - b.next);
-    else if (b.next != b.end) throw ProtocolError("flock: a worker acknowledged a batch with missing results");
+    if (b.next != b.end) throw ProtocolError("flock: a worker acknowledged a batch with missing results");
     const auto items = b.end - b.begin;
     if (items > 0 && v[2] > 0) {
       double per = static_cast<double>(v[2]) / static_cast<double>(items);
       nsPerItem_ = nsPerItem_ == 0 ? per : 0.7 * nsPerItem_ + 0.3 * per;
     }
     s.outstanding.pop_front();
-    ++s.batchesAcked;
   }
 
   static void killGroup(Slot& s) noexcept {
@@ -403,28 +451,19 @@ private:
 
   void accountForDeath(std::size_t i, int status, pid_t pid) {
     auto& s = slots_[i];
-    auto& ctl = control(i);
-    const std::int64_t current = ctl.current.load(std::memory_order_acquire);
-    std::uint64_t doneBatches = ctl.batchesDone.load(std::memory_order_acquire) - s.batchesAcked;
+    const std::int64_t current = control(i).current.load(std::memory_order_acquire);
     // After a corrupt stream nothing unacknowledged can be trusted to have run.
     const bool corrupt = !s.protocolError.empty();
+    const auto runningIn = [&](const Batch& b) {
+      return current >= 0 && static_cast<std::size_t>(current) >= b.next && static_cast<std::size_t>(current) < b.end;
+    };
+    const bool running = std::any_of(s.outstanding.begin(), s.outstanding.end(), runningIn);
     std::optional<std::size_t> culprit;
     std::vector<std::pair<std::size_t, std::size_t>> requeue;
-    const bool running = current >= 0 && std::any_of(s.outstanding.begin(), s.outstanding.end(), [&](const Batch& b) {
-      return static_cast<std::size_t>(current) >= b.next && static_cast<std::size_t>(current) < b.end;
-    });
     for (auto& b : s.outstanding) {
-      if (job_.rawResults() && doneBatches > 0 && !corrupt) {
-        // Fully run before the death: the results are in shared memory.
-        --doneBatches;
-        resolve(s, b.end - b.next);
-        b.next = b.end;
-        continue;
-      }
-      if (current >= 0 && static_cast<std::size_t>(current) >= b.next && static_cast<std::size_t>(current) < b.end) {
+      if (runningIn(b)) {
         const auto c = static_cast<std::size_t>(current);
-        if (job_.rawResults() && !corrupt) resolve(s, c - b.next); // [next, current) are in shared memory
-        else if (c > b.next) requeue.emplace_back(b.next, c);      // finished but unsent: run again
+        if (c > b.next) requeue.emplace_back(b.next, c); // finished, but the results were not sent: run again
         culprit = c;
         if (c + 1 < b.end) requeue.emplace_back(c + 1, b.end);
       } else if (b.next < b.end) {
@@ -439,8 +478,7 @@ private:
       }
     }
     s.outstanding.clear();
-    // Failure records of inputs that are now requeued are void: they will run again.
-    if (job_.rawResults()) dropRawFailuresIn(requeue);
+    s.direct = {};
 
     if (culprit) {
       Failure f = deathFailure(s, *culprit, status, pid);
@@ -476,27 +514,13 @@ private:
   void checkStalls() {
     const auto now = Clock::now();
     for (auto& s : slots_) {
-      if (!s.alive || s.eof || !s.protocolError.empty() || s.reader.pending() == 0) continue;
+      const std::size_t pending = s.reader.pending() + s.direct.remaining;
+      if (!s.alive || s.eof || !s.protocolError.empty() || pending == 0) continue;
       if (now - s.lastBytes > stallGrace) {
-        s.protocolError = fmt::format("truncated frame ({} bytes of an incomplete frame, then silence)", s.reader.pending());
+        s.protocolError = fmt::format("truncated frame (an incomplete frame, {} bytes missing or unparsed, then silence)", pending);
         killGroup(s);
       }
     }
-  }
-
-  void dropRawFailuresIn(const std::vector<std::pair<std::size_t, std::size_t>>& ranges) {
-    if (rawFailed_.empty() || ranges.empty()) return;
-    auto inRequeued = [&](std::size_t idx) {
-      for (auto [b, e] : ranges)
-        if (idx >= b && idx < e) return true;
-      return false;
-    };
-    std::erase_if(failures_, [&](const Failure& f) {
-      bool drop = inRequeued(f.index) && rawFailed_.contains(f.index);
-      if (drop) --failedCount_;
-      return drop;
-    });
-    std::erase_if(rawFailed_, [&](std::size_t idx) { return inRequeued(idx); });
   }
 
   static std::string describeStatus(int status, pid_t pid) {
@@ -547,7 +571,6 @@ private:
   void failUnresolved(FailureKind kind, const std::string& message) {
     auto add = [&](std::size_t b, std::size_t e) {
       for (std::size_t i = b; i < e; ++i) {
-        if (job_.rawResults() && rawFailed_.contains(i)) continue;
         addFailure({i, kind, message, "", 0, std::nullopt, 0});
       }
       resolved_ += e - b;
@@ -612,7 +635,7 @@ private:
     }
     if (opts_.onProgress) ms = ms < 0 ? 100 : std::min<long>(ms, 100);
     for (const auto& s : slots_)
-      if (s.alive && s.reader.pending() > 0) ms = ms < 0 ? 500 : std::min<long>(ms, 500); // see checkStalls
+      if (s.alive && (s.reader.pending() > 0 || s.direct.remaining > 0)) ms = ms < 0 ? 500 : std::min<long>(ms, 500); // see checkStalls
     return static_cast<int>(ms);
   }
 
@@ -653,7 +676,6 @@ private:
   std::size_t failedCount_ = 0;
   double nsPerItem_ = 0;
   std::vector<Failure> failures_;
-  std::unordered_set<std::size_t> rawFailed_; // raw path: inputs with a failure record
   std::unordered_map<std::size_t, int> attempts_;
   std::deque<Clock::time_point> restartTimes_;
   Clock::time_point lastProgress_{};
