@@ -612,6 +612,28 @@ TEST_CASE("an initializer runs once in each worker before its inputs", "[faults]
   CHECK(initialized == 0); // the parent's copy is untouched
 }
 
+TEST_CASE("a finalizer runs once in each worker that stops normally, recycled ones included", "[faults][initializer]") {
+  DeadlockGuard guard;
+  char dir[] = "/tmp/flock-final-XXXXXX";
+  REQUIRE(::mkdtemp(dir) != nullptr);
+  const std::string base = dir;
+  auto pids = flockmp::FunctionAsync::apply(range(40), [](int) { return static_cast<int>(::getpid()); },
+                                          {.poolSize = 2, .maxTasksPerWorker = 10, .finalizer = [base] {
+                                             std::fclose(std::fopen((base + "/" + std::to_string(::getpid())).c_str(), "w"));
+                                           }});
+  std::set<int> workers(pids.begin(), pids.end());
+  std::set<int> finalized;
+  if (DIR* d = ::opendir(dir)) {
+    while (auto* e = ::readdir(d))
+      if (e->d_name[0] != '.') finalized.insert(std::atoi(e->d_name));
+    ::closedir(d);
+  }
+  CHECK(workers.size() >= 4);
+  CHECK(finalized == workers);
+  for (int pid : finalized) std::remove((base + "/" + std::to_string(pid)).c_str());
+  ::rmdir(dir);
+}
+
 TEST_CASE("maxTasksPerWorker recycles workers", "[faults][recycle]") {
   DeadlockGuard guard;
   auto pids = flockmp::FunctionAsync::apply(range(20), [](int) { return static_cast<int>(::getpid()); },

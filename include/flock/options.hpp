@@ -59,6 +59,10 @@ struct Options {
   /// generator...). If it throws or crashes, the worker is replaced; workers that keep failing
   /// here end the call through the restart budget, with the initializer's error in the message.
   std::function<void()> initializer{};
+  /// Runs in each worker process when it stops normally (all inputs done, or recycled after
+  /// maxTasksPerWorker), to close what the initializer opened. Not run when the worker crashes,
+  /// times out or is killed: the operating system reclaims its resources then.
+  std::function<void()> finalizer{};
   /// Called from the calling thread (never from a worker) as inputs finish, at most ~10 times a
   /// second plus once at the end.
   std::function<void(const Progress&)> onProgress{};

@@ -202,9 +202,22 @@ public:
 /// Index used in a failure record that concerns the worker itself, not an input.
 inline constexpr std::uint64_t workerFailureIndex = ~std::uint64_t{0};
 
-/// The worker's main loop. Leaves by returning (the launcher then _exits) on stop or EOF.
+/// The worker's main loop. Leaves by returning (the launcher then _exits) on stop or EOF, after
+/// running the finalizer.
 inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resultFd,
-                       const std::function<void()>& initializer) {
+                       const std::function<void()>& initializer, const std::function<void()>& finalizer) {
+  struct Finally {
+    const std::function<void()>& fn;
+    ~Finally() {
+      if (fn) {
+        try {
+          fn();
+        } catch (...) {
+          // The inputs are all accounted for; a failing cleanup cannot change their outcomes.
+        }
+      }
+    }
+  };
   WorkerOutput out(resultFd);
   if (initializer) {
     try {
@@ -216,6 +229,7 @@ inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resu
       ::_exit(workerInternalErrorExit);
     }
   }
+  Finally finally{finalizer};
   for (;;) {
     FrameHeader h;
     if (!readExact(commandFd, &h, sizeof h)) return; // parent closed the channel

@@ -191,7 +191,8 @@ private:
   };
   static void workerMain(void* ctx, int commandFd, int resultFd) {
     auto* c = static_cast<LaunchContext*>(ctx);
-    workerLoop(c->engine->job_, c->engine->control(c->slot), commandFd, resultFd, c->engine->opts_.initializer);
+    workerLoop(c->engine->job_, c->engine->control(c->slot), commandFd, resultFd, c->engine->opts_.initializer,
+               c->engine->opts_.finalizer);
   }
 
   void start(std::size_t i) {
