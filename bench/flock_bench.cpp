@@ -3,6 +3,7 @@
 //
 //   scripts/bench            (or: build/bench/flock_bench [--quick])
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -99,12 +101,6 @@ double pipeBandwidth(std::size_t chunk, std::size_t total) {
   return static_cast<double>(got) / s;
 }
 
-long peakRssKb() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss;
-}
-
 struct Row {
   std::string workload;
   double serial, threads, flock;
@@ -123,8 +119,43 @@ void printTable(const std::vector<Row>& rows, unsigned workers) {
 
 } // namespace
 
+/// Peak resident memory (KiB) of a child process that runs `fn` alone: the parent's own history
+/// does not count, and neither do flock's workers (they are the child's children).
+template <class F>
+long peakRssOfChild(F&& fn) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    fn();
+    std::fflush(nullptr);
+    ::_exit(0);
+  }
+  int status = 0;
+  rusage u{};
+  ::wait4(pid, &status, 0, &u);
+  return u.ru_maxrss;
+}
+
+/// Median wall time of `reps` calls of apply over 2 tiny inputs.
+double medianTinyCall(int reps) {
+  std::vector<double> times;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = Clock::now();
+    (void)flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, [](int x) { return x + 1; }, {.poolSize = 2});
+    times.push_back(seconds(Clock::now() - t0));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
+  double pythonNsPerItem = 0, pythonTinyMs = 0;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--python-ns-per-item") == 0 && i + 1 < argc) pythonNsPerItem = std::atof(argv[++i]);
+    else if (std::strcmp(argv[i], "--python-tiny-ms") == 0 && i + 1 < argc) pythonTinyMs = std::atof(argv[++i]);
+  }
   const unsigned workers = 2;
   const int reps = quick ? 1 : 3;
   std::vector<Row> rows;
@@ -151,6 +182,9 @@ int main(int argc, char** argv) {
       if (out[n - 1] != in[n - 1] * in[n - 1]) std::abort();
     });
     r.note = fmt::format("{:.2f} ns/item flock", r.flock * 1e9 / static_cast<double>(n));
+    if (pythonNsPerItem > 0)
+      r.note += fmt::format("; Python Pool.map {:.0f} ns/item = {:.1f}x slower than flock", pythonNsPerItem,
+                            pythonNsPerItem * 1e-9 * static_cast<double>(n) / r.flock);
     rows.push_back(r);
   }
 
@@ -215,23 +249,76 @@ int main(int argc, char** argv) {
     rows.push_back(r);
   }
 
-  // (d) Call overhead: apply over 2 tiny inputs from this (small) process.
+  // (d) Call overhead: apply over 2 tiny inputs, from a small process (a child of this one that
+  // holds nothing), then from one with 1 GiB resident, then with that 1 GiB in huge pages.
   {
-    std::vector<double> times;
-    for (int i = 0; i < (quick ? 20 : 200); ++i) {
-      auto t0 = Clock::now();
-      (void)flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, [](int x) { return x + 1; }, {.poolSize = 2});
-      times.push_back(seconds(Clock::now() - t0));
+    int p[2];
+    if (::pipe(p) != 0) return 1;
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      double v[4] = {medianTinyCall(quick ? 20 : 200), 0, 0, 0};
+      v[3] = [] {
+        std::vector<double> t;
+        for (int i = 0; i < 20; ++i) {
+          auto t0 = Clock::now();
+          (void)flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, [](int x) { return x + 1; }, {.poolSize = 2});
+          t.push_back(seconds(Clock::now() - t0));
+        }
+        std::sort(t.begin(), t.end());
+        return t[t.size() * 9 / 10];
+      }();
+      const std::size_t gib = std::size_t{1} << 30;
+      if (!quick) {
+        std::vector<char> ballast(gib, 1); // 1 GiB resident, in 4 KiB pages as malloc gives it
+        v[1] = medianTinyCall(10);
+        ballast = {};
+        void* huge = ::mmap(nullptr, gib + (2 << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        auto* aligned = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(huge) + (2 << 20) - 1) & ~std::uintptr_t((2 << 20) - 1));
+        ::madvise(aligned, gib, MADV_HUGEPAGE);
+        std::memset(aligned, 1, gib);
+        v[2] = medianTinyCall(10);
+      }
+      [[maybe_unused]] auto w = ::write(p[1], v, sizeof v);
+      ::_exit(0);
     }
-    std::sort(times.begin(), times.end());
-    Row r{"         2 x  tiny (call overhead, median)", 0, 0, times[times.size() / 2], ""};
+    ::close(p[1]);
+    double v[4] = {0, 0, 0, 0};
+    [[maybe_unused]] auto got = ::read(p[0], v, sizeof v);
+    ::close(p[0]);
+    ::waitpid(pid, nullptr, 0);
+    Row r{"         2 x  tiny (call overhead, median)", 0, 0, v[0], ""};
     r.serial = bestOf(5, [] { volatile int x = 1 + 2; (void)x; });
     r.threads = bestOf(5, [&] { (void)threadMap<int>(2, workers, [](std::size_t i) { return static_cast<int>(i) + 1; }); });
-    r.note = fmt::format("p90 {:.2f} ms", times[times.size() * 9 / 10] * 1e3);
+    r.note = fmt::format("p90 {:.2f} ms", v[3] * 1e3);
+    if (pythonTinyMs > 0) r.note += fmt::format("; Python Pool start+2 items {:.1f} ms", pythonTinyMs);
+    if (!quick)
+      r.note += fmt::format("; from a 1 GiB parent {:.1f} ms, with it in huge pages {:.2f} ms", v[1] * 1e3, v[2] * 1e3);
     rows.push_back(r);
   }
 
+  // (e) Memory: peak RSS of a process that makes 10,000,000 int64 results, by each method.
+  if (!quick) {
+    const std::size_t n = 10'000'000;
+    auto withInputs = [n](auto body) {
+      return [n, body] {
+        std::vector<std::int64_t> xs(n);
+        std::iota(xs.begin(), xs.end(), std::int64_t{0});
+        body(xs);
+      };
+    };
+    const long threadsKb = peakRssOfChild(withInputs([n](const std::vector<std::int64_t>& xs) {
+      auto out = threadMap<std::int64_t>(n, 2, [&](std::size_t i) { return xs[i] * xs[i]; });
+      if (out.size() != n) std::abort();
+    }));
+    const long flockKb = peakRssOfChild(withInputs([n](const std::vector<std::int64_t>& xs) {
+      auto out = flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x * x; }, {.poolSize = 2});
+      if (out.size() != n) std::abort();
+    }));
+    fmt::print("peak RSS for 10,000,000 int64 (80 MB in + 80 MB out): threads {} MB, flock parent {} MB\n",
+               threadsKb / 1024, flockKb / 1024);
+  }
+
   printTable(rows, workers);
-  fmt::print("peak RSS of this benchmark process: {} MB\n", peakRssKb() / 1024);
   return 0;
 }

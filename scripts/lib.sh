@@ -3,7 +3,8 @@
 # one place and installs the missing ones with apt on Debian/Ubuntu.
 
 # Debian 12 packages needed to build and test flock. python3 is only used by the benchmarks.
-FLOCK_APT_PACKAGES=(cmake g++ ninja-build catch2 libfmt-dev libsqlite3-dev pkg-config python3)
+FLOCK_APT_PACKAGES=(cmake g++ ninja-build catch2 libfmt-dev libsqlite3-dev libpq-dev postgresql pkg-config
+  python3)
 
 # The repository root (the parent of this scripts/ directory), whatever the caller's cwd.
 # shellcheck disable=SC2034 # used by the scripts that source this file

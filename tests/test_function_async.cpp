@@ -364,3 +364,29 @@ TEST_CASE("trivially copyable results of odd sizes cross raw blocks intact", "[a
     }
   }
 }
+
+TEST_CASE("raw results after an exception in a batch are stored intact and aligned", "[api][raw]") {
+  // An exception ends a raw block early; the next block starts at an odd offset in the worker's
+  // buffer. UBSan (in CI) checks that no result is written misaligned.
+  auto outcomes = flockmp::FunctionAsync::tryApply(std::views::iota(std::size_t{0}, std::size_t{100}), [](std::size_t i) {
+    if (i == 7 || i == 42) throw std::runtime_error("no");
+    return static_cast<long>(i) * 3;
+  }, {.chunkSize = 10});
+  std::size_t failures = 0;
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    if (i == 7 || i == 42) {
+      CHECK_FALSE(outcomes[i].hasValue());
+      ++failures;
+    } else {
+      REQUIRE(outcomes[i].hasValue());
+      CHECK(*outcomes[i] == static_cast<long>(i) * 3);
+    }
+  }
+  CHECK(failures == 2);
+}
+
+TEST_CASE("bool results come back as std::vector<bool>", "[api]") {
+  std::vector<bool> r = flockmp::FunctionAsync::apply(std::views::iota(0, 1000), [](int i) { return i % 3 == 0; });
+  REQUIRE(r.size() == 1000);
+  for (int i = 0; i < 1000; ++i) REQUIRE(r[static_cast<std::size_t>(i)] == (i % 3 == 0));
+}

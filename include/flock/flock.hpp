@@ -4,6 +4,9 @@
 
 #include "channel.hpp"      // IWYU pragma: export
 #include "codec.hpp"        // IWYU pragma: export
+#include "database.hpp"     // IWYU pragma: export
+#include "dataframe.hpp"    // IWYU pragma: export
+#include "dataframe_async.hpp" // IWYU pragma: export
 #include "error.hpp"        // IWYU pragma: export
 #include "function_async.hpp" // IWYU pragma: export
 #include "launcher.hpp"     // IWYU pragma: export

@@ -66,6 +66,14 @@ struct Options {
   /// Called from the calling thread (never from a worker) as inputs finish, at most ~10 times a
   /// second plus once at the end.
   std::function<void(const Progress&)> onProgress{};
+  /// Show a live progress bar on stderr (done/total, percent, rate, elapsed time and ETA), the
+  /// seed's `checkProgress`. Drawn only when stderr is a terminal and the call lasts longer than
+  /// a fifth of a second, redrawn at most ~10 times a second from the calling thread; nothing is
+  /// printed otherwise (see progressLines). Default: on.
+  bool checkProgress = true;
+  /// When checkProgress is on but stderr is not a terminal (a log file, CI), print a few plain
+  /// progress lines instead (at 25%, 50%, 75% and at the end). Default: off, nothing printed.
+  bool progressLines = false;
 };
 
 } // namespace flockmp

@@ -29,6 +29,7 @@ namespace detail {
 template <class Codec, class R>
 constexpr bool rawResultFor() {
   if constexpr (std::is_void_v<R>) return true;
+  else if constexpr (std::is_same_v<R, bool>) return false; // std::vector<bool> has no data() to read into
   else if constexpr (requires { Codec::template isRaw<R>; }) return Codec::template isRaw<R>;
   else return false;
 }
@@ -123,7 +124,12 @@ private:
         ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
         try {
           if constexpr (std::is_void_v<R>) invokeOn(fn_, first_[static_cast<Diff>(i)]);
-          else ::new (static_cast<void*>(dst + (i - blockBegin) * elementSize)) R(invokeOn(fn_, first_[static_cast<Diff>(i)]));
+          else {
+            // Frames have no alignment in the buffer: build the value aligned, then copy its
+            // bytes (the compiler turns this into a plain store).
+            const R value = invokeOn(fn_, first_[static_cast<Diff>(i)]);
+            std::memcpy(dst + (i - blockBegin) * elementSize, &value, elementSize);
+          }
         } catch (...) {
           out.rawBlockEnd(i - blockBegin, elementSize);
           auto [type, message] = describeCurrentException();

@@ -28,6 +28,7 @@
 #include "../error.hpp"
 #include "../launcher.hpp"
 #include "../options.hpp"
+#include "../progress.hpp"
 #include "../worker.hpp"
 #include "posix.hpp"
 
@@ -96,6 +97,7 @@ public:
     job_.prepareParent();
 
     lastProgress_ = Clock::now();
+    progressBar_ = ProgressBar::forOptions(opts_);
     std::vector<pollfd> pfds;
     std::vector<std::pair<std::size_t, int>> who; // (slot, 0 = results, 1 = pidfd)
     while (resolved_ < n_ && !gaveUp_) {
@@ -634,18 +636,19 @@ private:
         ms = std::min(ms, std::max<long>(0, left));
       }
     }
-    if (opts_.onProgress) ms = ms < 0 ? 100 : std::min<long>(ms, 100);
+    if (opts_.onProgress || progressBar_) ms = ms < 0 ? 100 : std::min<long>(ms, 100);
     for (const auto& s : slots_)
       if (s.alive && (s.reader.pending() > 0 || s.direct.remaining > 0)) ms = ms < 0 ? 500 : std::min<long>(ms, 500); // see checkStalls
     return static_cast<int>(ms);
   }
 
   void reportProgress(bool final) {
-    if (!opts_.onProgress) return;
+    if (!opts_.onProgress && !progressBar_) return;
     const auto now = Clock::now();
     if (!final && now - lastProgress_ < std::chrono::milliseconds(100)) return;
     lastProgress_ = now;
-    opts_.onProgress(Progress{resolved_, failedCount_, n_});
+    if (progressBar_) progressBar_->update(resolved_, failedCount_, n_, final, now);
+    if (opts_.onProgress) opts_.onProgress(Progress{resolved_, failedCount_, n_});
   }
 
   /// All inputs are accounted for: let idle workers exit, then reap them and their groups.
@@ -680,6 +683,7 @@ private:
   std::unordered_map<std::size_t, int> attempts_;
   std::deque<Clock::time_point> restartTimes_;
   Clock::time_point lastProgress_{};
+  std::optional<ProgressBar> progressBar_; // Options::checkProgress, when stderr is a terminal
   bool gaveUp_ = false;
 };
 

@@ -1,0 +1,29 @@
+# Optional components of flock: ready-made DatabaseAsync setups for SQLite and PostgreSQL.
+# Included from the top-level CMakeLists.txt after the flock target is defined. Each component is
+# an INTERFACE target defined only where its library is found; a missing library is reported,
+# never skipped silently, and the tests and examples that need it are left out.
+#
+#   target_link_libraries(app PRIVATE flock::sqlite)    # #include <flock/sqlite.hpp>
+#   target_link_libraries(app PRIVATE flock::postgres)  # #include <flock/postgres.hpp>
+
+find_package(SQLite3 QUIET)
+if(SQLite3_FOUND)
+  add_library(flock_sqlite INTERFACE)
+  add_library(flock::sqlite ALIAS flock_sqlite)
+  set_target_properties(flock_sqlite PROPERTIES EXPORT_NAME sqlite)
+  target_link_libraries(flock_sqlite INTERFACE flock::flock SQLite::SQLite3)
+  message(STATUS "flock: SQLite3 ${SQLite3_VERSION} found: flock::sqlite is available")
+else()
+  message(STATUS "flock: SQLite3 not found: flock::sqlite and its tests are skipped")
+endif()
+
+find_package(PostgreSQL QUIET)
+if(PostgreSQL_FOUND)
+  add_library(flock_postgres INTERFACE)
+  add_library(flock::postgres ALIAS flock_postgres)
+  set_target_properties(flock_postgres PROPERTIES EXPORT_NAME postgres)
+  target_link_libraries(flock_postgres INTERFACE flock::flock PostgreSQL::PostgreSQL)
+  message(STATUS "flock: PostgreSQL client library (libpq) ${PostgreSQL_VERSION_STRING} found: flock::postgres is available")
+else()
+  message(STATUS "flock: PostgreSQL client library (libpq) not found: flock::postgres and its tests are skipped")
+endif()

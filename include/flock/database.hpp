@@ -1,0 +1,446 @@
+// flock: DatabaseAsync, the seed's class for callables that need database connections. A
+// connection cannot be sent to another process and opening one per task is slow, so every worker
+// opens each setup's connection once, before its first input, hands it to the callable for every
+// input it runs, and closes it when it stops.
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <concepts>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "codec.hpp"
+#include "detail/invoke.hpp"
+#include "error.hpp"
+#include "options.hpp"
+#include "pool.hpp"
+#include "worker.hpp"
+
+namespace flockmp {
+
+/// Named connection parameters handed to a setup's server (the seed's `parameters` dict).
+using Parameters = std::map<std::string, std::string, std::less<>>;
+
+/// Thrown inside a worker when a setup's connection cannot be opened (or does not open within
+/// DatabaseOptions::setupTimeout). The parent reports the inputs that could not run as failures
+/// of kind FailureKind::setup whose message carries this error's `what()`:
+/// `setup "pg_con" failed in worker 1234: <the driver's message>`.
+class SetupError : public Error {
+public:
+  SetupError(std::string setup, pid_t worker, std::string cause)
+      : Error(fmt::format("setup \"{}\" failed in worker {}: {}", setup, worker, cause)),
+        setup_(std::move(setup)), worker_(worker), cause_(std::move(cause)) {}
+
+  /// The setup's name.
+  [[nodiscard]] const std::string& setup() const noexcept { return setup_; }
+  /// The worker process that tried to connect.
+  [[nodiscard]] pid_t worker() const noexcept { return worker_; }
+  /// What the driver said (exception type and message), or the timeout.
+  [[nodiscard]] const std::string& cause() const noexcept { return cause_; }
+
+private:
+  std::string setup_;
+  pid_t worker_;
+  std::string cause_;
+};
+
+/// What DatabaseAsync needs from a setup: a `name` (labels errors) and `connect()`, which opens
+/// one connection of any type (an RAII object, or a handle with its close function such as a
+/// `std::unique_ptr<T, Closer>`). DatabaseSetup and classes derived from BaseDatabaseSetup model
+/// it; so does any user type with these two members.
+template <class S>
+concept DatabaseSetupType = std::copy_constructible<S> && requires(const S& s) {
+  { s.name } -> std::convertible_to<std::string_view>;
+  s.connect();
+  requires !std::is_void_v<decltype(s.connect())>;
+};
+
+/// The connection type a setup opens.
+template <DatabaseSetupType S>
+using ConnectionOf = std::remove_cvref_t<decltype(std::declval<const S&>().connect())>;
+
+/// A connection recipe, the seed's `DatabaseSetup(server=..., name=..., parameters=...)`:
+/// `server(parameters)` opens one connection (a server that takes no arguments is called with
+/// none). The connection type is deduced from the server:
+///
+///   flockmp::DatabaseSetup sqlite{.name = "sqlite_con",
+///                                 .server = [](const flockmp::Parameters& p) { return
+///                                 Db(p.at("path")); }, .parameters = {{"path",
+///                                 "/var/data/app.db"}}};
+template <class Server>
+struct DatabaseSetup {
+  /// Labels errors: `setup "sqlite_con" failed in worker 1234: ...`.
+  std::string name;
+  /// Opens a connection: called once in each worker process, never in the caller's process.
+  Server server;
+  /// Handed to `server`.
+  Parameters parameters{};
+
+  /// Open one connection.
+  auto connect() const {
+    if constexpr (std::is_invocable_v<const Server&, const Parameters&>)
+      return std::invoke(server, parameters);
+    else
+      return std::invoke(server);
+  }
+};
+
+template <class Server>
+DatabaseSetup(std::string, Server, Parameters) -> DatabaseSetup<Server>;
+template <class Server>
+DatabaseSetup(std::string, Server) -> DatabaseSetup<Server>;
+
+/// Base class to package a setup once and reuse it (the seed's BaseDatabaseSetup):
+///
+///   struct Warehouse : flockmp::BaseDatabaseSetup<PgConn> {
+///     Warehouse() : BaseDatabaseSetup("warehouse", {{"conninfo", "host=db dbname=wh"}}) {}
+///     PgConn server(const flockmp::Parameters& p) const override { return
+///     PgConn(p.at("conninfo")); }
+///   };
+///   flockmp::DatabaseAsync db{Warehouse{}};
+template <class Connection>
+class BaseDatabaseSetup {
+public:
+  using connection_type = Connection;
+
+  explicit BaseDatabaseSetup(std::string setupName, Parameters setupParameters = {})
+      : name(std::move(setupName)), parameters(std::move(setupParameters)) {}
+  virtual ~BaseDatabaseSetup() = default;
+  BaseDatabaseSetup(const BaseDatabaseSetup&) = default;
+  BaseDatabaseSetup& operator=(const BaseDatabaseSetup&) = default;
+
+  /// Open one connection from `parameters`.
+  virtual Connection server(const Parameters& parameters) const = 0;
+  Connection connect() const { return server(parameters); }
+
+  std::string name;
+  Parameters parameters;
+};
+
+/// Options of a DatabaseAsync.
+///
+///   flockmp::DatabaseAsync db{{.numProcesses = 4, .setupTimeout = 5s, .pool = {.maxTasksPerWorker
+///   = 1000}},
+///                             sqlite, pg};
+struct DatabaseOptions {
+  /// Worker processes, each with its own connections (the seed's name; Options::poolSize is the
+  /// same thing, give one or the other). Default: the online CPU count. Never more than the
+  /// inputs. Zero or negative throws std::invalid_argument.
+  std::optional<int> numProcesses{};
+  /// Longest time a worker may take to open all its connections. A setup still connecting then is
+  /// abandoned, the worker reports a SetupError ("timed out") and exits, and a fresh worker tries
+  /// again within the restart budget (stretched, if needed, so that workers whose setups keep
+  /// timing out always end the call). To bound a hung connect, connections are opened on a
+  /// short-lived helper thread of the worker. std::nullopt: no limit, connections are opened on
+  /// the worker's own thread. Default: 30 s.
+  std::optional<std::chrono::nanoseconds> setupTimeout = std::chrono::seconds(30);
+  /// Everything else: timeOutError, maxTasksPerWorker, retries, restartBudget, checkProgress,
+  /// onProgress, stopToken... An `initializer` here runs after the connections are open, a
+  /// `finalizer` before they are closed.
+  Options pool{};
+};
+
+namespace detail {
+
+/// Constructs T from the callable's result in place (no move needed).
+template <class F>
+struct ConstructFrom {
+  F f;
+  operator std::invoke_result_t<F&>() { return f(); } // NOLINT: implicit on purpose
+};
+template <class F>
+ConstructFrom(F) -> ConstructFrom<F>;
+
+/// The connections of the current worker process, in setup order. Lives in the caller's stack
+/// frame; under Context::fork each worker has its own copy, filled by its initializer. The
+/// caller's copy stays empty: the caller never connects.
+template <class... Conns>
+struct ConnectionSlots {
+  std::tuple<std::optional<Conns>...> conns;
+  bool open = false;
+
+  /// Close the first `count` connections, the last opened first.
+  void closeFirst(std::size_t count) noexcept {
+    open = false;
+    closeFrom<sizeof...(Conns)>(count);
+  }
+
+private:
+  template <std::size_t I>
+  void closeFrom(std::size_t count) noexcept {
+    if constexpr (I > 0) {
+      if (I - 1 < count) {
+        try {
+          std::get<I - 1>(conns).reset();
+        } catch (...) {
+          // A failing close cannot change any input's outcome.
+        }
+      }
+      closeFrom<I - 1>(count);
+    }
+  }
+};
+
+template <class F, class T, class... C, std::size_t... I>
+constexpr bool applicableWithImpl(std::index_sequence<I...>) {
+  return std::is_invocable_v<F, decltype(std::get<I>(std::declval<T>()))..., C&...>;
+}
+
+/// F can be called with the input (whole, or its tuple members unpacked) followed by C&...
+template <class F, class T, class... C>
+concept CallableWithConnections = std::is_invocable_v<F, T, C&...> ||
+    (TupleLike<T>&& applicableWithImpl<F, T, C...>(
+        std::make_index_sequence<std::tuple_size_v<std::remove_cvref_t<T>>>{}));
+
+/// The callable the pool runs: the user's callable with the worker's connections appended.
+template <class F, class... Conns>
+struct WithConnections {
+  F* fn;
+  ConnectionSlots<Conns...>* slots;
+
+  template <class T>
+  requires CallableWithConnections<F&, T, Conns...>
+  decltype(auto) operator()(T&& x) const {
+    if (!slots->open) throw Error("flock: DatabaseAsync: the worker's connections are not open");
+    return std::apply(
+        [&](auto&... conn) -> decltype(auto) {
+          if constexpr (std::is_invocable_v<F&, T, Conns&...>) {
+            return std::invoke(*fn, std::forward<T>(x), *conn...);
+          } else {
+            return std::apply(
+                [&](auto&&... members) -> decltype(auto) {
+                  return std::invoke(*fn, std::forward<decltype(members)>(members)..., *conn...);
+                },
+                std::forward<T>(x));
+          }
+        },
+        slots->conns);
+  }
+};
+
+template <class F, class T, class... Conns>
+struct DatabaseCallableCheck {
+  static_assert(
+      sizeof(F) == 0,
+      "flock: the DatabaseAsync callable must take the input (or the members of a tuple input) "
+      "followed by one reference per setup, in setup order: fn(input, Conn1&, Conn2&...). Check "
+      "its parameter types and the order of the setups.");
+};
+
+inline std::string describeDuration(std::chrono::nanoseconds d) {
+  using namespace std::chrono;
+  if (d % seconds(1) == nanoseconds(0))
+    return fmt::format("{}s", duration_cast<seconds>(d).count());
+  if (d % milliseconds(1) == nanoseconds(0))
+    return fmt::format("{}ms", duration_cast<milliseconds>(d).count());
+  return fmt::format("{}us", duration_cast<microseconds>(d).count());
+}
+
+} // namespace detail
+
+/// Runs a callable that needs database connections over many inputs in worker processes; each
+/// worker opens every setup's connection once and passes them to the callable after the input,
+/// in setup order. Results come back in input order.
+///
+///   flockmp::DatabaseAsync db{{.numProcesses = 4}, sqlite, pg};
+///   auto rows = db.apply(ids, [](int id, Sqlite& sqlite_con, PgConn& pg_con) { ... });
+///
+/// Worker lifecycle: each worker opens its connections before its first input and closes them
+/// (last setup first) when it stops normally, including when it is recycled after
+/// `maxTasksPerWorker`. A worker that crashes or times out is replaced, and the replacement
+/// opens fresh connections. A connection that fails to open makes the worker exit with a
+/// SetupError; workers that keep failing end the call through the restart budget, and every input
+/// that could not run is reported with FailureKind::setup. A connection that breaks mid-run makes
+/// the inputs that use it fail with the driver's own exception.
+template <DatabaseSetupType... Setups>
+class DatabaseAsync {
+public:
+  /// The setups, opened in this order in every worker; default options.
+  explicit DatabaseAsync(Setups... setups)
+      : DatabaseAsync(DatabaseOptions{}, std::move(setups)...) {}
+  /// Options first, then the setups.
+  explicit DatabaseAsync(DatabaseOptions options, Setups... setups)
+      : setups_(std::move(setups)...), options_(std::move(options)) {
+    validate();
+  }
+  /// The seed's shape: `DatabaseAsync(std::tuple{sqlite, pg}, {.numProcesses = 4})`.
+  explicit DatabaseAsync(std::tuple<Setups...> setups, DatabaseOptions options = {})
+      : setups_(std::move(setups)), options_(std::move(options)) {
+    validate();
+  }
+
+  /// Run `fn(input, conn...)` for every input (a tuple input is unpacked first when `fn` takes
+  /// its members). Returns `std::vector<R>` in input order, nothing for a void `fn`. Throws
+  /// flockmp::TaskError when an input fails (setup failures included: their kind is
+  /// FailureKind::setup), std::invalid_argument for bad options.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
+  auto apply(Range&& items, F&& fn) const {
+    return call<false, Codec>(std::forward<Range>(items), fn);
+  }
+
+  /// Like apply, but never throws for failed inputs: one flockmp::Outcome per input.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
+  auto tryApply(Range&& items, F&& fn) const {
+    return call<true, Codec>(std::forward<Range>(items), fn);
+  }
+
+  [[nodiscard]] const std::tuple<Setups...>& setups() const noexcept { return setups_; }
+  [[nodiscard]] const DatabaseOptions& options() const noexcept { return options_; }
+
+  /// The pool options a call runs with: numProcesses as poolSize, the restart budget stretched
+  /// for setupTimeout (the connection initializer and finalizer are added per call).
+  [[nodiscard]] Options poolOptions() const {
+    Options o = options_.pool;
+    if (options_.numProcesses) o.poolSize = options_.numProcesses;
+    if (options_.setupTimeout) {
+      // Workers whose setup times out die at most once per setupTimeout each; the budget must
+      // remember enough of those deaths to end the call.
+      const auto need = std::chrono::ceil<std::chrono::milliseconds>(
+                            *options_.setupTimeout * (o.restartBudget.maxRestarts + 1)) +
+                        std::chrono::seconds(1);
+      if (o.restartBudget.period < need) o.restartBudget.period = need;
+    }
+    return o;
+  }
+
+private:
+  using Slots = detail::ConnectionSlots<ConnectionOf<Setups>...>;
+
+  void validate() const {
+    if (options_.numProcesses && *options_.numProcesses <= 0)
+      throw std::invalid_argument(
+          fmt::format("flock: numProcesses must be at least 1 (got {})", *options_.numProcesses));
+    if (options_.numProcesses && options_.pool.poolSize &&
+        *options_.pool.poolSize != *options_.numProcesses)
+      throw std::invalid_argument(
+          "flock: DatabaseOptions: give numProcesses or pool.poolSize, not both");
+    if (options_.setupTimeout && options_.setupTimeout->count() <= 0)
+      throw std::invalid_argument(
+          "flock: setupTimeout must be a positive duration (or std::nullopt for none)");
+    detail::validateOptions(options_.pool);
+  }
+
+  template <bool Try, class Codec, class Range, class F>
+  auto call(Range&& items, F& fn) const {
+    using Ref = std::ranges::range_reference_t<Range>;
+    if constexpr (!detail::CallableWithConnections<F&, Ref, ConnectionOf<Setups>...>) {
+      (void)detail::DatabaseCallableCheck<F, Ref, ConnectionOf<Setups>...>{};
+      return;
+    } else {
+      Slots slots;
+      Options o = poolOptions();
+      o.initializer = [this, &slots, user = std::move(o.initializer)] {
+        openAll(slots);
+        if (user) user();
+      };
+      o.finalizer = [&slots, user = std::move(o.finalizer)] {
+        struct Close {
+          Slots& s;
+          ~Close() { s.closeFirst(sizeof...(Setups)); }
+        } close{slots};
+        if (user) user();
+      };
+      detail::WithConnections<std::remove_reference_t<F>, ConnectionOf<Setups>...> wrapped{&fn,
+                                                                                           &slots};
+      return detail::run<Try, Codec>(wrapped, std::forward<Range>(items), o);
+    }
+  }
+
+  /// Worker side: open every connection in setup order; on failure close those already open and
+  /// throw SetupError.
+  void openAll(Slots& slots) const {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      std::size_t opened = 0;
+      try {
+        ((openOne<I>(slots), ++opened), ...);
+      } catch (...) {
+        slots.closeFirst(opened);
+        throw;
+      }
+    }
+    (std::index_sequence_for<Setups...>{});
+    slots.open = true;
+  }
+
+  template <std::size_t I>
+  void openOne(Slots& slots) const {
+    const auto& setup = std::get<I>(setups_);
+    auto& slot = std::get<I>(slots.conns);
+    const auto fail = [&](const std::string& cause) {
+      return SetupError(std::string(setup.name), ::getpid(), cause);
+    };
+    const auto describe = [] {
+      auto [type, message] = detail::describeCurrentException();
+      return type.empty() ? message : fmt::format("{}: {}", type, message);
+    };
+    if (!options_.setupTimeout) {
+      try {
+        slot.emplace(detail::ConstructFrom{[&] { return setup.connect(); }});
+      } catch (...) {
+        throw fail(describe());
+      }
+      return;
+    }
+    // The connect runs on a helper thread so that a hung one can be abandoned: the worker then
+    // reports the timeout and exits (_exit ends the helper thread too).
+    struct Shared {
+      std::mutex m;
+      std::condition_variable cv;
+      bool done = false;
+      std::string error;
+    };
+    auto shared = std::make_shared<Shared>();
+    std::thread helper([shared, &setup, &slot, describe] {
+      std::string error;
+      try {
+        slot.emplace(detail::ConstructFrom{[&] { return setup.connect(); }});
+      } catch (...) {
+        error = describe();
+        if (error.empty()) error = "unknown error";
+      }
+      std::lock_guard lock(shared->m);
+      shared->done = true;
+      shared->error = std::move(error);
+      shared->cv.notify_all();
+    });
+    std::unique_lock lock(shared->m);
+    if (!shared->cv.wait_for(lock, *options_.setupTimeout, [&] { return shared->done; })) {
+      lock.unlock();
+      helper.detach();
+      throw fail(fmt::format("timed out: the connection did not open within setupTimeout ({})",
+                             detail::describeDuration(*options_.setupTimeout)));
+    }
+    std::string error = std::move(shared->error);
+    lock.unlock();
+    helper.join();
+    if (!error.empty()) throw fail(error);
+  }
+
+  std::tuple<Setups...> setups_;
+  DatabaseOptions options_;
+};
+
+template <class... Setups>
+DatabaseAsync(std::tuple<Setups...>, DatabaseOptions) -> DatabaseAsync<Setups...>;
+template <class... Setups>
+DatabaseAsync(std::tuple<Setups...>) -> DatabaseAsync<Setups...>;
+
+} // namespace flockmp

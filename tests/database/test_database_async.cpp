@@ -1,0 +1,437 @@
+// DatabaseAsync without a database server: connection lifecycle (once per worker, closed at a
+// normal exit, fresh after recycling), argument order, setup failures and hung setups. The
+// connections here are small real resources (files, pids); SQLite and PostgreSQL have their own
+// test files.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <flock/database.hpp>
+
+#include "catch.hpp"
+#include "support/deadlock_guard.hpp"
+#include "support/proc_stats.hpp"
+
+using namespace std::chrono_literals;
+using flockmp::FailureKind;
+using flockmp::test::contains;
+using flockmp::test::DeadlockGuard;
+
+namespace {
+
+std::vector<int> range(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+/// A temporary directory, removed with everything in it.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string t = (std::filesystem::temp_directory_path() / "flock-db-XXXXXX").string();
+    REQUIRE(::mkdtemp(t.data()) != nullptr);
+    path = t;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
+/// Lines of every file in `dir` whose name starts with `prefix`.
+std::multiset<std::string> filesWithPrefix(const std::filesystem::path& dir,
+                                           const std::string& prefix) {
+  std::multiset<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().rfind(prefix, 0) == 0)
+      out.insert(e.path().filename().string().substr(prefix.size()));
+  return out;
+}
+
+/// A connection that leaves a trace: a file `open-<pid>-<serial>` when opened, and
+/// `close-<pid>-<serial>` when closed.
+class Traced {
+public:
+  Traced(std::filesystem::path dir, std::string tag)
+      : dir_(std::move(dir)), tag_(std::move(tag)), pid_(::getpid()) {
+    static int serial = 0;
+    serial_ = ++serial;
+    touch("open-");
+  }
+  Traced(Traced&& o) noexcept
+      : dir_(std::move(o.dir_)), tag_(std::move(o.tag_)), pid_(o.pid_),
+        serial_(std::exchange(o.serial_, 0)) {}
+  Traced& operator=(Traced&&) = delete;
+  ~Traced() {
+    if (serial_ != 0) touch("close-");
+  }
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] int serial() const { return serial_; }
+  [[nodiscard]] const std::string& tag() const { return tag_; }
+
+private:
+  void touch(const std::string& what) const {
+    const auto name =
+        dir_ / (what + tag_ + "-" + std::to_string(pid_) + "-" + std::to_string(serial_));
+    std::fclose(std::fopen(name.c_str(), "w"));
+  }
+  std::filesystem::path dir_;
+  std::string tag_;
+  pid_t pid_;
+  int serial_;
+};
+
+auto tracedSetup(const std::string& name, const std::filesystem::path& dir) {
+  return flockmp::DatabaseSetup{
+      .name = name,
+      .server = [](const flockmp::Parameters& p) { return Traced(p.at("dir"), p.at("tag")); },
+      .parameters = {{"dir", dir.string()}, {"tag", name}}};
+}
+
+/// A second connection type, to check that several types mix.
+struct Counter {
+  int value = 0;
+  pid_t pid = ::getpid();
+};
+
+/// The seed's BaseDatabaseSetup: a setup packaged once.
+struct CounterSetup : flockmp::BaseDatabaseSetup<Counter> {
+  CounterSetup() : BaseDatabaseSetup("counter", {{"start", "100"}}) {}
+  Counter server(const flockmp::Parameters& p) const override {
+    return Counter{std::stoi(p.at("start"))};
+  }
+};
+
+} // namespace
+
+TEST_CASE("a DatabaseSetup deduces its connection type from the server", "[database][setup]") {
+  flockmp::DatabaseSetup s{
+      .name = "n",
+      .server = [](const flockmp::Parameters& p) { return std::stoi(p.at("x")); },
+      .parameters = {{"x", "7"}}};
+  static_assert(std::is_same_v<flockmp::ConnectionOf<decltype(s)>, int>);
+  static_assert(flockmp::DatabaseSetupType<decltype(s)>);
+  static_assert(flockmp::DatabaseSetupType<CounterSetup>);
+  static_assert(std::is_same_v<flockmp::ConnectionOf<CounterSetup>, Counter>);
+  static_assert(!flockmp::DatabaseSetupType<int>);
+  CHECK(s.connect() == 7);
+  CHECK(CounterSetup{}.connect().value == 100);
+  flockmp::DatabaseSetup noParameters{.name = "n", .server = [] { return 3; }};
+  CHECK(noParameters.connect() == 3);
+}
+
+TEST_CASE("every worker opens each connection once and closes it when it stops",
+          "[database][lifecycle]") {
+  DeadlockGuard guard(120);
+  TempDir dir;
+  const int fdsBefore = flockmp::test::openFdCount();
+  flockmp::DatabaseAsync db{
+      {.numProcesses = 3}, tracedSetup("first", dir.path), tracedSetup("second", dir.path)};
+  auto seen = db.apply(range(60), [](int x, Traced& a, Traced& b) {
+    if (a.pid() != ::getpid() || b.pid() != ::getpid())
+      throw std::logic_error("connection from another process");
+    if (a.tag() != "first" || b.tag() != "second")
+      throw std::logic_error("connections out of setup order");
+    return std::tuple{x, static_cast<int>(::getpid()), a.serial()};
+  });
+  REQUIRE(seen.size() == 60);
+  std::set<int> pids;
+  for (int i = 0; i < 60; ++i) {
+    CHECK(std::get<0>(seen[static_cast<std::size_t>(i)]) == i);
+    CHECK(std::get<2>(seen[static_cast<std::size_t>(i)]) == 1); // the one connection of its worker
+    pids.insert(std::get<1>(seen[static_cast<std::size_t>(i)]));
+  }
+  CHECK(pids.size() <= 3);
+  // One open and one close per worker and setup, none in the caller.
+  const auto opens = filesWithPrefix(dir.path, "open-");
+  const auto closes = filesWithPrefix(dir.path, "close-");
+  CHECK(opens.size() == 2 * 3); // all 3 workers started, each opened both
+  CHECK(closes == opens);
+  for (const auto& o : opens) CHECK(o.find(std::to_string(::getpid())) == std::string::npos);
+  CHECK(flockmp::test::childProcessCount() == 0);
+  CHECK(flockmp::test::openFdCount() == fdsBefore);
+}
+
+TEST_CASE("tuple inputs are unpacked before the connections, which come in setup order",
+          "[database][arguments]") {
+  DeadlockGuard guard(60);
+  TempDir dir;
+  std::vector<std::pair<int, std::string>> items{{1, "a"}, {2, "b"}, {3, "c"}};
+  flockmp::DatabaseAsync db{{.numProcesses = 2}, CounterSetup{}, tracedSetup("t", dir.path)};
+  auto r = db.apply(items, [](int n, const std::string& s, Counter& c, Traced& t) {
+    c.value += n; // a connection keeps its state between the inputs of one worker
+    return s + std::to_string(n) + t.tag() + (c.pid == ::getpid() ? "" : "!");
+  });
+  CHECK(r == std::vector<std::string>{"a1t", "b2t", "c3t"});
+  // The whole pair is passed when the callable takes it.
+  auto whole = db.apply(items, [](const std::pair<int, std::string>& p, Counter& c, Traced&) {
+    return p.first + c.value;
+  });
+  CHECK(whole == std::vector<int>{101, 102, 103});
+}
+
+TEST_CASE("the seed's DatabaseAsync shapes construct", "[database][api]") {
+  DeadlockGuard guard(60);
+  flockmp::DatabaseSetup a{.name = "a", .server = [] { return 1; }};
+  flockmp::DatabaseSetup b{
+      .name = "b",
+      .server = [](const flockmp::Parameters& p) { return std::string(p.at("v")); },
+      .parameters = {{"v", "x"}}};
+  flockmp::DatabaseAsync seedShape{std::tuple{a, b}, {.numProcesses = 2}};
+  flockmp::DatabaseAsync noOptions{a, b};
+  flockmp::DatabaseAsync optionsFirst{{.numProcesses = 2, .setupTimeout = std::nullopt}, a, b};
+  auto fn = [](int x, int& one, std::string& v) { return v + std::to_string(x + one); };
+  const std::vector<std::string> expected{"x1", "x2", "x3"};
+  CHECK(seedShape.apply(std::vector{0, 1, 2}, fn) == expected);
+  CHECK(noOptions.apply(std::vector{0, 1, 2}, fn) == expected);
+  CHECK(optionsFirst.apply(std::vector{0, 1, 2}, fn) == expected);
+  auto outcomes = optionsFirst.tryApply(std::vector{0, 1, 2}, fn);
+  REQUIRE(outcomes.size() == 3);
+  CHECK(*outcomes[2] == "x3");
+}
+
+TEST_CASE("a handle with its close function is a connection", "[database][lifecycle]") {
+  DeadlockGuard guard(60);
+  TempDir dir;
+  using File = std::unique_ptr<std::FILE, int (*)(std::FILE*)>;
+  flockmp::DatabaseSetup log{.name = "log",
+                             .server =
+                                 [](const flockmp::Parameters& p) {
+                                   const auto name =
+                                       p.at("dir") + "/log-" + std::to_string(::getpid());
+                                   return File(std::fopen(name.c_str(), "w"), &std::fclose);
+                                 },
+                             .parameters = {{"dir", dir.path.string()}}};
+  flockmp::DatabaseAsync db{{.numProcesses = 2}, log};
+  db.apply(range(40), [](int x, File& f) { std::fprintf(f.get(), "%d\n", x); });
+  // fclose at each worker's exit flushed its buffered lines: every input is in exactly one file.
+  std::multiset<int> lines;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) {
+    std::ifstream in(e.path());
+    for (int v; in >> v;) lines.insert(v);
+  }
+  const auto all = range(40);
+  CHECK(lines == std::multiset<int>(all.begin(), all.end()));
+}
+
+TEST_CASE("recycled workers close their connections and their replacements open fresh ones",
+          "[database][lifecycle]") {
+  DeadlockGuard guard(120);
+  TempDir dir;
+  flockmp::DatabaseAsync db{{.numProcesses = 2, .pool = {.maxTasksPerWorker = 5}},
+                            tracedSetup("c", dir.path)};
+  auto serials = db.apply(range(30), [](int, Traced& t) {
+    return std::pair{static_cast<int>(::getpid()), t.serial()};
+  });
+  std::set<int> pids;
+  for (auto [pid, serial] : serials) {
+    pids.insert(pid);
+    CHECK(serial == 1);
+  }
+  CHECK(pids.size() >= 6); // 30 inputs, at most 5 per worker
+  const auto opens = filesWithPrefix(dir.path, "open-");
+  CHECK(opens.size() == pids.size());
+  CHECK(filesWithPrefix(dir.path, "close-") == opens);
+}
+
+TEST_CASE("a crashed worker is replaced and the replacement opens a fresh connection",
+          "[database][faults]") {
+  DeadlockGuard guard(120);
+  TempDir dir;
+  flockmp::DatabaseAsync db{{.numProcesses = 2}, tracedSetup("c", dir.path)};
+  auto outcomes = db.tryApply(range(20), [](int x, Traced&) {
+    if (x == 7) std::abort();
+    return static_cast<int>(::getpid());
+  });
+  std::set<int> pids;
+  pid_t crashed = 0;
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    if (i == 7) {
+      REQUIRE_FALSE(outcomes[i].hasValue());
+      CHECK(outcomes[i].failure().kind == FailureKind::crashed);
+      crashed = outcomes[i].failure().pid;
+    } else {
+      REQUIRE(outcomes[i].hasValue());
+      pids.insert(*outcomes[i]);
+    }
+  }
+  pids.insert(crashed);    // it may have finished inputs before input 7
+  CHECK(pids.size() >= 3); // the two first workers and the crashed one's replacement
+  const auto opens = filesWithPrefix(dir.path, "open-");
+  const auto closes = filesWithPrefix(dir.path, "close-");
+  CHECK(opens.size() == pids.size());      // one connection per worker, the replacement's fresh
+  CHECK(closes.size() == pids.size() - 1); // the crashed worker never closed its own
+  for (const auto& c : closes)
+    CHECK(c.find("-" + std::to_string(crashed) + "-") == std::string::npos);
+  for (int pid : pids) {
+    int n = 0;
+    for (const auto& o : opens) n += o.find("-" + std::to_string(pid) + "-") != std::string::npos;
+    CHECK(n == 1);
+  }
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
+TEST_CASE(
+    "a connection that cannot open is a setup failure naming the setup, the worker and the cause",
+    "[database][faults]") {
+  DeadlockGuard guard(60);
+  const int fdsBefore = flockmp::test::openFdCount();
+  flockmp::DatabaseSetup ok{.name = "ok_con", .server = [] { return 1; }};
+  flockmp::DatabaseSetup bad{
+      .name = "bad_con", .server = []() -> int { throw std::runtime_error("connection refused"); }};
+  SECTION("apply throws a TaskError listing every input") {
+    flockmp::DatabaseAsync db{
+        {.numProcesses = 2, .pool = {.restartBudget = {.maxRestarts = 3, .period = 60s}}}, ok, bad};
+    try {
+      db.apply(range(10), [](int x, int&, int&) { return x; });
+      FAIL("no exception");
+    } catch (const flockmp::TaskError& e) {
+      REQUIRE(e.failures().size() == 10); // none silently skipped
+      for (const auto& f : e.failures()) {
+        CHECK(f.kind == FailureKind::setup);
+        CHECK_THAT(f.message, contains("setup \"bad_con\" failed in worker "));
+        CHECK_THAT(f.message, contains("std::runtime_error: connection refused"));
+        CHECK_THAT(f.message, contains("flockmp::SetupError"));
+      }
+      CHECK_THAT(e.what(), contains("bad_con"));
+    }
+  }
+  SECTION("without a setup timeout too, and with tryApply") {
+    flockmp::DatabaseAsync db{{.numProcesses = 2,
+                               .setupTimeout = std::nullopt,
+                               .pool = {.restartBudget = {.maxRestarts = 2}}},
+                              bad};
+    auto outcomes = db.tryApply(range(5), [](int x, int&) { return x; });
+    REQUIRE(outcomes.size() == 5);
+    for (const auto& o : outcomes) {
+      REQUIRE_FALSE(o.hasValue());
+      CHECK(o.failure().kind == FailureKind::setup);
+      CHECK_THAT(o.failure().message, contains("setup \"bad_con\" failed in worker "));
+    }
+  }
+  CHECK(flockmp::test::childProcessCount() == 0);
+  CHECK(flockmp::test::openFdCount() == fdsBefore);
+}
+
+TEST_CASE("a setup that hangs is ended by setupTimeout", "[database][faults][timeout]") {
+  DeadlockGuard guard(60);
+  flockmp::DatabaseSetup hang{.name = "hung_con", .server = []() -> int {
+                                for (;;) std::this_thread::sleep_for(1h);
+                              }};
+  flockmp::DatabaseAsync db{
+      {.numProcesses = 2, .setupTimeout = 200ms, .pool = {.restartBudget = {.maxRestarts = 2}}},
+      hang};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto outcomes = db.tryApply(range(6), [](int x, int&) { return x; });
+  const auto took = std::chrono::steady_clock::now() - t0;
+  for (const auto& o : outcomes) {
+    REQUIRE_FALSE(o.hasValue());
+    CHECK(o.failure().kind == FailureKind::setup);
+    CHECK_THAT(o.failure().message, contains("setup \"hung_con\" failed in worker "));
+    CHECK_THAT(o.failure().message, contains("timed out"));
+  }
+  CHECK(took < 10s);
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
+TEST_CASE("a failure inside a task is that input's own exception", "[database][faults]") {
+  DeadlockGuard guard(60);
+  flockmp::DatabaseAsync db{{.numProcesses = 2}, CounterSetup{}};
+  // A string result travels through the codec (int results take the raw path, tested elsewhere).
+  auto outcomes = db.tryApply(range(8), [](int x, Counter& c) {
+    if (x == 3) throw std::runtime_error("lost the connection");
+    return std::to_string(x + c.value);
+  });
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    if (i == 3) {
+      CHECK(outcomes[i].failure().kind == FailureKind::exception);
+      CHECK(outcomes[i].failure().type == "std::runtime_error");
+      CHECK(outcomes[i].failure().message == "lost the connection");
+    } else {
+      CHECK(*outcomes[i] == std::to_string(i + 100));
+    }
+  }
+}
+
+TEST_CASE("the caller's own initializer and finalizer run around the connections",
+          "[database][lifecycle]") {
+  DeadlockGuard guard(60);
+  TempDir dir;
+  static int initialized = 0;
+  const auto base = dir.path.string();
+  flockmp::DatabaseAsync db{
+      {.numProcesses = 2,
+       .pool = {.initializer = [] { initialized = 1; },
+                .finalizer = [base] { std::fclose(std::fopen((base + "/final").c_str(), "w")); }}},
+      CounterSetup{}};
+  auto r = db.apply(range(10), [](int, Counter&) { return initialized; });
+  for (int v : r) CHECK(v == 1);
+  CHECK(initialized == 0);
+  CHECK(std::filesystem::exists(dir.path / "final"));
+}
+
+TEST_CASE("numProcesses is capped at the number of inputs (the seed's tests)",
+          "[database][options]") {
+  DeadlockGuard guard(300);
+  flockmp::DatabaseSetup con{.name = "con", .server = [] { return static_cast<int>(::getpid()); }};
+  SECTION("1,000 processes requested for 30 inputs") {
+    flockmp::DatabaseAsync db{{.numProcesses = 1000}, con};
+    auto r = db.apply(range(30), [](int x, int& pid) { return std::pair{x, pid}; });
+    REQUIRE(r.size() == 30);
+    std::set<int> pids;
+    for (int i = 0; i < 30; ++i) {
+      CHECK(r[static_cast<std::size_t>(i)].first == i);
+      pids.insert(r[static_cast<std::size_t>(i)].second);
+    }
+    CHECK(pids.size() <= 30);
+  }
+  SECTION("60,000 inputs with 200 processes requested") {
+#if defined(FLOCK_TEST_UNDER_SANITIZER)
+    const int processes = 50; // a fork of a sanitized process costs ~20x more
+#else
+    const int processes = 200;
+#endif
+    flockmp::DatabaseAsync db{{.numProcesses = processes}, con};
+    auto r = db.apply(range(60'000), [](int x, int&) { return x * 2; });
+    REQUIRE(r.size() == 60'000);
+    for (int i = 0; i < 60'000; i += 997) CHECK(r[static_cast<std::size_t>(i)] == 2 * i);
+    CHECK(r.back() == 119'998);
+  }
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
+TEST_CASE("bad DatabaseOptions are rejected", "[database][options]") {
+  flockmp::DatabaseSetup con{.name = "con", .server = [] { return 1; }};
+  using flockmp::DatabaseOptions;
+  CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.numProcesses = 0}, con),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(
+      flockmp::DatabaseAsync(DatabaseOptions{.numProcesses = 2, .pool = {.poolSize = 3}}, con),
+      std::invalid_argument);
+  CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.setupTimeout = 0s}, con),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.pool = {.retries = -1}}, con),
+                  std::invalid_argument);
+  // The restart budget remembers enough setup timeouts to end the call.
+  flockmp::DatabaseAsync db{
+      {.setupTimeout = 2s, .pool = {.restartBudget = {.maxRestarts = 4, .period = 1s}}}, con};
+  CHECK(db.poolOptions().restartBudget.period >= 10s);
+}

@@ -1,0 +1,255 @@
+// DatabaseAsync on a real PostgreSQL server: a throw-away cluster this test starts itself (see
+// pg_cluster.hpp) and always stops. Parallel inserts and selects through libpq with exact counts,
+// one connection per worker, setup failures for a wrong password or port, and a server restarted
+// mid-run.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <flock/postgres.hpp>
+
+#include "catch.hpp"
+#include "pg_cluster.hpp"
+#include "support/deadlock_guard.hpp"
+#include "support/proc_stats.hpp"
+
+using namespace std::chrono_literals;
+using flockmp::FailureKind;
+using flockmp::postgres::Connection;
+using flockmp::test::contains;
+using flockmp::test::DeadlockGuard;
+using flockmp::test::PgCluster;
+
+namespace {
+
+// Configured with server binaries that have since gone: skip (CTest SKIP_RETURN_CODE 77).
+[[maybe_unused]] const bool binariesChecked = [] {
+  if (!PgCluster::available()) {
+    std::printf(
+        "flock: PostgreSQL server binaries not found in %s: the PostgreSQL tests are skipped\n",
+        FLOCK_PG_BINDIR);
+    std::fflush(stdout);
+    std::_Exit(77);
+  }
+  return true;
+}();
+
+/// One cluster for the whole binary, started on first use, stopped at exit.
+PgCluster& cluster() {
+  static PgCluster c;
+  return c;
+}
+
+std::vector<int> range(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+/// Fresh tables for a test: items(id, worker, backend) and events(pid, backend, event).
+void resetTables() {
+  Connection c(cluster().conninfo());
+  c.exec("set client_min_messages = warning");
+  c.exec("drop table if exists items; drop table if exists events");
+  c.exec(
+      "create table items(id integer not null, worker integer not null, backend integer not null)");
+  c.exec(
+      "create table events(pid integer not null, backend integer not null, event text not null)");
+}
+
+/// A connection that records its opening and closing in the database.
+struct Tracked {
+  Connection con;
+  explicit Tracked(const std::string& conninfo) : con(conninfo) {
+    con.exec("insert into events values($1, $2, 'open')", static_cast<int>(::getpid()),
+             con.backendPid());
+  }
+  Tracked(Tracked&&) = default;
+  Tracked& operator=(Tracked&&) = delete;
+  ~Tracked() {
+    if (!con.get()) return;
+    try {
+      con.exec("insert into events values($1, $2, 'close')", static_cast<int>(::getpid()),
+               con.backendPid());
+    } catch (...) {}
+  }
+};
+
+auto trackedSetup(const std::string& conninfo) {
+  return flockmp::DatabaseSetup{
+      .name = "pg_con",
+      .server = [](const flockmp::Parameters& p) { return Tracked(p.at("conninfo")); },
+      .parameters = {{"conninfo", conninfo}}};
+}
+
+std::multiset<int> events(const std::string& event) {
+  Connection c(cluster().conninfo());
+  auto r = c.exec("select pid from events where event = $1", event);
+  std::multiset<int> out;
+  for (int i = 0; i < r.rows(); ++i) out.insert(std::stoi(*r.value(i, 0)));
+  return out;
+}
+
+/// Client connections to the test database other than the caller's own `c`, once the closed
+/// ones are gone (a backend exits shortly after its client disconnects).
+int otherClients(Connection& c) {
+  int n = 0;
+  for (int tries = 0; tries < 50; ++tries) {
+    n = c.scalar<int>(
+        "select count(*) from pg_stat_activity where datname = current_database() and "
+        "backend_type = 'client backend' and pid <> pg_backend_pid()");
+    if (n == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("postgres: parallel inserts and selects through libpq, one connection per worker",
+          "[database][postgres]") {
+  DeadlockGuard guard(240);
+  resetTables();
+  const int fdsBefore = flockmp::test::openFdCount();
+  const int n = 300;
+  flockmp::DatabaseAsync db{{.numProcesses = 4, .pool = {.chunkSize = 10}},
+                            trackedSetup(cluster().conninfo())};
+  const auto backends = db.apply(range(n), [](int id, Tracked& t) {
+    t.con.exec("insert into items values($1, $2, $3)", id, static_cast<int>(::getpid()),
+               t.con.backendPid());
+    if (t.con.scalar<int>("select count(*) from items where id = $1", id) != 1)
+      throw std::logic_error("row not there once");
+    return t.con.backendPid();
+  });
+  REQUIRE(backends.size() == static_cast<std::size_t>(n));
+  CHECK(flockmp::test::childProcessCount() == 0);
+  CHECK(flockmp::test::openFdCount() == fdsBefore); // the caller opened no connection
+
+  Connection c(cluster().conninfo());
+  CHECK(c.scalar<int>("select count(*) from items") == n);
+  CHECK(c.scalar<int>("select count(distinct id) from items") == n);
+  CHECK(c.scalar<int>("select max(id) from items") == n - 1);
+  // Every input ran on its worker's one connection: 4 workers, 4 backends, 4 opens, 4 closes.
+  CHECK(std::set<int>(backends.begin(), backends.end()).size() == 4);
+  CHECK(c.scalar<int>("select count(distinct backend) from items") == 4);
+  CHECK(c.scalar<int>("select count(distinct worker) from items") == 4);
+  const auto opens = events("open");
+  CHECK(opens.size() == 4);
+  CHECK(std::set<int>(opens.begin(), opens.end()).size() == 4);
+  CHECK(events("close") == opens);
+  CHECK(c.scalar<int>(
+            "select count(*) from events e join (select distinct worker, backend from items) i "
+            "on e.pid = i.worker and e.backend = i.backend where e.event = 'open'") == 4);
+  CHECK(otherClients(c) == 0); // every worker closed its connection
+}
+
+TEST_CASE("postgres: the ready-made setup, recycled workers open fresh connections",
+          "[database][postgres]") {
+  DeadlockGuard guard(240);
+  resetTables();
+  flockmp::DatabaseAsync db{{.numProcesses = 2, .pool = {.maxTasksPerWorker = 10}},
+                            flockmp::postgres::setup("pg_con", cluster().conninfo())};
+  const auto backends = db.apply(range(50), [](int id, Connection& pg) {
+    pg.exec("insert into items values($1, $2, $3)", id, static_cast<int>(::getpid()),
+            pg.backendPid());
+    return pg.backendPid();
+  });
+  Connection c(cluster().conninfo());
+  CHECK(c.scalar<int>("select count(distinct id) from items") == 50);
+  CHECK(c.scalar<int>("select count(*) from items") == 50);
+  // At most 10 inputs per worker, and one connection (one backend) per worker.
+  CHECK(c.scalar<int>("select count(distinct worker) from items") >= 5);
+  CHECK(c.scalar<int>("select count(distinct backend) from items") ==
+        c.scalar<int>("select count(distinct worker) from items"));
+  CHECK(c.scalar<int>("select max(n) from (select count(*) n from items group by worker) t") <= 10);
+  CHECK(otherClients(c) == 0);
+}
+
+TEST_CASE("postgres: a wrong password or port is a setup failure naming the setup",
+          "[database][postgres][faults]") {
+  DeadlockGuard guard(120);
+  const auto budget = flockmp::RestartBudget{.maxRestarts = 3, .period = 60s};
+  SECTION("wrong password") {
+    flockmp::DatabaseAsync db{
+        {.numProcesses = 2, .pool = {.restartBudget = budget}},
+        flockmp::postgres::setup("pg_con", cluster().conninfo("not-the-password"))};
+    try {
+      db.apply(range(6), [](int id, Connection&) { return id; });
+      FAIL("no exception");
+    } catch (const flockmp::TaskError& e) {
+      REQUIRE(e.failures().size() == 6);
+      for (const auto& f : e.failures()) {
+        CHECK(f.kind == FailureKind::setup);
+        CHECK_THAT(f.message, contains("setup \"pg_con\" failed in worker "));
+        CHECK_THAT(f.message, contains("password authentication failed for user \"flock\""));
+      }
+    }
+  }
+  SECTION("wrong port") {
+    flockmp::DatabaseAsync db{
+        {.numProcesses = 2, .pool = {.restartBudget = budget}},
+        flockmp::postgres::setup("pg_con",
+                                 cluster().conninfo(PgCluster::password, PgCluster::freePort()))};
+    auto outcomes = db.tryApply(range(6), [](int id, Connection&) { return id; });
+    for (const auto& o : outcomes) {
+      REQUIRE_FALSE(o.hasValue());
+      CHECK(o.failure().kind == FailureKind::setup);
+      CHECK_THAT(o.failure().message, contains("setup \"pg_con\" failed in worker "));
+      CHECK_THAT(o.failure().message, contains("Connection refused"));
+    }
+  }
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
+TEST_CASE(
+    "postgres: a server restarted mid-run fails the inputs that hit it with their own exception",
+    "[database][postgres][faults]") {
+  DeadlockGuard guard(240);
+  resetTables();
+  bool restarted = false;
+  flockmp::Options pool{.onProgress = [&](const flockmp::Progress& p) {
+    // Called in the caller's process while the workers run.
+    if (!restarted && p.done >= 6) {
+      restarted = true;
+      cluster().restart();
+    }
+  }};
+  pool.chunkSize = 1;
+  flockmp::DatabaseAsync db{{.numProcesses = 2, .pool = pool},
+                            flockmp::postgres::setup("pg_con", cluster().conninfo())};
+  auto outcomes = db.tryApply(range(40), [](int id, Connection& pg) {
+    std::this_thread::sleep_for(30ms);
+    return pg.scalar<int>("select $1::int * 2", id);
+  });
+  REQUIRE(restarted);
+  REQUIRE(outcomes.size() == 40);
+  int ok = 0, failed = 0;
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    if (outcomes[i].hasValue()) {
+      CHECK(*outcomes[i] == 2 * static_cast<int>(i));
+      ++ok;
+    } else {
+      const auto& f = outcomes[i].failure();
+      INFO(f.describe());
+      CHECK(f.kind ==
+            FailureKind::exception); // the task's own error: not a crash, not a setup failure
+      CHECK(f.type == "flockmp::postgres::Error");
+      ++failed;
+    }
+  }
+  CHECK(ok >= 6);
+  CHECK(failed >= 1);
+  CHECK(ok + failed == 40);
+  // Fresh workers (a new call) connect to the restarted server.
+  auto again = db.apply(
+      range(4), [](int id, Connection& pg) { return pg.scalar<int>("select $1::int + 1", id); });
+  CHECK(again == std::vector<int>{1, 2, 3, 4});
+}

@@ -1,0 +1,252 @@
+// DatabaseAsync on real SQLite files (WAL mode) in a temporary directory: workers write and read
+// the same database concurrently, every input's row lands exactly once, and each worker opens
+// exactly one connection, counted in the database itself.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <flock/sqlite.hpp>
+
+#include "catch.hpp"
+#include "support/deadlock_guard.hpp"
+#include "support/proc_stats.hpp"
+
+using namespace std::chrono_literals;
+using flockmp::FailureKind;
+using flockmp::sqlite::Connection;
+using flockmp::test::contains;
+using flockmp::test::DeadlockGuard;
+
+namespace {
+
+std::vector<int> range(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+/// A temporary directory with a WAL-mode database `app.db` holding the tables the tests use:
+/// `items(id, worker)` written by the tasks and `events(pid, event)`, one row per connection
+/// opened or closed.
+struct TempDb {
+  std::filesystem::path dir;
+  std::string path;
+  TempDb() {
+    std::string t = (std::filesystem::temp_directory_path() / "flock-sqlite-XXXXXX").string();
+    REQUIRE(::mkdtemp(t.data()) != nullptr);
+    dir = t;
+    path = (dir / "app.db").string();
+    Connection c(path, {.wal = true});
+    c.exec("create table items(id integer not null, worker integer not null);"
+           "create table events(pid integer not null, event text not null);");
+  }
+  ~TempDb() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  TempDb(const TempDb&) = delete;
+  TempDb& operator=(const TempDb&) = delete;
+
+  /// Pids with an `event` row, one entry per row.
+  std::multiset<int> events(const std::string& event) const {
+    Connection c(path);
+    std::multiset<int> out;
+    for (auto& row : c.query("select pid from events where event = ?", event))
+      out.insert(static_cast<int>(std::get<std::int64_t>(row.at(0))));
+    return out;
+  }
+};
+
+/// A connection that records its opening and closing in the database it is connected to.
+struct Tracked {
+  Connection con;
+  explicit Tracked(const std::string& path) : con(path) {
+    con.exec("insert into events values(?, 'open')", static_cast<int>(::getpid()));
+  }
+  Tracked(Tracked&&) = default;
+  Tracked& operator=(Tracked&&) = delete;
+  ~Tracked() {
+    if (!con) return;
+    try {
+      con.exec("insert into events values(?, 'close')", static_cast<int>(::getpid()));
+    } catch (...) {}
+  }
+};
+
+auto trackedSetup(const std::string& path) {
+  return flockmp::DatabaseSetup{
+      .name = "sqlite_con",
+      .server = [](const flockmp::Parameters& p) { return Tracked(p.at("path")); },
+      .parameters = {{"path", path}}};
+}
+
+/// The task: write the input's row, read it back through the same connection, while the other
+/// workers do the same on the same file.
+int writeAndRead(int id, Tracked& t) {
+  t.con.exec("insert into items values(?, ?)", id, static_cast<int>(::getpid()));
+  if (t.con.scalar<int>("select count(*) from items where id = ?", id) != 1)
+    throw std::logic_error("row not there once");
+  return static_cast<int>(::getpid());
+}
+
+} // namespace
+
+TEST_CASE("sqlite: workers write and read one WAL database concurrently, one connection each",
+          "[database][sqlite]") {
+  DeadlockGuard guard(120);
+  TempDb db;
+  const int fdsBefore = flockmp::test::openFdCount();
+  const int n = 400;
+  flockmp::DatabaseAsync dbAsync{{.numProcesses = 4, .pool = {.chunkSize = 10}},
+                                 trackedSetup(db.path)};
+  const auto workers = dbAsync.apply(range(n), writeAndRead);
+  REQUIRE(workers.size() == static_cast<std::size_t>(n));
+  const std::set<int> pids(workers.begin(), workers.end());
+  CHECK(flockmp::test::childProcessCount() == 0);
+  CHECK(flockmp::test::openFdCount() == fdsBefore); // the caller opened no connection
+
+  Connection check(db.path);
+  CHECK(check.scalar<std::string>("pragma journal_mode") == "wal");
+  CHECK(check.scalar<int>("select count(*) from items") == n);
+  CHECK(check.scalar<int>("select count(distinct id) from items") == n);
+  CHECK(check.scalar<int>("select min(id) from items") == 0);
+  CHECK(check.scalar<int>("select max(id) from items") == n - 1);
+  // Each row was written by the worker that returned it.
+  for (int i = 0; i < n; i += 37)
+    CHECK(check.scalar<int>("select worker from items where id = ?", i) ==
+          workers[static_cast<std::size_t>(i)]);
+
+  // One connection per worker: 4 workers started, each opened one and closed it at the end; the
+  // caller never connected.
+  const auto opens = db.events("open");
+  CHECK(opens.size() == 4);
+  CHECK(std::set<int>(opens.begin(), opens.end()).size() == 4);
+  CHECK(db.events("close") == opens);
+  for (int pid : pids) CHECK(opens.count(pid) == 1);
+  CHECK(opens.count(static_cast<int>(::getpid())) == 0);
+}
+
+TEST_CASE("sqlite: the ready-made setup opens one connection per worker", "[database][sqlite]") {
+  DeadlockGuard guard(120);
+  TempDb db;
+  {
+    Connection c(db.path);
+    c.exec("create table users(id integer primary key, name text)");
+    for (int i = 0; i < 50; ++i)
+      c.exec("insert into users values(?, ?)", i, "user" + std::to_string(i));
+  }
+  flockmp::DatabaseAsync dbAsync{{.numProcesses = 3},
+                                 flockmp::sqlite::setup("sqlite_con", db.path)};
+  auto names = dbAsync.apply(range(50), [](int id, Connection& con) {
+    con.exec("update users set name = name || '!' where id = ?", id);
+    return con.scalar<std::string>("select name from users where id = ?", id);
+  });
+  for (int i = 0; i < 50; ++i)
+    CHECK(names[static_cast<std::size_t>(i)] == "user" + std::to_string(i) + "!");
+  Connection c(db.path);
+  CHECK(c.scalar<int>("select count(*) from users where name like '%!'") == 50);
+  CHECK(c.scalar<int>("select count(*) from users where name like '%!!'") == 0);
+  const auto rows = c.query("select id, name, null, 1.5 from users where id = ?", 7);
+  REQUIRE(rows.size() == 1);
+  CHECK(std::get<std::int64_t>(rows[0][0]) == 7);
+  CHECK(std::get<std::string>(rows[0][1]) == "user7!");
+  CHECK(std::holds_alternative<std::nullptr_t>(rows[0][2]));
+  CHECK(std::get<double>(rows[0][3]) == 1.5);
+}
+
+TEST_CASE("sqlite: recycled workers open fresh connections", "[database][sqlite]") {
+  DeadlockGuard guard(120);
+  TempDb db;
+  flockmp::DatabaseAsync dbAsync{{.numProcesses = 2, .pool = {.maxTasksPerWorker = 10}},
+                                 trackedSetup(db.path)};
+  const auto workers = dbAsync.apply(range(60), writeAndRead);
+  const std::set<int> pids(workers.begin(), workers.end());
+  CHECK(pids.size() >= 6); // at most 10 inputs per worker
+  const auto opens = db.events("open");
+  CHECK(opens == std::multiset<int>(pids.begin(), pids.end())); // one per worker, each worker once
+  CHECK(db.events("close") == opens);
+  Connection c(db.path);
+  CHECK(c.scalar<int>("select count(distinct id) from items") == 60);
+  CHECK(c.scalar<int>("select count(*) from items") == 60);
+}
+
+TEST_CASE("sqlite: a crashed worker's replacement opens a fresh connection",
+          "[database][sqlite][faults]") {
+  DeadlockGuard guard(120);
+  TempDb db;
+  // One input per batch: a crash loses no finished-but-unsent result, so nothing is run twice.
+  // (With larger batches, inputs the crashed worker finished but had not yet reported are run
+  // again on another worker: at least once, not exactly once.)
+  flockmp::DatabaseAsync dbAsync{{.numProcesses = 2, .pool = {.chunkSize = 1}},
+                                 trackedSetup(db.path)};
+  auto outcomes = dbAsync.tryApply(range(40), [](int id, Tracked& t) {
+    if (id == 13) std::abort();
+    return writeAndRead(id, t);
+  });
+  std::set<int> pids;
+  for (std::size_t i = 0; i < outcomes.size(); ++i)
+    if (i != 13) pids.insert(outcomes[i].value());
+  REQUIRE_FALSE(outcomes[13].hasValue());
+  CHECK(outcomes[13].failure().kind == FailureKind::crashed);
+  CHECK(outcomes[13].failure().type == "SIGABRT");
+  const int crashed = outcomes[13].failure().pid;
+  pids.insert(crashed);
+  const auto opens = db.events("open");
+  CHECK(opens ==
+        std::multiset<int>(pids.begin(), pids.end())); // once per worker, the replacement too
+  CHECK(pids.size() >= 3);
+  CHECK(db.events("close").count(crashed) == 0); // it died without closing
+  Connection c(db.path);
+  CHECK(c.scalar<int>("select count(*) from items") == 39);
+  CHECK(c.scalar<int>("select count(*) from items where id = 13") == 0);
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
+TEST_CASE("sqlite: a database that cannot be opened is a setup failure naming the setup",
+          "[database][sqlite][faults]") {
+  DeadlockGuard guard(60);
+  TempDb db;
+  const auto missing = (db.dir / "no-such-dir" / "app.db").string();
+  flockmp::DatabaseAsync dbAsync{{.numProcesses = 2, .pool = {.restartBudget = {.maxRestarts = 3}}},
+                                 flockmp::sqlite::setup("sqlite_con", missing)};
+  try {
+    dbAsync.apply(range(8), [](int id, Connection&) { return id; });
+    FAIL("no exception");
+  } catch (const flockmp::TaskError& e) {
+    REQUIRE(e.failures().size() == 8);
+    for (const auto& f : e.failures()) {
+      CHECK(f.kind == FailureKind::setup);
+      CHECK_THAT(f.message, contains("setup \"sqlite_con\" failed in worker "));
+      CHECK_THAT(f.message, contains("flockmp::sqlite::Error: sqlite: cannot open \"" + missing +
+                                     "\": unable to open database file"));
+    }
+  }
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
+TEST_CASE("sqlite: a statement that fails is that input's own exception",
+          "[database][sqlite][faults]") {
+  DeadlockGuard guard(60);
+  TempDb db;
+  flockmp::DatabaseAsync dbAsync{{.numProcesses = 2},
+                                 flockmp::sqlite::setup("sqlite_con", db.path)};
+  auto outcomes = dbAsync.tryApply(range(6), [](int id, Connection& con) {
+    return con.scalar<int>(id == 4 ? "select nope from items" : "select ?", id);
+  });
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    if (i == 4) {
+      CHECK(outcomes[i].failure().kind == FailureKind::exception);
+      CHECK(outcomes[i].failure().type == "flockmp::sqlite::Error");
+      CHECK_THAT(outcomes[i].failure().message, contains("no such column: nope"));
+    } else {
+      CHECK(*outcomes[i] == static_cast<int>(i));
+    }
+  }
+}
