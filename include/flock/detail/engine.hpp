@@ -591,7 +591,7 @@ private:
     gaveUp_ = true;
     for (auto& s : slots_)
       if (s.alive) killAndReap(s);
-    failUnresolved(kind, fmt::format("not run: {} workers died within {}ms without finishing any input (restart "
+    failUnresolved(kind, fmt::format("{} workers died within {}ms without finishing any input (restart "
                                      "budget exhausted; last: {})",
                                      restartTimes_.size(), opts_.restartBudget.period.count(), lastCause));
   }
