@@ -231,11 +231,9 @@ inline std::string rowsText(std::size_t begin, std::size_t end) {
   return end == begin + 1 ? fmt::format("row {}", begin) : fmt::format("rows [{}, {})", begin, end);
 }
 
-/// Row-like results travel as this type: bool as one byte (the pool stores results in a
-/// std::vector<T> it writes through data(), which std::vector<bool> does not have), and other
-/// raw results as their bytes, with alignment 1. The pool places raw results in its output
-/// buffer and, after an input that threw, may resume at an unaligned offset (UB for a long or a
-/// double; UBSan kills the worker); byte arrays may sit anywhere. The copy back costs a memcpy.
+/// Row-like results travel as this type: bool as one byte, so that a column of bools streams as
+/// raw bytes like the other scalar columns (the pool carries bool results through the codec,
+/// std::vector<bool> having no storage to read into); every other type as itself.
 template <class R>
 struct RowCarriedOf {
   using type = R;
@@ -246,31 +244,22 @@ struct RowCarriedOf<R> {
   using type = unsigned char;
 };
 template <class R>
-requires(!std::same_as<R, bool> && BinaryCodec::isRaw<R> && std::is_trivially_copyable_v<R> &&
-         alignof(R) > 1) struct RowCarriedOf<R> {
-  using type = std::array<std::byte, sizeof(R)>;
-};
-template <class R>
 using RowCarried = typename RowCarriedOf<R>::type;
 
 template <class C, class R>
 C toCarried(const R& v) {
   if constexpr (std::is_same_v<R, C>)
     return v;
-  else if constexpr (std::is_same_v<R, bool>)
-    return static_cast<C>(v);
   else
-    return std::bit_cast<C>(v);
+    return static_cast<C>(v);
 }
 
 template <class R, class C>
 R fromCarried(const C& c) {
   if constexpr (std::is_same_v<R, C>)
     return c;
-  else if constexpr (std::is_same_v<R, bool>)
-    return c != 0;
   else
-    return std::bit_cast<R>(c);
+    return c != 0;
 }
 
 /// Options for a row-like call: rows are the pool's inputs, and the seed's chunksize (a number
