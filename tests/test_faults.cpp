@@ -28,6 +28,7 @@
 #include <flock/flock.hpp>
 
 #include "catch.hpp"
+#include "support/test_util.hpp"
 #include "support/deadlock_guard.hpp"
 #include "support/proc_stats.hpp"
 
@@ -36,14 +37,12 @@ using flockmp::FailureKind;
 using flockmp::test::DeadlockGuard;
 using flockmp::test::contains;
 
+using flockmp::test::range;
+using flockmp::test::TempDir;
+
 namespace {
 
 
-std::vector<int> range(int n) {
-  std::vector<int> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), 0);
-  return v;
-}
 
 /// A real segmentation fault: a store into a page mapped without access. (A null store would be
 /// caught by UBSan's null check before it faulted.)

@@ -17,6 +17,7 @@
 #include <flock/postgres.hpp>
 
 #include "catch.hpp"
+#include "support/test_util.hpp"
 #include "pg_cluster.hpp"
 #include "support/deadlock_guard.hpp"
 #include "support/proc_stats.hpp"
@@ -27,6 +28,9 @@ using flockmp::postgres::Connection;
 using flockmp::test::contains;
 using flockmp::test::DeadlockGuard;
 using flockmp::test::PgCluster;
+
+using flockmp::test::range;
+using flockmp::test::TempDir;
 
 namespace {
 
@@ -48,11 +52,6 @@ PgCluster& cluster() {
   return c;
 }
 
-std::vector<int> range(int n) {
-  std::vector<int> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), 0);
-  return v;
-}
 
 /// Fresh tables for a test: items(id, worker, backend) and events(pid, backend, event).
 void resetTables() {

@@ -20,6 +20,7 @@
 #include <flock/dataframe.hpp>
 
 #include "catch.hpp"
+#include "support/test_util.hpp"
 
 using flockmp::Column;
 using flockmp::ColumnType;
@@ -28,6 +29,9 @@ using flockmp::DataFrame;
 using flockmp::DataFrameError;
 using flockmp::Row;
 using flockmp::test::contains;
+
+using flockmp::test::range;
+using flockmp::test::TempDir;
 
 namespace {
 
@@ -41,21 +45,6 @@ DataFrame mixedFrame() {
                    {"ok", {true, false, true}}};
 }
 
-/// A temporary directory removed at the end of the test.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "flock_df_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-};
 
 template <class F>
 std::string errorOf(F&& f) {

@@ -1,0 +1,39 @@
+// Test helpers shared by the test binaries: input ranges and temporary directories.
+#pragma once
+
+#include <stdlib.h>
+
+#include <cstddef>
+#include <filesystem>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace flockmp::test {
+
+/// 0, 1, ..., n - 1.
+inline std::vector<int> range(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+/// A fresh directory under the system's temporary directory, removed with all it holds.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix = "flock-test") {
+    std::string t = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+    if (::mkdtemp(t.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + t);
+    path = t;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
+} // namespace flockmp::test
