@@ -390,3 +390,12 @@ TEST_CASE("bool results come back as std::vector<bool>", "[api]") {
   REQUIRE(r.size() == 1000);
   for (int i = 0; i < 1000; ++i) REQUIRE(r[static_cast<std::size_t>(i)] == (i % 3 == 0));
 }
+
+TEST_CASE("contexts this release does not have are refused with a clear error, before any fork", "[api][options]") {
+  const int children = flockmp::test::childProcessCount();
+  for (auto context : {flockmp::Context::forkserver, flockmp::Context::spawn}) {
+    CHECK_THROWS_WITH(flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, myFunction, {.context = context}),
+                      flockmp::test::contains("is not available in this release; use Context::fork"));
+  }
+  CHECK(flockmp::test::childProcessCount() == children);
+}
