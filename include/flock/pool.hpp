@@ -57,9 +57,7 @@ public:
     }
   }
   void prepareParent() override {
-    if constexpr (std::is_void_v<R>) return;
-    else if constexpr (raw) values_.resize(n_);
-    else values_.resize(n_);
+    if constexpr (!std::is_void_v<R>) values_.resize(n_);
   }
 
   void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {

@@ -36,17 +36,11 @@ namespace flockmp::detail {
 
 /// Number of workers for `items` inputs: the pool size (default: online CPUs), never more than
 /// the inputs. Throws std::invalid_argument for a pool size of zero or less.
+/// Number of workers for `items` inputs: the pool size (default: online CPUs), never more than
+/// the inputs. The pool size has been checked by validateOptions.
 inline std::size_t workerCount(const Options& o, std::size_t items) {
-  long n;
-  if (o.poolSize) {
-    if (*o.poolSize <= 0)
-      throw std::invalid_argument(fmt::format("flock: poolSize must be at least 1 (got {})", *o.poolSize));
-    n = *o.poolSize;
-  } else {
-    n = ::sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) n = 1;
-  }
-  return std::min<std::size_t>(static_cast<std::size_t>(n), items);
+  long n = o.poolSize ? *o.poolSize : ::sysconf(_SC_NPROCESSORS_ONLN);
+  return std::min<std::size_t>(static_cast<std::size_t>(std::max(n, 1L)), items);
 }
 
 inline void validateOptions(const Options& o) {
@@ -138,7 +132,7 @@ public:
       if (opts_.timeOutError) checkTimeouts();
       checkStalls();
       for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (!slots_[i].alive && !queue_.empty() && !gaveUp_) restart(i);
+        if (!slots_[i].alive && !queue_.empty() && !gaveUp_) start(i); // replace a dead worker while work remains
       topUpAll();
       reportProgress(false);
     }
@@ -208,8 +202,6 @@ private:
     s.lastChange = s.lastBytes = Clock::now();
   }
 
-  /// A dead slot gets a new worker while work remains, within the restart budget.
-  void restart(std::size_t i) { start(i); }
 
   std::size_t nextBatchSize(const Slot& s) const {
     std::size_t size;

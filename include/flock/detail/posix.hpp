@@ -151,15 +151,6 @@ public:
     data_ = nullptr;
     size_ = 0;
   }
-  /// Give back the pages of [offset, offset+len) (rounded inward to pages) once they have been
-  /// copied out, so peak memory stays near one copy of the results.
-  void discard(std::size_t offset, std::size_t len) noexcept {
-    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    std::size_t begin = (offset + page - 1) / page * page;
-    std::size_t end = (offset + len) / page * page;
-    if (end > begin) ::madvise(static_cast<char*>(data_) + begin, end - begin, MADV_REMOVE);
-  }
-
 private:
   void* data_ = nullptr;
   std::size_t size_ = 0;
