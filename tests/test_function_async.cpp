@@ -1,9 +1,14 @@
 // FunctionAsync, ListAsync and BaseMultiProc: the seed's examples and the core guarantees
 // (order, real processes, any range, errors that name the input).
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <csignal>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <list>
 #include <map>
@@ -398,4 +403,105 @@ TEST_CASE("contexts this release does not have are refused with a clear error, b
                       flockmp::test::contains("is not available in this release; use Context::fork"));
   }
   CHECK(flockmp::test::childProcessCount() == children);
+}
+
+namespace {
+/// Bytes of this process's mappings that fork leaves out (VmFlags "dc", from MADV_DONTFORK).
+std::size_t dontForkBytes() {
+  std::FILE* f = std::fopen("/proc/self/smaps", "r");
+  REQUIRE(f != nullptr);
+  std::size_t total = 0, size = 0;
+  char line[512];
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long long lo = 0, hi = 0;
+    if (std::sscanf(line, "%llx-%llx ", &lo, &hi) == 2) {
+      size = static_cast<std::size_t>(hi - lo);
+    } else if (std::strncmp(line, "VmFlags:", 8) == 0 && std::strstr(line, " dc") != nullptr) {
+      total += size;
+    }
+  }
+  std::fclose(f);
+  return total;
+}
+
+/// Status of a child forked now that runs `fn` and exits 0.
+template <class F>
+int statusOfChild(F&& fn) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    fn();
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+} // namespace
+
+TEST_CASE("NoForkRange keeps a buffer's whole pages out of children until released", "[memory]") {
+  std::vector<std::int64_t> buf(1 << 20, 7); // 8 MiB
+  {
+    flockmp::detail::NoForkRange small(buf.data(), 4096);
+    CHECK_FALSE(small.active()); // too small to be worth a syscall
+  }
+  flockmp::detail::NoForkRange guard(buf.data(), buf.size() * sizeof(std::int64_t));
+  REQUIRE(guard.active());
+  const auto* first = static_cast<const std::byte*>(guard.begin());
+  const auto* data = reinterpret_cast<const std::byte*>(buf.data());
+  CHECK(first >= data);
+  CHECK(first + guard.size() <= data + buf.size() * sizeof(std::int64_t));
+  CHECK(reinterpret_cast<std::uintptr_t>(first) % static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE)) == 0);
+  CHECK(dontForkBytes() >= guard.size());
+  // A child forked now has no such pages: reading one faults.
+  const auto* mid = reinterpret_cast<const volatile std::int64_t*>(first + guard.size() / 2);
+  int st = statusOfChild([mid] {
+    std::signal(SIGSEGV, SIG_DFL); // die of it, not through the test framework's handler
+    (void)*mid;
+  });
+  CHECK(WIFSIGNALED(st));
+  CHECK(WTERMSIG(st) == SIGSEGV);
+  guard.release();
+  CHECK_FALSE(guard.active());
+  st = statusOfChild([&buf] { ::_exit(std::accumulate(buf.begin(), buf.end(), std::int64_t{0}) == 7 * (1 << 20) ? 0 : 1); });
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+}
+
+TEST_CASE("result storage is kept out of the workers during a call and handed back whole", "[api][raw][memory]") {
+  const std::size_t before = dontForkBytes();
+  const std::size_t n = 1'000'000;
+  std::vector<std::int64_t> xs(n);
+  std::iota(xs.begin(), xs.end(), std::int64_t{0});
+  for (int call = 0; call < 3; ++call) { // later calls get memory malloc reuses from earlier ones
+    std::size_t during = 0;
+    auto squares = flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x * x; }, {
+      .poolSize = 2,
+      .onProgress = [&](const flockmp::Progress&) { during = std::max(during, dontForkBytes()); },
+    });
+    CHECK(during >= before + n * sizeof(std::int64_t) - 2 * 4096); // the reserved results, while the call ran
+    CHECK(dontForkBytes() == before);                                 // given back before apply returned
+    REQUIRE(squares.size() == n);
+    for (std::size_t i = 0; i < n; ++i) REQUIRE(squares[i] == xs[i] * xs[i]);
+    // A process forked afterwards (by the user, or the next call's workers) sees every result.
+    int st = statusOfChild([&] {
+      for (std::size_t i = 0; i < n; ++i)
+        if (squares[i] != xs[i] * xs[i]) ::_exit(1);
+    });
+    CHECK(WIFEXITED(st));
+    CHECK(WEXITSTATUS(st) == 0);
+  }
+  // Every way out of a call gives the pages back: failures, and an exception from the parent side.
+  auto outcomes = flockmp::FunctionAsync::tryApply(xs, [](std::int64_t x) {
+    if (x == 123'456) throw std::runtime_error("one bad input");
+    return x + 1;
+  }, {.poolSize = 2});
+  CHECK_FALSE(outcomes[123'456].hasValue());
+  CHECK(*outcomes[123'457] == 123'458);
+  CHECK(dontForkBytes() == before);
+  CHECK_THROWS_WITH(flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x; }, {
+    .poolSize = 2,
+    .onProgress = [](const flockmp::Progress&) { throw std::runtime_error("stop from the parent"); },
+  }), "stop from the parent");
+  CHECK(dontForkBytes() == before);
 }

@@ -56,8 +56,14 @@ public:
       return nullptr;
     }
   }
+  void reserveParent() override {
+    if constexpr (!std::is_void_v<R>) {
+      values_.reserve(n_);
+      noFork_ = NoForkRange(values_.data(), n_ * sizeof(typename decltype(values_)::value_type));
+    }
+  }
   void prepareParent() override {
-    if constexpr (!std::is_void_v<R>) values_.resize(n_);
+    if constexpr (!std::is_void_v<R>) values_.resize(n_); // within the reserved capacity: same pages
   }
 
   void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
@@ -95,6 +101,7 @@ public:
 
   /// All results, when no input failed: raw results are handed over without a copy.
   std::vector<R> values() {
+    noFork_.release();
     if constexpr (raw) {
       return std::move(values_);
     } else {
@@ -159,6 +166,7 @@ private:
   std::size_t n_;
   F& fn_;
   std::conditional_t<std::is_void_v<R>, char, std::conditional_t<raw, std::vector<R>, std::vector<std::optional<R>>>> values_{};
+  NoForkRange noFork_; // declared after values_: released before the buffer is freed
 };
 
 template <class T>

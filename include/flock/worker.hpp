@@ -190,8 +190,11 @@ public:
   [[nodiscard]] virtual std::size_t rawElementSize() const noexcept = 0;
   /// Parent side: where the raw result of input `index` goes.
   [[nodiscard]] virtual std::byte* rawDestination(std::size_t index) noexcept = 0;
-  /// Parent side, once the workers are running: allocate result storage (after fork, so the
-  /// workers never inherit it and the allocation overlaps their first batch).
+  /// Parent side, before any worker is forked: reserve result storage (untouched) and keep it
+  /// out of the workers, so that filling it never copies a page on write.
+  virtual void reserveParent() {}
+  /// Parent side, once the workers are running: initialize result storage (the writes overlap
+  /// the workers' first batch).
   virtual void prepareParent() = 0;
   /// Worker side: run inputs [begin, end) in order, storing `current` before each.
   virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) = 0;

@@ -85,6 +85,7 @@ public:
       stopCb.emplace(opts_.stopToken, StopSignal{efd});
     }
 
+    job_.reserveParent();
     slots_.resize(workers);
     for (std::size_t i = 0; i < workers; ++i) start(i);
     topUpAll();

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -153,6 +154,57 @@ public:
   }
 private:
   void* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// Keeps the whole pages of a parent-side buffer out of every child forked while it is held
+/// (`MADV_DONTFORK`), and gives them back to fork on release. A result buffer that a worker
+/// inherits is shared copy-on-write, so each parent write into it faults and copies a page, and
+/// each fork copies its page-table entries; memory malloc reuses from an earlier call is exactly
+/// such a buffer. Only the pages wholly inside the buffer are marked: its edges may share a page
+/// with other objects the workers need. Best effort: if madvise refuses, nothing changes.
+class NoForkRange {
+public:
+  /// Below this, the syscalls (and the split of the memory mapping) cost more than they save.
+  static constexpr std::size_t minBytes = std::size_t{256} << 10;
+
+  NoForkRange() noexcept = default;
+  NoForkRange(const void* data, std::size_t bytes) noexcept {
+    if (data == nullptr || bytes < minBytes) return;
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const auto first = (reinterpret_cast<std::uintptr_t>(data) + page - 1) & ~(page - 1);
+    const auto last = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(page - 1);
+    if (last <= first) return;
+    if (::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTFORK) != 0) return;
+    begin_ = reinterpret_cast<void*>(first);
+    size_ = last - first;
+  }
+  NoForkRange(NoForkRange&& o) noexcept : begin_(std::exchange(o.begin_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  NoForkRange& operator=(NoForkRange&& o) noexcept {
+    if (this != &o) {
+      release();
+      begin_ = std::exchange(o.begin_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  NoForkRange(const NoForkRange&) = delete;
+  NoForkRange& operator=(const NoForkRange&) = delete;
+  ~NoForkRange() { release(); }
+
+  /// Must run before the buffer is freed or handed to the user: malloc would reuse those pages
+  /// for objects that later children do need.
+  void release() noexcept {
+    if (begin_ != nullptr) (void)::madvise(begin_, size_, MADV_DOFORK);
+    begin_ = nullptr;
+    size_ = 0;
+  }
+  [[nodiscard]] bool active() const noexcept { return begin_ != nullptr; }
+  [[nodiscard]] const void* begin() const noexcept { return begin_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+private:
+  void* begin_ = nullptr;
   std::size_t size_ = 0;
 };
 
