@@ -861,6 +861,34 @@ TEST_CASE("a vector of a million elements round-trips as one block", "[codec][ro
   CHECK(roundTrip(s) == s);
 }
 
+TEST_CASE("vectors and strings decode alike from aligned and misaligned bytes", "[codec][roundtrip]") {
+  // Frames sit at any offset in the parent's read buffer: a vector of doubles is copied straight
+  // from its bytes when they are aligned, and through a byte copy when they are not.
+  std::vector<double> v(1000);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i) * 0.25 - 3.0;
+  const std::string str(3000, 'q');
+  const std::u16string wide(700, u'\u00e9');
+  for (std::size_t offset = 0; offset < 16; ++offset) {
+    std::vector<std::byte> buf(offset);
+    flockmp::ByteWriter w{buf};
+    BinaryCodec::encode(w, v);
+    BinaryCodec::encode(w, str);
+    BinaryCodec::encode(w, wide);
+    BinaryCodec::encode(w, std::vector<bool>{true, false, true});
+    flockmp::ByteReader r{buf.data() + offset, buf.size() - offset};
+    CHECK(BinaryCodec::decode<std::vector<double>>(r) == v);
+    CHECK(BinaryCodec::decode<std::string>(r) == str);
+    CHECK(BinaryCodec::decode<std::u16string>(r) == wide);
+    CHECK(BinaryCodec::decode<std::vector<bool>>(r) == std::vector<bool>{true, false, true});
+    CHECK(r.remaining() == 0);
+  }
+  // A count larger than the bytes left is still refused before anything is copied.
+  auto bytes = flockmp::encode(std::string(10, 'x'));
+  bytes.resize(bytes.size() - 1);
+  CHECK_THAT(codecErrorOf([&] { (void)flockmp::decode<std::string>(bytes); }),
+             flockmp::test::contains("remaining bytes"));
+}
+
 TEST_CASE("values can be appended one after another to a reused buffer", "[codec][bytes]") {
   std::vector<std::byte> buf;
   buf.reserve(64);

@@ -1,5 +1,6 @@
 // FunctionAsync, ListAsync and BaseMultiProc: the seed's examples and the core guarantees
 // (order, real processes, any range, errors that name the input).
+#include <malloc.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 
 #include "catch.hpp"
 #include "support/proc_stats.hpp"
+#include "support/test_util.hpp"
 
 namespace {
 
@@ -438,6 +440,90 @@ int statusOfChild(F&& fn) {
   return status;
 }
 } // namespace
+
+namespace {
+/// A result with no default constructor: stored as std::optional until the call ends.
+struct Labelled {
+  explicit Labelled(std::string t) : text(std::move(t)) {}
+  std::string text;
+};
+} // namespace
+
+template <>
+struct flockmp::Serializer<Labelled> {
+  static void encode(flockmp::ByteWriter& w, const Labelled& v) { flockmp::BinaryCodec::encode(w, v.text); }
+  static Labelled decode(flockmp::ByteReader& r) { return Labelled{flockmp::BinaryCodec::decode<std::string>(r)}; }
+};
+
+TEST_CASE("encoded results, with or without a default constructor, keep order and failures", "[api][codec]") {
+  auto text = [](int i) { return std::string(static_cast<std::size_t>(i % 50), static_cast<char>('a' + i % 26)); };
+  const auto xs = flockmp::test::range(20'000);
+  std::vector<std::string> strings = flockmp::FunctionAsync::apply(xs, text, {.poolSize = 2});
+  std::vector<Labelled> labels = flockmp::FunctionAsync::apply(xs, [&](int i) { return Labelled{text(i)}; }, {.poolSize = 2});
+  REQUIRE(strings.size() == xs.size());
+  REQUIRE(labels.size() == xs.size());
+  for (int i : xs) {
+    REQUIRE(strings[static_cast<std::size_t>(i)] == text(i));
+    REQUIRE(labels[static_cast<std::size_t>(i)].text == text(i));
+  }
+  auto bad = [](int i) { return i % 777 == 3; };
+  auto s = flockmp::FunctionAsync::tryApply(xs, [&](int i) {
+    if (bad(i)) throw std::runtime_error("bad " + std::to_string(i));
+    return text(i);
+  }, {.poolSize = 2});
+  auto l = flockmp::FunctionAsync::tryApply(xs, [&](int i) {
+    if (bad(i)) throw std::runtime_error("bad " + std::to_string(i));
+    return Labelled{text(i)};
+  }, {.poolSize = 2});
+  for (int i : xs) {
+    const auto k = static_cast<std::size_t>(i);
+    REQUIRE(s[k].hasValue() == !bad(i));
+    REQUIRE(l[k].hasValue() == !bad(i));
+    if (bad(i)) {
+      CHECK(s[k].failure().message == "bad " + std::to_string(i));
+      CHECK(l[k].failure().index == k);
+    } else {
+      REQUIRE(*s[k] == text(i));
+      REQUIRE(l[k]->text == text(i));
+    }
+  }
+}
+
+// Not under the sanitizers: their allocator keeps freed memory itself, out of malloc_trim's reach.
+#if !defined(FLOCK_TEST_UNDER_SANITIZER)
+TEST_CASE("a worker lets go of memory the parent freed, so the parent's writes copy no page", "[memory]") {
+  // In a child of the test, so that the malloc tuning stays there: 64 MiB freed but kept by
+  // malloc (as a long-running program's heap is). A worker that kept its copy-on-write share of
+  // it would have it resident; one that let go has a few MiB.
+  int st = statusOfChild([] {
+    ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    ::mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    std::vector<char*> blocks;
+    for (int i = 0; i < 1024; ++i) {
+      blocks.push_back(static_cast<char*>(std::malloc(64 << 10)));
+      std::memset(blocks.back(), 1, 64 << 10);
+    }
+    char* guard = static_cast<char*>(std::malloc(64)); // keeps the freed blocks below the heap top
+    for (char* b : blocks) std::free(b);
+    auto rssKb = [](int) {
+      std::FILE* f = std::fopen("/proc/self/status", "r");
+      char line[256];
+      long kb = -1;
+      while (f && std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+      if (f) std::fclose(f);
+      return kb;
+    };
+    const long parentKb = rssKb(0);
+    const long workerKb = flockmp::FunctionAsync::apply(std::vector<int>{0}, rssKb, {.poolSize = 1}).at(0);
+    std::free(guard);
+    // The parent still holds the 64 MiB; the worker must not.
+    ::_exit(parentKb > 64 * 1024 && workerKb > 0 && workerKb < parentKb - 48 * 1024 ? 0 : 2);
+  });
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+}
+#endif
 
 TEST_CASE("NoForkRange keeps a buffer's whole pages out of children until released", "[memory]") {
   std::vector<std::int64_t> buf(1 << 20, 7); // 8 MiB

@@ -172,6 +172,17 @@ public:
     }
   }
 
+  /// The next n bytes in place (valid while the underlying buffer is); throws
+  /// flockmp::CodecError when fewer than n remain.
+  const std::byte* take(std::size_t n) {
+    if (n > remaining())
+      throw CodecError(
+          fmt::format("flock: truncated input: needed {} more bytes, {} left", n, remaining()));
+    const std::byte* p = pos_;
+    pos_ += n;
+    return p;
+  }
+
   /// Bytes not read yet.
   [[nodiscard]] std::size_t remaining() const noexcept {
     return static_cast<std::size_t>(end_ - pos_);
@@ -1071,10 +1082,16 @@ T decodeValue(ByteReader& r) {
   } else if constexpr (rule == Rule::string) {
     using Ch = typename T::value_type;
     const std::size_t n = readCount<T, Ch>(r);
-    T s;
-    s.resize(n);
-    r.read(s.data(), n * sizeof(Ch));
-    return s;
+    if constexpr (sizeof(Ch) == 1) {
+      // Built straight from the bytes: no zero fill of a buffer that is then overwritten.
+      const std::byte* p = r.take(n);
+      return T(reinterpret_cast<const Ch*>(p), n);
+    } else {
+      T s;
+      s.resize(n);
+      r.read(s.data(), n * sizeof(Ch));
+      return s;
+    }
   } else if constexpr (rule == Rule::vectorBool) {
     const std::size_t n = readCount<T, bool>(r);
     T v;
@@ -1087,8 +1104,15 @@ T decodeValue(ByteReader& r) {
     T v;
     if constexpr (isRaw<E>() && std::is_default_constructible_v<E> &&
                   std::is_copy_assignable_v<E>) {
-      v.resize(n);
-      r.read(v.data(), n * sizeof(E));
+      const std::byte* p = r.take(n * sizeof(E));
+      if (reinterpret_cast<std::uintptr_t>(p) % alignof(E) == 0) {
+        // Copied straight from aligned bytes: no zero fill of a buffer that is then overwritten.
+        const E* first = reinterpret_cast<const E*>(p);
+        v.assign(first, first + n);
+      } else {
+        v.resize(n);
+        if (n != 0) std::memcpy(static_cast<void*>(v.data()), p, n * sizeof(E));
+      }
       if constexpr (hasBool<E>())
         for (const auto& e : v) checkBools(e);
     } else {

@@ -39,6 +39,14 @@ template <class Codec, class It, class F, class R>
 class Job final : public JobBase {
 public:
   static constexpr bool raw = rawResultFor<Codec, R>();
+  /// Encoded results are stored as R itself (no std::optional around it, so the vector is
+  /// handed over as is) when an empty R is cheap: a noexcept default constructor, as std::string
+  /// and the standard containers have.
+  static constexpr bool direct = [] {
+    if constexpr (std::is_void_v<R> || raw) return true;
+    else if constexpr (std::is_same_v<R, bool>) return false; // std::vector<bool> packs bits
+    else return std::is_nothrow_default_constructible_v<R> && std::is_nothrow_move_assignable_v<R>;
+  }();
   static constexpr std::size_t elementSize = [] {
     if constexpr (std::is_void_v<R>) return std::size_t{0};
     else return sizeof(R);
@@ -73,7 +81,8 @@ public:
 
   void acceptResult(std::size_t index, ByteReader& payload) override {
     if constexpr (!raw) {
-      values_[index].emplace(Codec::template decode<R>(payload));
+      if constexpr (direct) values_[index] = Codec::template decode<R>(payload);
+      else values_[index].emplace(Codec::template decode<R>(payload));
       payload.expectEnd();
     } else {
       (void)index;
@@ -93,7 +102,7 @@ public:
         continue;
       }
       if constexpr (std::is_void_v<R>) out.emplace_back();
-      else if constexpr (raw) out.emplace_back(std::move(values_[i]));
+      else if constexpr (direct) out.emplace_back(std::move(values_[i]));
       else out.emplace_back(std::move(*values_[i]));
     }
     return out;
@@ -102,7 +111,7 @@ public:
   /// All results, when no input failed: raw results are handed over without a copy.
   std::vector<R> values() {
     noFork_.release();
-    if constexpr (raw) {
+    if constexpr (direct) {
       return std::move(values_);
     } else {
       std::vector<R> v;
@@ -165,7 +174,7 @@ private:
   It first_;
   std::size_t n_;
   F& fn_;
-  std::conditional_t<std::is_void_v<R>, char, std::conditional_t<raw, std::vector<R>, std::vector<std::optional<R>>>> values_{};
+  std::conditional_t<std::is_void_v<R>, char, std::conditional_t<direct, std::vector<R>, std::vector<std::optional<R>>>> values_{};
   NoForkRange noFork_; // declared after values_: released before the buffer is freed
 };
 

@@ -7,6 +7,9 @@
 #pragma once
 
 #include <cxxabi.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <time.h>
 
 #include <atomic>
@@ -222,6 +225,12 @@ inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resu
     }
   };
   WorkerOutput out(resultFd);
+#if defined(__GLIBC__)
+  // Memory the parent had freed but malloc kept is shared copy-on-write with this worker, so
+  // each parent write into it (decoded results, mostly) would copy a page while the worker
+  // lives. The worker never uses that memory: let go of its copy, and the parent writes in place.
+  ::malloc_trim(0);
+#endif
   if (initializer) {
     try {
       initializer();
