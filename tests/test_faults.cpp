@@ -51,7 +51,7 @@ void segfault() {
   *static_cast<volatile int*>(p) = 1;
 }
 
-/// Writable pipes this process holds.
+/// Writable pipes and sockets this process holds.
 std::set<int> writablePipeFds() {
   std::set<int> fds;
   if (DIR* d = ::opendir("/proc/self/fd")) {
@@ -59,7 +59,8 @@ std::set<int> writablePipeFds() {
       if (e->d_name[0] == '.') continue;
       int fd = std::atoi(e->d_name);
       struct stat st {};
-      if (::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && (::fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
+      if (::fstat(fd, &st) == 0 &&
+          ((S_ISFIFO(st.st_mode) && (::fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) || S_ISSOCK(st.st_mode)))
         fds.insert(fd);
     }
     ::closedir(d);
@@ -73,8 +74,8 @@ const std::set<int>& inheritedPipes() {
   return fds;
 }
 
-/// In a worker: the write end of its result pipe, the only writable pipe it holds that the test
-/// process did not already have.
+/// In a worker: its two channels (results, and commands, whose reverse direction the parent never
+/// reads), the only pipes or sockets it holds that the test process did not already have.
 std::vector<int> writablePipes() {
   std::vector<int> fds;
   for (int fd : writablePipeFds())
