@@ -375,7 +375,7 @@ std::vector<Outcome<U>> blockOutcomes(const T& table, F& fn, const DataFrameOpti
 /// The table is split into `chunksize` chunks (single rows when it has fewer). Block-like, each
 /// chunk is one task; row-like, each chunk is one batch of rows sent to a worker, and every row
 /// is an input of its own (timeOutError and retries apply per row). Under Context::fork the
-/// workers read their rows from their copy of the table: only results cross the pipe.
+/// workers read their rows from their copy of the table: only results travel back.
 ///
 /// Failures throw flockmp::TaskError, and the rest of the table completes. Row-like: one Failure
 /// per failed row, `index` = the row, message "row 7: ..." (a row that crashes its worker is

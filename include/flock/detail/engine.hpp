@@ -434,7 +434,7 @@ private:
   void handleExit(std::size_t i) {
     auto& s = slots_[i];
     if (!s.eof && s.protocolError.empty()) drain(s); // results it sent before dying still count
-    // Kill stragglers in its group (grandchildren holding our pipe) before reaping the leader.
+    // Kill stragglers in its group (grandchildren holding our channel) before reaping the leader.
     ::kill(-s.proc.pid, SIGKILL);
     const int status = reap(s);
     const pid_t pid = s.proc.pid;
