@@ -130,6 +130,15 @@ public:
   /// Open one connection from `parameters`.
   virtual Connection server(const Parameters& parameters) const = 0;
   Connection connect() const { return server(parameters); }
+  /// Whether `connection` is still usable; asked after an input that used it failed. A dead one
+  /// is closed and opened again before the worker's next input. Default: the connection's own
+  /// `alive()` when it has one, else true.
+  virtual bool alive(const Connection& connection) const {
+    if constexpr (requires { { connection.alive() } -> std::convertible_to<bool>; })
+      return static_cast<bool>(connection.alive());
+    else
+      return true;
+  }
 
   std::string name;
   Parameters parameters;
@@ -176,6 +185,7 @@ template <class... Conns>
 struct ConnectionSlots {
   std::tuple<std::optional<Conns>...> conns;
   bool open = false;
+  bool broken = false; // a connection was found dead and closed: reopen before the next input
 
   /// Close the first `count` connections, the last opened first.
   void closeFirst(std::size_t count) noexcept {
@@ -210,16 +220,43 @@ concept CallableWithConnections = std::is_invocable_v<F, T, C&...> ||
     (TupleLike<T>&& applicableWithImpl<F, T, C...>(
         std::make_index_sequence<std::tuple_size_v<std::remove_cvref_t<T>>>{}));
 
+/// Whether a connection is still usable after an input that used it failed: the setup's
+/// `alive(conn)` when it has one, else the connection's own `alive()`, else assumed usable.
+template <class S, class C>
+bool connectionAlive(const S& setup, const C& conn) {
+  if constexpr (requires { { setup.alive(conn) } -> std::convertible_to<bool>; })
+    return static_cast<bool>(setup.alive(conn));
+  else if constexpr (requires { { conn.alive() } -> std::convertible_to<bool>; })
+    return static_cast<bool>(conn.alive());
+  else
+    return true;
+}
+
 /// The callable the pool runs: the user's callable with the worker's connections appended.
-template <class F, class... Conns>
+/// After an input fails, connections that report themselves dead are closed; they are opened
+/// again before the next input (by `owner`, the DatabaseAsync that knows the setups).
+template <class F, class Owner, class... Conns>
 struct WithConnections {
   F* fn;
   ConnectionSlots<Conns...>* slots;
+  const Owner* owner;
 
   template <class T>
   requires CallableWithConnections<F&, T, Conns...>
   decltype(auto) operator()(T&& x) const {
     if (!slots->open) throw Error("flock: DatabaseAsync: the worker's connections are not open");
+    if (slots->broken) owner->reopenBroken(*slots);
+    try {
+      return invoke(std::forward<T>(x));
+    } catch (...) {
+      owner->closeDead(*slots);
+      throw;
+    }
+  }
+
+private:
+  template <class T>
+  decltype(auto) invoke(T&& x) const {
     return std::apply(
         [&](auto&... conn) -> decltype(auto) {
           if constexpr (std::is_invocable_v<F&, T, Conns&...>) {
@@ -269,7 +306,9 @@ inline std::string describeDuration(std::chrono::nanoseconds d) {
 /// opens fresh connections. A connection that fails to open makes the worker exit with a
 /// SetupError; workers that keep failing end the call through the restart budget, and every input
 /// that could not run is reported with FailureKind::setup. A connection that breaks mid-run makes
-/// the inputs that use it fail with the driver's own exception.
+/// the input that hit it fail with the driver's own exception; when the connection (or its
+/// setup) can tell it is dead, through `alive()`, it is closed and opened again before the
+/// worker's next input, as postgres::Connection does.
 template <DatabaseSetupType... Setups>
 class DatabaseAsync {
 public:
@@ -358,9 +397,61 @@ private:
         } close{slots};
         if (user) user();
       };
-      detail::WithConnections<std::remove_reference_t<F>, ConnectionOf<Setups>...> wrapped{&fn,
-                                                                                           &slots};
+      detail::WithConnections<std::remove_reference_t<F>, DatabaseAsync, ConnectionOf<Setups>...>
+          wrapped{&fn, &slots, this};
       return detail::run<Try, Codec>(wrapped, std::forward<Range>(items), o);
+    }
+  }
+
+  template <class, class, class...>
+  friend struct detail::WithConnections;
+
+  /// Worker side, after an input failed: close every connection that reports itself dead.
+  void closeDead(Slots& slots) const noexcept {
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (closeIfDead<I>(slots), ...); }
+    (std::index_sequence_for<Setups...>{});
+  }
+
+  template <std::size_t I>
+  void closeIfDead(Slots& slots) const noexcept {
+    auto& slot = std::get<I>(slots.conns);
+    if (!slot) return;
+    bool alive = false;
+    try {
+      alive = detail::connectionAlive(std::get<I>(setups_), *slot);
+    } catch (...) {
+      // A health check that throws says enough.
+    }
+    if (alive) return;
+    try {
+      slot.reset();
+    } catch (...) {
+      // Closing a dead connection may fail; it is gone either way.
+    }
+    slots.broken = true;
+  }
+
+  /// Worker side, before an input: open again, in setup order, the connections closed as dead.
+  /// This runs as part of the input (under its timeOutError); a failure fails that input with a
+  /// SetupError and the next input tries again.
+  void reopenBroken(Slots& slots) const {
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (reopenIfClosed<I>(slots), ...); }
+    (std::index_sequence_for<Setups...>{});
+    slots.broken = false;
+  }
+
+  template <std::size_t I>
+  void reopenIfClosed(Slots& slots) const {
+    auto& slot = std::get<I>(slots.conns);
+    if (slot) return;
+    const auto& setup = std::get<I>(setups_);
+    try {
+      slot.emplace(detail::ConstructFrom{[&] { return setup.connect(); }});
+    } catch (...) {
+      auto [type, message] = detail::describeCurrentException();
+      throw SetupError(std::string(setup.name), ::getpid(),
+                       fmt::format("reopening the connection after it broke: {}",
+                                   type.empty() ? message : fmt::format("{}: {}", type, message)));
     }
   }
 

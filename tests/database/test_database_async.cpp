@@ -356,6 +356,73 @@ TEST_CASE("a failure inside a task is that input's own exception", "[database][f
   }
 }
 
+namespace {
+/// A connection that the input using it can break; it says so through alive().
+struct Fragile {
+  int serial = 0;
+  bool broken = false;
+  [[nodiscard]] bool alive() const { return !broken; }
+};
+
+/// A packaged setup that decides itself which connections are dead (a negative counter).
+struct CheckedCounterSetup : flockmp::BaseDatabaseSetup<Counter> {
+  CheckedCounterSetup() : BaseDatabaseSetup("checked", {}) {}
+  Counter server(const flockmp::Parameters&) const override {
+    static int opened = 0; // per worker process: the caller never connects
+    return Counter{++opened * 100};
+  }
+  bool alive(const Counter& c) const override { return c.value >= 0; }
+};
+} // namespace
+
+TEST_CASE("a connection that breaks is opened again before the worker's next input",
+          "[database][faults]") {
+  DeadlockGuard guard(60);
+  flockmp::DatabaseSetup fragile{.name = "fragile", .server = [] {
+    static int opened = 0; // per worker process: the caller never connects
+    if (++opened == 2) throw std::runtime_error("server still down");
+    return Fragile{opened};
+  }};
+  // One worker, one input per batch: the inputs run in order on the same connection slot.
+  flockmp::DatabaseAsync db{{.numProcesses = 1, .pool = {.chunkSize = 1}}, fragile};
+  auto outcomes = db.tryApply(range(10), [](int i, Fragile& c) {
+    if (i == 3) {
+      c.broken = true;
+      throw std::runtime_error("connection lost");
+    }
+    if (i == 5) throw std::invalid_argument("a bad statement; the connection is fine");
+    return c.serial;
+  });
+  REQUIRE(outcomes.size() == 10);
+  for (int i : {0, 1, 2}) CHECK(*outcomes[static_cast<std::size_t>(i)] == 1);
+  CHECK(outcomes[3].failure().message == "connection lost");
+  // The first reopen fails: that input fails with a SetupError naming the setup, and the next
+  // input tries again.
+  const auto& reopen = outcomes[4].failure();
+  CHECK(reopen.kind == FailureKind::exception);
+  CHECK(reopen.type == "flockmp::SetupError");
+  CHECK_THAT(reopen.message, contains("setup \"fragile\" failed in worker"));
+  CHECK_THAT(reopen.message,
+             contains("reopening the connection after it broke: std::runtime_error: server still down"));
+  CHECK(outcomes[5].failure().type == "std::invalid_argument");
+  // An exception that leaves the connection alive does not reopen it: 6..9 share connection 3.
+  for (int i : {6, 7, 8, 9}) CHECK(*outcomes[static_cast<std::size_t>(i)] == 3);
+
+  // A packaged setup's own alive() decides.
+  flockmp::DatabaseAsync checked{{.numProcesses = 1, .pool = {.chunkSize = 1}}, CheckedCounterSetup{}};
+  auto values = checked.tryApply(range(5), [](int i, Counter& c) {
+    if (i == 1) {
+      c.value = -1;
+      throw std::runtime_error("broken");
+    }
+    return c.value;
+  });
+  CHECK(*values[0] == 100);
+  CHECK_FALSE(values[1].hasValue());
+  for (int i : {2, 3, 4}) CHECK(*values[static_cast<std::size_t>(i)] == 200);
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
 TEST_CASE("the caller's own initializer and finalizer run around the connections",
           "[database][lifecycle]") {
   DeadlockGuard guard(60);
