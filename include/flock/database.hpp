@@ -341,6 +341,24 @@ public:
     return call<true, Codec>(std::forward<Range>(items), fn);
   }
 
+  /// Convenience for instance methods: `apply(items, &T::method, obj)` is
+  /// `apply(items, std::bind_front(&T::method, obj))`; the method takes the input, then the
+  /// connections.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
+    requires std::is_member_function_pointer_v<M>
+  auto apply(Range&& items, M method, Obj&& obj) const {
+    auto fn = std::bind_front(method, std::forward<Obj>(obj));
+    return call<false, Codec>(std::forward<Range>(items), fn);
+  }
+
+  /// tryApply for instance methods.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
+    requires std::is_member_function_pointer_v<M>
+  auto tryApply(Range&& items, M method, Obj&& obj) const {
+    auto fn = std::bind_front(method, std::forward<Obj>(obj));
+    return call<true, Codec>(std::forward<Range>(items), fn);
+  }
+
   [[nodiscard]] const std::tuple<Setups...>& setups() const noexcept { return setups_; }
   [[nodiscard]] const DatabaseOptions& options() const noexcept { return options_; }
 

@@ -172,6 +172,24 @@ TEST_CASE("tuple inputs are unpacked before the connections, which come in setup
   CHECK(whole == std::vector<int>{101, 102, 103});
 }
 
+namespace {
+struct Pricing {
+  int markup;
+  int price(int base, int qty, Counter& c) const { return (base + markup) * qty + c.value; }
+};
+} // namespace
+
+TEST_CASE("an instance method takes the input, then the connections", "[database][api]") {
+  DeadlockGuard guard(60);
+  const Pricing pricing{5};
+  flockmp::DatabaseAsync db{{.numProcesses = 2}, CounterSetup{}};
+  const std::vector<std::pair<int, int>> orders{{10, 1}, {20, 2}, {30, 3}};
+  CHECK(db.apply(orders, &Pricing::price, pricing) == std::vector<int>{115, 150, 205});
+  auto outcomes = db.tryApply(orders, &Pricing::price, &pricing);
+  REQUIRE(outcomes.size() == 3);
+  CHECK(*outcomes[2] == 205);
+}
+
 TEST_CASE("the seed's DatabaseAsync shapes construct", "[database][api]") {
   DeadlockGuard guard(60);
   flockmp::DatabaseSetup a{.name = "a", .server = [] { return 1; }};
