@@ -270,7 +270,7 @@ TEST_CASE("a worker that writes garbage is replaced and its input fails with a p
   (void)inheritedPipes(); // computed in the parent, before any worker exists
   auto outcomes = flockmp::FunctionAsync::tryApply(range(20), [](int x) {
     if (x == 7) {
-      const char junk[] = "this is not a frame, just garbage bytes in the pipe";
+      const char junk[] = "this is not a frame, just garbage bytes in the channel";
       for (int fd : writablePipes()) [[maybe_unused]] auto w = ::write(fd, junk, sizeof junk);
       ::pause(); // still in flight when the parent notices
     }
@@ -342,7 +342,7 @@ TEST_CASE("random frames from a worker are rejected, never crash the parent", "[
   }
 }
 
-TEST_CASE("a result larger than the pipe buffer is delivered intact", "[faults][large]") {
+TEST_CASE("a result larger than the socket buffer is delivered intact", "[faults][large]") {
   DeadlockGuard guard;
   auto r = flockmp::FunctionAsync::apply(range(3), [](int x) {
     std::string s(static_cast<std::size_t>(20 + x) << 20, '\0');
@@ -355,13 +355,13 @@ TEST_CASE("a result larger than the pipe buffer is delivered intact", "[faults][
   }
 }
 
-TEST_CASE("a grandchild that keeps the pipe open does not hang the call nor outlive it", "[faults][grandchild]") {
+TEST_CASE("a grandchild that keeps the result channel open does not hang the call nor outlive it", "[faults][grandchild]") {
   DeadlockGuard guard;
   auto pids = flockmp::FunctionAsync::apply(range(4), [](int x) {
     if (x != 1) return 0;
     pid_t g = ::fork();
     if (g == 0) {
-      ::pause(); // inherits every fd of the worker, the result pipe included
+      ::pause(); // inherits every fd of the worker, its result channel included
       ::_exit(0);
     }
     return static_cast<int>(g);
@@ -370,7 +370,7 @@ TEST_CASE("a grandchild that keeps the pipe open does not hang the call nor outl
   CHECK(waitGone(pids[1]));
 }
 
-TEST_CASE("a grandchild holding the pipe does not hide its worker's crash", "[faults][grandchild]") {
+TEST_CASE("a grandchild holding the result channel does not hide its worker's crash", "[faults][grandchild]") {
   DeadlockGuard guard;
   auto outcomes = flockmp::FunctionAsync::tryApply(range(4), [](int x) {
     if (x == 2) {
