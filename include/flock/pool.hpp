@@ -108,7 +108,7 @@ public:
     return out;
   }
 
-  /// All results, when no input failed: raw results are handed over without a copy.
+  /// All results, when no input failed: stored as R, they are handed over without a copy.
   std::vector<R> values() {
     noFork_.release();
     if constexpr (direct) {
