@@ -282,6 +282,13 @@ struct DatabaseCallableCheck {
       "its parameter types and the order of the setups.");
 };
 
+/// "std::runtime_error: cannot connect" for the exception being handled (its message alone when
+/// its type has no name).
+inline std::string currentExceptionText() {
+  auto [type, message] = describeCurrentException();
+  return type.empty() ? message : fmt::format("{}: {}", type, message);
+}
+
 inline std::string describeDuration(std::chrono::nanoseconds d) {
   using namespace std::chrono;
   if (d % seconds(1) == nanoseconds(0))
@@ -466,10 +473,9 @@ private:
     try {
       slot.emplace(detail::ConstructFrom{[&] { return setup.connect(); }});
     } catch (...) {
-      auto [type, message] = detail::describeCurrentException();
       throw SetupError(std::string(setup.name), ::getpid(),
                        fmt::format("reopening the connection after it broke: {}",
-                                   type.empty() ? message : fmt::format("{}: {}", type, message)));
+                                   detail::currentExceptionText()));
     }
   }
 
@@ -496,15 +502,11 @@ private:
     const auto fail = [&](const std::string& cause) {
       return SetupError(std::string(setup.name), ::getpid(), cause);
     };
-    const auto describe = [] {
-      auto [type, message] = detail::describeCurrentException();
-      return type.empty() ? message : fmt::format("{}: {}", type, message);
-    };
     if (!options_.setupTimeout) {
       try {
         slot.emplace(detail::ConstructFrom{[&] { return setup.connect(); }});
       } catch (...) {
-        throw fail(describe());
+        throw fail(detail::currentExceptionText());
       }
       return;
     }
@@ -517,12 +519,12 @@ private:
       std::string error;
     };
     auto shared = std::make_shared<Shared>();
-    std::thread helper([shared, &setup, &slot, describe] {
+    std::thread helper([shared, &setup, &slot] {
       std::string error;
       try {
         slot.emplace(detail::ConstructFrom{[&] { return setup.connect(); }});
       } catch (...) {
-        error = describe();
+        error = detail::currentExceptionText();
         if (error.empty()) error = "unknown error";
       }
       std::lock_guard lock(shared->m);
