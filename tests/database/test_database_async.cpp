@@ -250,7 +250,10 @@ TEST_CASE("recycled workers close their connections and their replacements open 
   }
   CHECK(pids.size() >= 6); // 30 inputs, at most 5 per worker
   const auto opens = filesWithPrefix(dir.path, "open-");
-  CHECK(opens.size() == pids.size());
+  // Each worker that served inputs opened one connection. A replacement started while inputs were
+  // still queued may find them all taken by its sibling: it opens and closes one without using it.
+  for (int pid : pids) CHECK(opens.count("c-" + std::to_string(pid) + "-1") == 1);
+  CHECK(opens.size() <= pids.size() + 2);
   CHECK(filesWithPrefix(dir.path, "close-") == opens);
 }
 

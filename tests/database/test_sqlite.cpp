@@ -169,7 +169,11 @@ TEST_CASE("sqlite: recycled workers open fresh connections", "[database][sqlite]
   const std::set<int> pids(workers.begin(), workers.end());
   CHECK(pids.size() >= 6); // at most 10 inputs per worker
   const auto opens = db.events("open");
-  CHECK(opens == std::multiset<int>(pids.begin(), pids.end())); // one per worker, each worker once
+  // One per worker, each worker once. A replacement started while inputs were still queued may
+  // find them all taken by its sibling: it opens and closes a connection without using it.
+  for (int pid : pids) CHECK(opens.count(pid) == 1);
+  for (int pid : opens) CHECK(opens.count(pid) == 1);
+  CHECK(opens.size() <= pids.size() + 2);
   CHECK(db.events("close") == opens);
   Connection c(db.path);
   CHECK(c.scalar<int>("select count(distinct id) from items") == 60);
