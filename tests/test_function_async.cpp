@@ -408,23 +408,35 @@ TEST_CASE("contexts this release does not have are refused with a clear error, b
 }
 
 namespace {
-/// Bytes of this process's mappings that fork leaves out (VmFlags "dc", from MADV_DONTFORK).
-std::size_t dontForkBytes() {
+/// Bytes of this process's mappings whose VmFlags (in /proc/self/smaps) include `flag`.
+std::size_t bytesFlagged(const char* flag) {
   std::FILE* f = std::fopen("/proc/self/smaps", "r");
   REQUIRE(f != nullptr);
+  const std::string needle = std::string(" ") + flag;
   std::size_t total = 0, size = 0;
   char line[512];
   while (std::fgets(line, sizeof line, f)) {
     unsigned long long lo = 0, hi = 0;
     if (std::sscanf(line, "%llx-%llx ", &lo, &hi) == 2) {
       size = static_cast<std::size_t>(hi - lo);
-    } else if (std::strncmp(line, "VmFlags:", 8) == 0 && std::strstr(line, " dc") != nullptr) {
-      total += size;
+    } else if (std::strncmp(line, "VmFlags:", 8) == 0) {
+      // Flags are two letters each, separated by spaces: match a whole one.
+      for (const char* p = std::strstr(line, needle.c_str()); p != nullptr; p = std::strstr(p + 1, needle.c_str()))
+        if (p[needle.size()] == ' ' || p[needle.size()] == '\n' || p[needle.size()] == '\0') {
+          total += size;
+          break;
+        }
     }
   }
   std::fclose(f);
   return total;
 }
+
+/// Bytes of this process's mappings that fork leaves out ("dc", from MADV_DONTFORK).
+std::size_t dontForkBytes() { return bytesFlagged("dc"); }
+
+/// Bytes of this process's mappings advised to be huge pages ("hg", from MADV_HUGEPAGE).
+std::size_t hugeAdvisedBytes() { return bytesFlagged("hg"); }
 
 /// Status of a child forked now that runs `fn` and exits 0.
 template <class F>
@@ -525,13 +537,14 @@ TEST_CASE("a worker lets go of memory the parent freed, so the parent's writes c
 }
 #endif
 
-TEST_CASE("NoForkRange keeps a buffer's whole pages out of children until released", "[memory]") {
+TEST_CASE("ResultPages keeps a buffer's whole pages out of children until released", "[memory]") {
   std::vector<std::int64_t> buf(1 << 20, 7); // 8 MiB
   {
-    flockmp::detail::NoForkRange small(buf.data(), 4096);
+    flockmp::detail::ResultPages small(buf.data(), 4096);
     CHECK_FALSE(small.active()); // too small to be worth a syscall
+    CHECK(small.hugeBytes() == 0);
   }
-  flockmp::detail::NoForkRange guard(buf.data(), buf.size() * sizeof(std::int64_t));
+  flockmp::detail::ResultPages guard(buf.data(), buf.size() * sizeof(std::int64_t));
   REQUIRE(guard.active());
   const auto* first = static_cast<const std::byte*>(guard.begin());
   const auto* data = reinterpret_cast<const std::byte*>(buf.data());
@@ -554,18 +567,62 @@ TEST_CASE("NoForkRange keeps a buffer's whole pages out of children until releas
   CHECK(WEXITSTATUS(st) == 0);
 }
 
+TEST_CASE("ResultPages asks for huge pages only where they are opt-in, and only for whole ones", "[memory]") {
+  using flockmp::detail::ResultPages;
+  using flockmp::detail::ThpMode;
+  const std::size_t huge = ResultPages::hugePageBytes;
+  // An anonymous mapping of our own, so that the test controls the alignment.
+  const std::size_t bytes = 8 * huge;
+  void* map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(map != MAP_FAILED);
+  auto* base = static_cast<std::byte*>(map);
+  const auto aligned = (reinterpret_cast<std::uintptr_t>(base) + huge - 1) & ~(huge - 1);
+  auto* start = reinterpret_cast<std::byte*>(aligned) + 4096; // not on a huge page boundary
+  const std::size_t before = hugeAdvisedBytes();
+  {
+    // 1 MiB + 3 huge pages from a point past a boundary: two whole huge pages inside.
+    ResultPages pages(start, 3 * huge + (1 << 20));
+    REQUIRE(pages.active());
+    if (flockmp::detail::thpMode() == ThpMode::madvise) {
+      CHECK(pages.hugeBytes() == 2 * huge);
+      CHECK(hugeAdvisedBytes() == before + 2 * huge);
+      // The advice changes no byte: what is written reads back.
+      std::memset(start, 0x5a, 3 * huge);
+      CHECK(std::all_of(start, start + 3 * huge, [](std::byte b) { return b == std::byte{0x5a}; }));
+    } else {
+      // Off: nothing to ask. Always: every region gets them without asking.
+      CHECK(pages.hugeBytes() == 0);
+      CHECK(hugeAdvisedBytes() == before);
+    }
+  }
+  {
+    ResultPages noWholeHugePage(start, huge - 8192); // large enough to keep out of children, no whole huge page
+    CHECK(noWholeHugePage.active());
+    CHECK(noWholeHugePage.hugeBytes() == 0);
+  }
+  ::munmap(map, bytes);
+  CHECK(hugeAdvisedBytes() == before);
+}
+
 TEST_CASE("result storage is kept out of the workers during a call and handed back whole", "[api][raw][memory]") {
   const std::size_t before = dontForkBytes();
+  const std::size_t hugeBefore = hugeAdvisedBytes();
   const std::size_t n = 1'000'000;
   std::vector<std::int64_t> xs(n);
   std::iota(xs.begin(), xs.end(), std::int64_t{0});
   for (int call = 0; call < 3; ++call) { // later calls get memory malloc reuses from earlier ones
-    std::size_t during = 0;
+    std::size_t during = 0, hugeDuring = 0;
     auto squares = flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x * x; }, {
       .poolSize = 2,
-      .onProgress = [&](const flockmp::Progress&) { during = std::max(during, dontForkBytes()); },
+      .onProgress = [&](const flockmp::Progress&) {
+        during = std::max(during, dontForkBytes());
+        hugeDuring = std::max(hugeDuring, hugeAdvisedBytes());
+      },
     });
     CHECK(during >= before + n * sizeof(std::int64_t) - 2 * 4096); // the reserved results, while the call ran
+    // 8 MB of results hold at least 3 whole 2 MiB pages, asked to be huge where that is opt-in.
+    if (flockmp::detail::thpMode() == flockmp::detail::ThpMode::madvise)
+      CHECK(hugeDuring >= hugeBefore + 3 * flockmp::detail::ResultPages::hugePageBytes);
     CHECK(dontForkBytes() == before);                                 // given back before apply returned
     REQUIRE(squares.size() == n);
     for (std::size_t i = 0; i < n; ++i) REQUIRE(squares[i] == xs[i] * xs[i]);

@@ -67,7 +67,7 @@ public:
   void reserveParent() override {
     if constexpr (!std::is_void_v<R>) {
       values_.reserve(n_);
-      noFork_ = NoForkRange(values_.data(), n_ * sizeof(typename decltype(values_)::value_type));
+      resultPages_ = ResultPages(values_.data(), n_ * sizeof(typename decltype(values_)::value_type));
     }
   }
   void prepareParent() override {
@@ -110,7 +110,7 @@ public:
 
   /// All results, when no input failed: stored as R, they are handed over without a copy.
   std::vector<R> values() {
-    noFork_.release();
+    resultPages_.release();
     if constexpr (direct) {
       return std::move(values_);
     } else {
@@ -175,7 +175,7 @@ private:
   std::size_t n_;
   F& fn_;
   std::conditional_t<std::is_void_v<R>, char, std::conditional_t<direct, std::vector<R>, std::vector<std::optional<R>>>> values_{};
-  NoForkRange noFork_; // declared after values_: released before the buffer is freed
+  ResultPages resultPages_; // declared after values_: released before the buffer is freed
 };
 
 template <class T>
