@@ -1,7 +1,7 @@
 // flock benchmark: the same workloads run serially, on in-process std::threads, and on flock's
 // worker processes, in one run, so the ratios compare like with like on this machine.
 //
-//   scripts/bench            (or: build/bench/flock_bench [--quick])
+//   scripts/bench            (or: build-bench/bench/flock_bench [--quick] [--results-only])
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -175,10 +175,11 @@ long anonHugeKb() {
 }
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, resultsOnly = false;
   double pythonNsPerItem = 0, pythonTinyMs = 0;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--results-only") == 0) resultsOnly = true; // only the encoded-result rows
     else if (std::strcmp(argv[i], "--python-ns-per-item") == 0 && i + 1 < argc) pythonNsPerItem = std::atof(argv[++i]);
     else if (std::strcmp(argv[i], "--python-tiny-ms") == 0 && i + 1 < argc) pythonTinyMs = std::atof(argv[++i]);
   }
@@ -229,12 +230,12 @@ int main(int argc, char** argv) {
     ::waitpid(pid, nullptr, 0);
     return v;
   };
-  const auto small = measureCalls(Ballast::none);
+  const auto small = resultsOnly ? std::array<double, 3>{} : measureCalls(Ballast::none);
 
   // (a) Tiny tasks: x*x over int64. Results are raw (trivially copyable): the parent reads them
   // from the workers' sockets straight into the returned vector, with no codec.
   for (std::size_t n : {std::size_t{1'000'000}, std::size_t{10'000'000}}) {
-    if (quick && n > 1'000'000) continue;
+    if (resultsOnly || (quick && n > 1'000'000)) continue;
     std::vector<std::int64_t> xs(n);
     std::iota(xs.begin(), xs.end(), std::int64_t{0});
     const auto* in = xs.data();
@@ -266,7 +267,7 @@ int main(int argc, char** argv) {
   }
 
   // (b) Coarse tasks: 64 x ~20 ms of pure computation.
-  {
+  if (!resultsOnly) {
     const std::size_t tasks = quick ? 16 : 64;
     const std::uint64_t perTask = calibrateSpinPerMs() * 20;
     std::vector<std::uint64_t> seeds(tasks);
@@ -327,7 +328,7 @@ int main(int argc, char** argv) {
   }
 
   // (e) Memory: peak RSS of a process that makes 10,000,000 int64 results, by each method.
-  if (!quick) {
+  if (!quick && !resultsOnly) {
     const std::size_t n = 10'000'000;
     auto withInputs = [n](auto body) {
       return [n, body] {
@@ -348,7 +349,7 @@ int main(int argc, char** argv) {
                threadsKb / 1024, flockKb / 1024);
   }
 
-  {
+  if (!resultsOnly) {
     const auto big = quick ? std::array<double, 3>{} : measureCalls(Ballast::smallPages);
     const auto huge = quick ? std::array<double, 3>{} : measureCalls(Ballast::hugePages);
     Row r{"         2 x  tiny (call overhead, median)", 0, 0, small[0], ""};
