@@ -44,18 +44,14 @@ double bestOf(int reps, F&& fn) {
 }
 
 /// Fill out[i] = f(i) for i in [0, n) on `threads` std::threads (contiguous halves). With
-/// `hugePages`, the output's whole 2 MiB pages are first advised huge, as flock does for its
-/// result buffer: the fair reference for what that advice is worth.
+/// `hugePages`, the output gets the advice flock gives its own result buffer (huge pages where
+/// they are opt-in): the fair reference for what that advice is worth.
 template <class R, class F>
 std::vector<R> threadMap(std::size_t n, unsigned threads, F f, bool hugePages = false) {
   std::vector<R> out;
   out.reserve(n);
-  if (hugePages) {
-    const std::uintptr_t huge = std::uintptr_t{2} << 20;
-    const auto first = (reinterpret_cast<std::uintptr_t>(out.data()) + huge - 1) & ~(huge - 1);
-    const auto last = (reinterpret_cast<std::uintptr_t>(out.data() + n)) & ~(huge - 1);
-    if (last > first) (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  }
+  flockmp::detail::ResultPages advice;
+  if (hugePages) advice = flockmp::detail::ResultPages(out.data(), n * sizeof(R));
   out.resize(n);
   std::vector<std::jthread> pool;
   for (unsigned t = 0; t < threads; ++t) {
