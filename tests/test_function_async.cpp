@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <list>
 #include <map>
 #include <numeric>
@@ -19,6 +20,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -408,11 +410,10 @@ TEST_CASE("contexts this release does not have are refused with a clear error, b
 }
 
 namespace {
-/// Bytes of this process's mappings whose VmFlags (in /proc/self/smaps) include `flag`.
-std::size_t bytesFlagged(const char* flag) {
+/// Bytes of this process's mappings whose VmFlags (in /proc/self/smaps) include every one of `flags`.
+std::size_t bytesFlagged(std::initializer_list<std::string_view> flags) {
   std::FILE* f = std::fopen("/proc/self/smaps", "r");
   REQUIRE(f != nullptr);
-  const std::string needle = std::string(" ") + flag;
   std::size_t total = 0, size = 0;
   char line[512];
   while (std::fgets(line, sizeof line, f)) {
@@ -420,12 +421,12 @@ std::size_t bytesFlagged(const char* flag) {
     if (std::sscanf(line, "%llx-%llx ", &lo, &hi) == 2) {
       size = static_cast<std::size_t>(hi - lo);
     } else if (std::strncmp(line, "VmFlags:", 8) == 0) {
-      // Flags are two letters each, separated by spaces: match a whole one.
-      for (const char* p = std::strstr(line, needle.c_str()); p != nullptr; p = std::strstr(p + 1, needle.c_str()))
-        if (p[needle.size()] == ' ' || p[needle.size()] == '\n' || p[needle.size()] == '\0') {
-          total += size;
-          break;
-        }
+      // Two letters each, separated by spaces: compare whole words.
+      std::set<std::string> present;
+      for (char* word = std::strtok(line + 8, " \n"); word != nullptr; word = std::strtok(nullptr, " \n"))
+        present.insert(word);
+      if (std::all_of(flags.begin(), flags.end(), [&](std::string_view fl) { return present.contains(std::string(fl)); }))
+        total += size;
     }
   }
   std::fclose(f);
@@ -433,10 +434,10 @@ std::size_t bytesFlagged(const char* flag) {
 }
 
 /// Bytes of this process's mappings that fork leaves out ("dc", from MADV_DONTFORK).
-std::size_t dontForkBytes() { return bytesFlagged("dc"); }
+std::size_t dontForkBytes() { return bytesFlagged({"dc"}); }
 
 /// Bytes of this process's mappings advised to be huge pages ("hg", from MADV_HUGEPAGE).
-std::size_t hugeAdvisedBytes() { return bytesFlagged("hg"); }
+std::size_t hugeAdvisedBytes() { return bytesFlagged({"hg"}); }
 
 /// Status of a child forked now that runs `fn` and exits 0.
 template <class F>
@@ -579,11 +580,13 @@ TEST_CASE("ResultPages asks for huge pages only where they are opt-in, and only 
   const auto aligned = (reinterpret_cast<std::uintptr_t>(base) + huge - 1) & ~(huge - 1);
   auto* start = reinterpret_cast<std::byte*>(aligned) + 4096; // not on a huge page boundary
   const std::size_t before = hugeAdvisedBytes();
+  const std::size_t offBefore = bytesFlagged({"nh"});
+  const bool optIn = flockmp::detail::thpMode() == ThpMode::madvise;
   {
     // 1 MiB + 3 huge pages from a point past a boundary: two whole huge pages inside.
     ResultPages pages(start, 3 * huge + (1 << 20));
     REQUIRE(pages.active());
-    if (flockmp::detail::thpMode() == ThpMode::madvise) {
+    if (optIn) {
       CHECK(pages.hugeBytes() == 2 * huge);
       CHECK(hugeAdvisedBytes() == before + 2 * huge);
       // The advice changes no byte: what is written reads back.
@@ -595,6 +598,9 @@ TEST_CASE("ResultPages asks for huge pages only where they are opt-in, and only 
       CHECK(hugeAdvisedBytes() == before);
     }
   }
+  // Released: the advice is off again, so memory reused there later is not gathered into huge pages.
+  CHECK(hugeAdvisedBytes() == before);
+  if (optIn && !flockmp::detail::mallocAdvisesHugePages()) CHECK(bytesFlagged({"nh"}) == offBefore + 2 * huge);
   {
     ResultPages noWholeHugePage(start, huge - 8192); // large enough to keep out of children, no whole huge page
     CHECK(noWholeHugePage.active());
@@ -611,18 +617,20 @@ TEST_CASE("result storage is kept out of the workers during a call and handed ba
   std::vector<std::int64_t> xs(n);
   std::iota(xs.begin(), xs.end(), std::int64_t{0});
   for (int call = 0; call < 3; ++call) { // later calls get memory malloc reuses from earlier ones
-    std::size_t during = 0, hugeDuring = 0;
+    std::size_t during = 0, hugeDuring = 0; // hugeDuring: bytes both out of children and advised huge
     auto squares = flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x * x; }, {
       .poolSize = 2,
       .onProgress = [&](const flockmp::Progress&) {
         during = std::max(during, dontForkBytes());
-        hugeDuring = std::max(hugeDuring, hugeAdvisedBytes());
+        hugeDuring = std::max(hugeDuring, bytesFlagged({"dc", "hg"}));
       },
     });
     CHECK(during >= before + n * sizeof(std::int64_t) - 2 * 4096); // the reserved results, while the call ran
-    // 8 MB of results hold at least 3 whole 2 MiB pages, asked to be huge where that is opt-in.
+    // 8,000,000 bytes of results hold at least 2 whole 2 MiB pages, wherever they start: asked to
+    // be huge where that is opt-in.
     if (flockmp::detail::thpMode() == flockmp::detail::ThpMode::madvise)
-      CHECK(hugeDuring >= hugeBefore + 3 * flockmp::detail::ResultPages::hugePageBytes);
+      CHECK(hugeDuring >= 2 * flockmp::detail::ResultPages::hugePageBytes);
+    CHECK(hugeAdvisedBytes() == hugeBefore); // and the advice taken back before apply returned
     CHECK(dontForkBytes() == before);                                 // given back before apply returned
     REQUIRE(squares.size() == n);
     for (std::size_t i = 0; i < n; ++i) REQUIRE(squares[i] == xs[i] * xs[i]);

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -160,6 +161,15 @@ private:
 /// How the kernel hands out transparent huge pages to anonymous memory, read once from sysfs.
 enum class ThpMode { always, madvise, never };
 
+/// True when glibc was told at start to advise its heap into transparent huge pages.
+inline bool mallocAdvisesHugePages() noexcept {
+  static const bool advised = [] {
+    const char* t = std::getenv("GLIBC_TUNABLES");
+    return t != nullptr && std::string_view(t).find("glibc.malloc.hugetlb=1") != std::string_view::npos;
+  }();
+  return advised;
+}
+
 inline ThpMode thpMode() noexcept {
   static const ThpMode mode = [] {
     // The file reads "always [madvise] never": the bracketed word is the mode in force.
@@ -188,8 +198,11 @@ inline ThpMode thpMode() noexcept {
 /// - Where transparent huge pages are opt-in (`madvise` mode), its whole 2 MiB pages are asked to
 ///   be huge (`MADV_HUGEPAGE`). Every byte of the buffer is written, so nothing is wasted, and a
 ///   first touch then costs one fault per 2 MiB instead of 512: for 80 MB of results this is most
-///   of the parent's time. That advice stays after release: the pages are full, and stay huge
-///   for as long as the user keeps them.
+///   of the parent's time. Release turns the advice off again (`MADV_NOHUGEPAGE`, which in
+///   `madvise` mode is what unadvised memory gets): the pages already huge stay huge for as long
+///   as the user keeps them, but memory malloc later reuses there, perhaps sparsely, is not
+///   gathered into huge pages. The exception is a heap glibc itself puts in huge pages
+///   (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), where the advice was already on.
 class ResultPages {
 public:
   /// Below this, the syscalls (and the split of the memory mapping) cost more than they save.
@@ -209,17 +222,20 @@ public:
     const auto hugeFirst = (first + hugePageBytes - 1) & ~(hugePageBytes - 1);
     const auto hugeLast = last & ~(hugePageBytes - 1);
     if (thpMode() == ThpMode::madvise && hugeLast > hugeFirst &&
-        ::madvise(reinterpret_cast<void*>(hugeFirst), hugeLast - hugeFirst, MADV_HUGEPAGE) == 0)
+        ::madvise(reinterpret_cast<void*>(hugeFirst), hugeLast - hugeFirst, MADV_HUGEPAGE) == 0) {
+      hugeBegin_ = reinterpret_cast<void*>(hugeFirst);
       hugeBytes_ = hugeLast - hugeFirst;
+    }
   }
   ResultPages(ResultPages&& o) noexcept
       : begin_(std::exchange(o.begin_, nullptr)), size_(std::exchange(o.size_, 0)),
-        hugeBytes_(std::exchange(o.hugeBytes_, 0)) {}
+        hugeBegin_(std::exchange(o.hugeBegin_, nullptr)), hugeBytes_(std::exchange(o.hugeBytes_, 0)) {}
   ResultPages& operator=(ResultPages&& o) noexcept {
     if (this != &o) {
       release();
       begin_ = std::exchange(o.begin_, nullptr);
       size_ = std::exchange(o.size_, 0);
+      hugeBegin_ = std::exchange(o.hugeBegin_, nullptr);
       hugeBytes_ = std::exchange(o.hugeBytes_, 0);
     }
     return *this;
@@ -232,8 +248,10 @@ public:
   /// for objects that later children do need.
   void release() noexcept {
     if (begin_ != nullptr) (void)::madvise(begin_, size_, MADV_DOFORK);
+    if (hugeBegin_ != nullptr && !mallocAdvisesHugePages()) (void)::madvise(hugeBegin_, hugeBytes_, MADV_NOHUGEPAGE);
     begin_ = nullptr;
     size_ = 0;
+    hugeBegin_ = nullptr;
     hugeBytes_ = 0;
   }
   /// True while the pages are kept out of children.
@@ -246,6 +264,7 @@ public:
 private:
   void* begin_ = nullptr;
   std::size_t size_ = 0;
+  void* hugeBegin_ = nullptr;
   std::size_t hugeBytes_ = 0;
 };
 
