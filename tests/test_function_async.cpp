@@ -605,6 +605,11 @@ TEST_CASE("ResultPages asks for huge pages only where they are opt-in, and only 
     ResultPages noWholeHugePage(start, huge - 8192); // large enough to keep out of children, no whole huge page
     CHECK(noWholeHugePage.active());
     CHECK(noWholeHugePage.hugeBytes() == 0);
+    // A move hands the pages over: only the new owner gives them back.
+    ResultPages moved(std::move(noWholeHugePage));
+    CHECK_FALSE(noWholeHugePage.active()); // NOLINT(bugprone-use-after-move): checking the moved-from state
+    CHECK(moved.active());
+    CHECK(dontForkBytes() >= moved.size());
   }
   ::munmap(map, bytes);
   CHECK(hugeAdvisedBytes() == before);

@@ -227,9 +227,7 @@ public:
       hugeBytes_ = hugeLast - hugeFirst;
     }
   }
-  ResultPages(ResultPages&& o) noexcept
-      : begin_(std::exchange(o.begin_, nullptr)), size_(std::exchange(o.size_, 0)),
-        hugeBegin_(std::exchange(o.hugeBegin_, nullptr)), hugeBytes_(std::exchange(o.hugeBytes_, 0)) {}
+  ResultPages(ResultPages&& o) noexcept { *this = std::move(o); }
   ResultPages& operator=(ResultPages&& o) noexcept {
     if (this != &o) {
       release();
