@@ -1,7 +1,7 @@
 // flock benchmark: the same workloads run serially, on in-process std::threads, and on flock's
 // worker processes, in one run, so the ratios compare like with like on this machine.
 //
-//   scripts/bench            (or: build-bench/bench/flock_bench [--quick] [--results-only])
+//   scripts/bench            (or: build-bench/bench/flock_bench [--quick] [--results-only] [--faults-only])
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -10,12 +10,15 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -139,6 +142,154 @@ void printTable(const std::vector<Row>& rows, unsigned workers) {
   fmt::print("({} workers / threads; best of several runs; lower flock/threads is better)\n", workers);
 }
 
+/// Goodput under faults: N inputs of ~50 us of computation, of which 1% segfault (a store into a
+/// PROT_NONE page) and 0.1% hang (a busy infinite loop, killed by timeOutError = 100 ms), on 2
+/// workers; against the same call without faults. The faulty inputs are chosen by index, so the
+/// expected accounting is exact: every input ends with its value or its failure, and only the
+/// faulty ones fail. Returns false when the accounting is wrong.
+bool faultsSection(bool quick, const std::string& pythonFaults) {
+  using namespace std::chrono_literals;
+  const std::size_t n = quick ? 10'000 : 100'000;
+  const int workers = 2;
+  const auto limit = 100ms;
+  auto segfaults = [](std::uint64_t i) { return i % 100 == 37; };
+  auto hangs = [](std::uint64_t i) { return i % 1000 == 501; };
+  // A page no one may touch: each worker inherits it with the fork, and a store into it is a real
+  // SIGSEGV from the MMU, not a raise(). No core files: a thousand of them would time the disk.
+  auto* guard = static_cast<volatile char*>(::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (reinterpret_cast<void*>(const_cast<char*>(guard)) == MAP_FAILED) std::abort();
+  rlimit noCore{0, 0};
+  ::getrlimit(RLIMIT_CORE, &noCore);
+  noCore.rlim_cur = 0;
+  ::setrlimit(RLIMIT_CORE, &noCore);
+
+  // Inputs started, counted across the workers in shared memory: more than N means inputs ran
+  // again because a worker died holding results it had computed but not yet sent.
+  void* shared = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) std::abort();
+  auto* runs = new (shared) std::atomic<std::uint64_t>{0};
+
+  const std::uint64_t perInput = std::max<std::uint64_t>(1, calibrateSpinPerMs() / 20); // ~50 us
+  std::vector<std::uint64_t> idx(n);
+  std::iota(idx.begin(), idx.end(), std::uint64_t{0});
+  auto clean = [perInput, runs](std::uint64_t i) {
+    runs->fetch_add(1, std::memory_order_relaxed);
+    return spin(perInput, i);
+  };
+  auto faulty = [perInput, runs, guard, segfaults, hangs](std::uint64_t i) {
+    runs->fetch_add(1, std::memory_order_relaxed);
+    if (segfaults(i)) *guard = 1;
+    if (hangs(i)) {
+      volatile std::uint64_t k = 0;
+      for (;;) k = k + 1; // a busy hang: it holds its CPU, as a runaway loop does
+    }
+    return spin(perInput, i);
+  };
+
+  // The reference values (and the same work on 2 threads, which no fault would leave alive).
+  std::vector<std::uint64_t> expect;
+  const double threads = bestOf(1, [&] { expect = threadMap<std::uint64_t>(n, workers, [&](std::size_t i) { return clean(i); }); });
+
+  // Every outcome checked: values against the reference, failures by index and kind.
+  struct Tally {
+    std::size_t values = 0, crashed = 0, timedOut = 0, other = 0, wrong = 0;
+    std::string firstProblem;
+  };
+  auto tally = [&](const std::vector<flockmp::Outcome<std::uint64_t>>& out, bool withFaults) {
+    Tally t;
+    auto problem = [&t](std::string what) {
+      ++t.wrong;
+      if (t.firstProblem.empty()) t.firstProblem = std::move(what);
+    };
+    if (out.size() != n) problem(fmt::format("{} outcomes for {} inputs", out.size(), n));
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const bool segv = withFaults && segfaults(i), hang = withFaults && hangs(i);
+      if (out[i].hasValue()) {
+        ++t.values;
+        if (segv || hang) problem(fmt::format("input {} should have failed", i));
+        else if (*out[i] != expect[i]) problem(fmt::format("input {}: wrong value", i));
+        continue;
+      }
+      const flockmp::Failure& f = out[i].failure();
+      if (f.kind == flockmp::FailureKind::crashed) ++t.crashed;
+      else if (f.kind == flockmp::FailureKind::timedOut) ++t.timedOut;
+      else ++t.other;
+      if (f.index != i) problem(fmt::format("outcome {} reports index {}", i, f.index));
+      else if (segv && !(f.kind == flockmp::FailureKind::crashed && f.signal == SIGSEGV)) problem(f.describe());
+      else if (hang && f.kind != flockmp::FailureKind::timedOut) problem(f.describe());
+      else if (!segv && !hang) problem(f.describe());
+    }
+    return t;
+  };
+
+  const flockmp::Options opts{.poolSize = workers, .timeOutError = limit, .checkProgress = false};
+  const int reps = quick ? 1 : 2;
+  double clean_s = 1e300, faulty_s = 1e300;
+  std::uint64_t cleanRuns = 0, faultyRuns = 0;
+  Tally cleanT, faultyT;
+  for (int r = 0; r < reps; ++r) { // alternated, best of each: a shared VM's load moves both alike
+    runs->store(0);
+    auto t0 = Clock::now();
+    auto a = flockmp::FunctionAsync::tryApply(idx, clean, opts);
+    const double ta = seconds(Clock::now() - t0);
+    if (ta < clean_s) clean_s = ta, cleanRuns = runs->load();
+    cleanT = tally(a, false);
+    runs->store(0);
+    t0 = Clock::now();
+    auto b = flockmp::FunctionAsync::tryApply(idx, faulty, opts);
+    const double tb = seconds(Clock::now() - t0);
+    if (tb < faulty_s) faulty_s = tb, faultyRuns = runs->load();
+    faultyT = tally(b, true);
+    if (cleanT.wrong != 0 || faultyT.wrong != 0) break;
+  }
+  ::munmap(const_cast<char*>(guard), 4096);
+  ::munmap(shared, 4096);
+
+  const std::size_t wantCrashed = n / 100, wantTimedOut = n / 1000;
+  const bool pass = cleanT.values == n && cleanT.wrong == 0 && faultyT.wrong == 0 &&
+                    faultyT.values + faultyT.crashed + faultyT.timedOut + faultyT.other == n &&
+                    faultyT.crashed == wantCrashed && faultyT.timedOut == wantTimedOut && faultyT.other == 0 &&
+                    faultyT.values == n - wantCrashed - wantTimedOut;
+  // Each hang holds one of the workers for at least the time limit: that much of the extra time
+  // is the timeouts themselves, whatever the pool does. Inputs run again cost their work again.
+  const double floor_s = static_cast<double>(wantTimedOut) * seconds(limit) / workers;
+  const double extra = faulty_s - clean_s;
+  const std::uint64_t rerun = faultyRuns > n ? faultyRuns - n : 0;
+  const double rerun_s = static_cast<double>(rerun) * clean_s / static_cast<double>(n);
+  const double perFaultMs = (extra - floor_s - rerun_s) * 1e3 / static_cast<double>(wantCrashed + wantTimedOut);
+  const double goodClean = static_cast<double>(cleanT.values) / clean_s;
+  const double goodFaulty = static_cast<double>(faultyT.values) / faulty_s;
+
+  fmt::print("\ngoodput under faults: {} inputs x ~50 us of computation, {} workers, timeOutError {} ms\n", n, workers,
+             limit.count());
+  fmt::print("  faults: i % 100 == 37 segfaults (store into a PROT_NONE page), i % 1000 == 501 hangs (busy loop)\n");
+  fmt::print("  accounting: {} values + {} crashed + {} timed out + {} other = {} of {} inputs "
+             "(want {} + {} + {} + 0); {} wrong  {}\n",
+             faultyT.values, faultyT.crashed, faultyT.timedOut, faultyT.other,
+             faultyT.values + faultyT.crashed + faultyT.timedOut + faultyT.other, n, n - wantCrashed - wantTimedOut,
+             wantCrashed, wantTimedOut, faultyT.wrong + cleanT.wrong, pass ? "PASS" : "FAIL");
+  if (!faultyT.firstProblem.empty()) fmt::print("  first problem: {}\n", faultyT.firstProblem);
+  if (!cleanT.firstProblem.empty()) fmt::print("  first problem without faults: {}\n", cleanT.firstProblem);
+  fmt::print("  {:<32} {:>10} {:>20} {:>14}\n", "", "wall", "goodput", "inputs run");
+  fmt::print("  {:<32} {:>8.0f}ms {:>11.0f} inputs/s {:>14}\n", "2 threads, no faults", threads * 1e3,
+             static_cast<double>(n) / threads, n);
+  fmt::print("  {:<32} {:>8.0f}ms {:>11.0f} inputs/s {:>14}\n", "flock, no faults", clean_s * 1e3, goodClean, cleanRuns);
+  fmt::print("  {:<32} {:>8.0f}ms {:>11.0f} inputs/s {:>14}\n", "flock, 1% segfault + 0.1% hang", faulty_s * 1e3,
+             goodFaulty, faultyRuns);
+  fmt::print("  with faults / without: {:.2f}x wall, {:.0f}% of the goodput; extra {:.0f} ms =\n", faulty_s / clean_s,
+             100.0 * goodFaulty / goodClean, extra * 1e3);
+  fmt::print("    {:>6.0f} ms  the hangs' own floor ({} x {} ms of one of {} workers)\n", floor_s * 1e3, wantTimedOut,
+             limit.count(), workers);
+  fmt::print("    {:>6.0f} ms  {} inputs run again (computed, but their results were lost with a crashed or killed worker)\n",
+             rerun_s * 1e3, rerun);
+  fmt::print("    {:>6.0f} ms  the rest: {:.2f} ms per fault ({} crashes + {} hangs: detection, kill, fork, requeue)\n",
+             (extra - floor_s - rerun_s) * 1e3, perFaultMs, wantCrashed, wantTimedOut);
+  fmt::print("  ({:.1f} us of worker time per input without faults; flock figures the best of {} alternated run{})\n",
+             clean_s * workers * 1e6 / static_cast<double>(n), reps, reps == 1 ? "" : "s");
+  if (!pythonFaults.empty()) fmt::print("  Python, the same work with input 37 segfaulting: {}\n", pythonFaults);
+  return pass;
+}
+
 } // namespace
 
 /// Peak resident memory (KiB) of a child process that runs `fn` alone: the parent's own history
@@ -171,14 +322,18 @@ long anonHugeKb() {
 }
 
 int main(int argc, char** argv) {
-  bool quick = false, resultsOnly = false;
+  bool quick = false, resultsOnly = false, faultsOnly = false;
   double pythonNsPerItem = 0, pythonTinyMs = 0;
+  std::string pythonFaults;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--results-only") == 0) resultsOnly = true; // only the encoded-result rows
+    else if (std::strcmp(argv[i], "--faults-only") == 0) faultsOnly = true;   // only goodput under faults
+    else if (std::strcmp(argv[i], "--python-faults") == 0 && i + 1 < argc) pythonFaults = argv[++i];
     else if (std::strcmp(argv[i], "--python-ns-per-item") == 0 && i + 1 < argc) pythonNsPerItem = std::atof(argv[++i]);
     else if (std::strcmp(argv[i], "--python-tiny-ms") == 0 && i + 1 < argc) pythonTinyMs = std::atof(argv[++i]);
   }
+  if (faultsOnly) return faultsSection(quick, pythonFaults) ? 0 : 1;
   const unsigned workers = 2;
   const int reps = quick ? 1 : 3;
   std::vector<Row> rows;
@@ -359,5 +514,6 @@ int main(int argc, char** argv) {
     rows.insert(rows.begin(), r);
   }
   printTable(rows, workers);
+  if (!resultsOnly && !faultsSection(quick, pythonFaults)) return 1;
   return 0;
 }
