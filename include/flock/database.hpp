@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <condition_variable>
@@ -42,7 +43,11 @@ using Parameters = std::map<std::string, std::string, std::less<>>;
 /// Thrown inside a worker when a setup's connection cannot be opened (or does not open within
 /// DatabaseOptions::setupTimeout). The parent reports the inputs that could not run as failures
 /// of kind FailureKind::setup whose message carries this error's `what()`:
-/// `setup "pg_con" failed in worker 1234: <the driver's message>`.
+/// `setup "pg_con" failed in worker 1234: <the driver's message>`. A connection that broke
+/// mid-run and could not be opened again within the reopen deadline fails the input that waited
+/// for it with this error (kind FailureKind::exception):
+/// `setup "pg_con" failed in worker 1234: reopening the connection after it broke: still failing
+/// after retrying for 30.0s (...); last error: <the driver's message>`.
 class SetupError : public Error {
 public:
   SetupError(std::string setup, pid_t worker, std::string cause)
@@ -131,8 +136,9 @@ public:
   virtual Connection server(const Parameters& parameters) const = 0;
   Connection connect() const { return server(parameters); }
   /// Whether `connection` is still usable; asked after an input that used it failed. A dead one
-  /// is closed and opened again before the worker's next input. Default: the connection's own
-  /// `alive()` when it has one, else true.
+  /// is closed and opened again before the worker's next input (retried with backoff while the
+  /// server is down, see DatabaseOptions::setupTimeout). Default: the connection's own `alive()`
+  /// when it has one, else true.
   virtual bool alive(const Connection& connection) const {
     if constexpr (requires { { connection.alive() } -> std::convertible_to<bool>; })
       return static_cast<bool>(connection.alive());
@@ -160,7 +166,20 @@ struct DatabaseOptions {
   /// timing out always end the call). To bound a hung connect, connections are opened on a
   /// short-lived helper thread of the worker. std::nullopt: no limit, connections are opened on
   /// the worker's own thread. Default: 30 s.
+  ///
+  /// It is also the reopen deadline: a connection found dead after an input failed (the server
+  /// restarts) is opened again before the worker's next input, retried with exponential backoff
+  /// (10 ms, doubling, at most 1 s apart) for up to setupTimeout after the first failed reopen,
+  /// so a server that is down for a while costs no inputs. Only past that deadline does an input
+  /// fail, with a SetupError naming the setup, how long it retried and the driver's last error;
+  /// later inputs then try once each and fail at once until a reopen succeeds. With std::nullopt
+  /// the reopen deadline is defaultReopenDeadline (30 s): "no limit" lifts the bound on one
+  /// connect, it does not make workers wait forever for a server that never comes back.
   std::optional<std::chrono::nanoseconds> setupTimeout = std::chrono::seconds(30);
+
+  /// How long workers keep retrying to reopen broken connections when setupTimeout is
+  /// std::nullopt.
+  static constexpr std::chrono::seconds defaultReopenDeadline{30};
   /// Everything else: timeOutError, maxTasksPerWorker, retries, restartBudget, checkProgress,
   /// onProgress, stopToken... An `initializer` here runs after the connections are open, a
   /// `finalizer` before they are closed.
@@ -186,6 +205,11 @@ struct ConnectionSlots {
   std::tuple<std::optional<Conns>...> conns;
   bool open = false;
   bool broken = false; // a connection was found dead and closed: reopen before the next input
+  // Reopening after a break (DatabaseAsync::reopenBroken): when the first reopen attempt failed
+  // (the deadline counts from there), the wait before the next attempt, and attempts so far.
+  std::optional<std::chrono::steady_clock::time_point> reopenFailingSince;
+  std::chrono::milliseconds reopenBackoff{0};
+  int reopenAttempts = 0;
 
   /// Close the first `count` connections, the last opened first.
   void closeFirst(std::size_t count) noexcept {
@@ -289,6 +313,13 @@ inline std::string currentExceptionText() {
   return type.empty() ? message : fmt::format("{}: {}", type, message);
 }
 
+/// A measured duration for messages: "850ms", "2.4s".
+inline std::string describeElapsed(std::chrono::nanoseconds d) {
+  using namespace std::chrono;
+  if (d < seconds(1)) return fmt::format("{}ms", duration_cast<milliseconds>(d).count());
+  return fmt::format("{:.1f}s", duration<double>(d).count());
+}
+
 inline std::string describeDuration(std::chrono::nanoseconds d) {
   using namespace std::chrono;
   if (d % seconds(1) == nanoseconds(0))
@@ -315,7 +346,9 @@ inline std::string describeDuration(std::chrono::nanoseconds d) {
 /// that could not run is reported with FailureKind::setup. A connection that breaks mid-run makes
 /// the input that hit it fail with the driver's own exception; when the connection (or its
 /// setup) can tell it is dead, through `alive()`, it is closed and opened again before the
-/// worker's next input, as postgres::Connection does.
+/// worker's next input, as postgres::Connection does. While the server is down that reopen is
+/// retried with backoff up to setupTimeout (see DatabaseOptions), so a restart fails only the
+/// inputs whose statements it cut off, at most one per worker.
 template <DatabaseSetupType... Setups>
 class DatabaseAsync {
 public:
@@ -457,25 +490,100 @@ private:
   }
 
   /// Worker side, before an input: open again, in setup order, the connections closed as dead.
-  /// This runs as part of the input (under its timeOutError); a failure fails that input with a
-  /// SetupError and the next input tries again.
+  ///
+  /// A server that restarts refuses connections for a while, and failing the input at the first
+  /// refusal would fail every input the worker takes until the server is back. So a failed reopen
+  /// is retried with exponential backoff (10 ms, doubling, capped at 1 s) until it succeeds or
+  /// the reopen deadline passes: setupTimeout (DatabaseOptions::defaultReopenDeadline when that is
+  /// std::nullopt) after the first failed attempt. Only then does the input fail, with a
+  /// SetupError naming the setup, how long it retried and the last error. Past the deadline each
+  /// input tries once and fails at once, so a server that never comes back ends the call at the
+  /// speed of refused connects, and one that does come back is picked up by the next input.
+  ///
+  /// timeOutError: the wait runs inside the input that is about to run (the worker has taken it
+  /// and the engine's per-input clock is running; nothing here can pause it), so it counts
+  /// against that input's timeOutError. A per-input kill during the wait would fail an innocent
+  /// input as timed out and take the worker with it (its replacement could not connect either),
+  /// so with a timeOutError the wait within one input stops at half of it, leaving the other
+  /// half for the input's own work: that input then fails with a SetupError that says so, and the
+  /// next input goes on waiting towards the same deadline. To ride out restarts without losing
+  /// inputs, keep timeOutError well above the restart time.
   void reopenBroken(Slots& slots) const {
-    [&]<std::size_t... I>(std::index_sequence<I...>) { (reopenIfClosed<I>(slots), ...); }
-    (std::index_sequence_for<Setups...>{});
-    slots.broken = false;
+    using Clock = std::chrono::steady_clock;
+    constexpr std::chrono::milliseconds firstBackoff{10};
+    constexpr std::chrono::milliseconds maxBackoff{1000};
+    const auto entered = Clock::now();
+    std::optional<Clock::time_point> inputLimit;
+    if (options_.pool.timeOutError)
+      inputLimit =
+          entered + std::chrono::duration_cast<Clock::duration>(*options_.pool.timeOutError / 2);
+    const std::chrono::nanoseconds limit =
+        options_.setupTimeout ? *options_.setupTimeout
+                              : std::chrono::nanoseconds(DatabaseOptions::defaultReopenDeadline);
+    for (;;) {
+      std::string failedSetup, error;
+      if (reopenClosed(slots, failedSetup, error)) {
+        slots.broken = false;
+        slots.reopenFailingSince.reset();
+        slots.reopenAttempts = 0;
+        return;
+      }
+      const auto now = Clock::now();
+      if (!slots.reopenFailingSince) {
+        slots.reopenFailingSince = now;
+        slots.reopenBackoff = firstBackoff;
+      }
+      ++slots.reopenAttempts;
+      const auto deadline = *slots.reopenFailingSince + limit;
+      if (now >= deadline)
+        throw SetupError(
+            std::move(failedSetup), ::getpid(),
+            fmt::format("reopening the connection after it broke: still failing after retrying for "
+                        "{} ({} attempts; the limit is {} = {}); last error: {}",
+                        detail::describeElapsed(now - *slots.reopenFailingSince),
+                        slots.reopenAttempts,
+                        options_.setupTimeout ? "setupTimeout" : "defaultReopenDeadline",
+                        detail::describeDuration(limit), error));
+      auto wake = std::min<Clock::time_point>(now + slots.reopenBackoff, deadline);
+      if (inputLimit && wake > *inputLimit) {
+        if (now >= *inputLimit)
+          throw SetupError(
+              std::move(failedSetup), ::getpid(),
+              fmt::format("reopening the connection after it broke: not open again after waiting "
+                          "{} in this input (at most half its timeOutError of {}); the worker's "
+                          "next input goes on retrying until {} after the first failed attempt; "
+                          "last error: {}",
+                          detail::describeElapsed(now - entered),
+                          detail::describeDuration(*options_.pool.timeOutError),
+                          detail::describeDuration(limit), error));
+        wake = *inputLimit;
+      }
+      std::this_thread::sleep_until(wake);
+      slots.reopenBackoff = std::min(slots.reopenBackoff * 2, maxBackoff);
+    }
+  }
+
+  /// One attempt to open every closed connection, in setup order. False, with the setup's name
+  /// and the driver's message, at the first that fails (those opened before it stay open).
+  bool reopenClosed(Slots& slots, std::string& failedSetup, std::string& error) const {
+    return [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return (reopenIfClosed<I>(slots, failedSetup, error) && ...);
+    }(std::index_sequence_for<Setups...>{});
   }
 
   template <std::size_t I>
-  void reopenIfClosed(Slots& slots) const {
+  bool reopenIfClosed(Slots& slots, std::string& failedSetup, std::string& error) const {
     auto& slot = std::get<I>(slots.conns);
-    if (slot) return;
+    if (slot) return true;
     const auto& setup = std::get<I>(setups_);
     try {
       slot.emplace(detail::ConstructFrom{[&] { return setup.connect(); }});
+      return true;
     } catch (...) {
-      throw SetupError(std::string(setup.name), ::getpid(),
-                       fmt::format("reopening the connection after it broke: {}",
-                                   detail::currentExceptionText()));
+      failedSetup = std::string(setup.name);
+      error = detail::currentExceptionText();
+      if (error.empty()) error = "unknown error";
+      return false;
     }
   }
 

@@ -106,7 +106,9 @@ public:
   /// True while the connection is usable (false after the server went away and libpq noticed).
   [[nodiscard]] bool ok() const noexcept { return c_ && PQstatus(c_) == CONNECTION_OK; }
   /// The same as ok(): DatabaseAsync asks it after an input fails, and reopens a dead connection
-  /// before the worker's next input.
+  /// before the worker's next input, retrying with backoff while the server is down (up to
+  /// DatabaseOptions::setupTimeout), so a server restart costs each worker only the input whose
+  /// statement it cut off.
   [[nodiscard]] bool alive() const noexcept { return ok(); }
   /// The server process serving this connection (pg_stat_activity.pid).
   [[nodiscard]] int backendPid() const noexcept { return PQbackendPID(c_); }

@@ -60,7 +60,7 @@ public:
           "initdb -D {}/data -U {} --pwfile={}/pwfile --auth-local=trust --auth-host=scram-sha-256 "
           "-E UTF8 --no-sync",
           dir_.string(), user, dir_.string()));
-      start("start");
+      pgCtl("start");
       started_ = true;
       run(fmt::format("createdb -h {} -p {} -U {} {}", dir_.string(), port_, user, database));
     } catch (...) {
@@ -80,7 +80,22 @@ public:
   [[nodiscard]] int port() const noexcept { return port_; }
 
   /// Restart the server (fast shutdown: every open connection is terminated).
-  void restart() { start("restart -m fast"); }
+  void restart() { pgCtl("restart -m fast"); }
+
+  /// Stop the server (fast shutdown: every open connection is terminated; returns once it is
+  /// down). start() brings it back on the same port.
+  void stop() {
+    run(fmt::format("pg_ctl -D {}/data -m fast -w -t 60 stop", dir_.string()));
+    started_ = false;
+    postmaster() = 0; // gone: the signal handler must not signal a pid that may be reused
+  }
+  /// Start the server again after stop(); returns once it accepts connections.
+  void start() {
+    pgCtl("start");
+    started_ = true;
+  }
+  /// Whether the server is running (between stop() and start() it is not).
+  [[nodiscard]] bool running() const noexcept { return started_; }
 
   /// A port nobody listens on (bound, then released).
   static int freePort() {
@@ -97,7 +112,7 @@ public:
   }
 
 private:
-  void start(const std::string& action) {
+  void pgCtl(const std::string& action) {
     run(fmt::format("pg_ctl -D {0}/data -l {0}/log -w -t 60 -o \"-F -k {0} -c "
                     "listen_addresses=127.0.0.1 -p {1}\" {2}",
                     dir_.string(), port_, action));

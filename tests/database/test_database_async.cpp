@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <set>
@@ -417,14 +418,9 @@ TEST_CASE("a connection that breaks is opened again before the worker's next inp
   REQUIRE(outcomes.size() == 10);
   for (int i : {0, 1, 2}) CHECK(*outcomes[static_cast<std::size_t>(i)] == 1);
   CHECK(outcomes[3].failure().message == "connection lost");
-  // The first reopen fails: that input fails with a SetupError naming the setup, and the next
-  // input tries again.
-  const auto& reopen = outcomes[4].failure();
-  CHECK(reopen.kind == FailureKind::exception);
-  CHECK(reopen.type == "flockmp::SetupError");
-  CHECK_THAT(reopen.message, contains("setup \"fragile\" failed in worker"));
-  CHECK_THAT(reopen.message,
-             contains("reopening the connection after it broke: std::runtime_error: server still down"));
+  // The first reopen fails ("server still down"): it is retried before input 4 runs, which gets
+  // connection 3 instead of failing (a failed reopen must not consume an input).
+  CHECK(*outcomes[4] == 3);
   CHECK(outcomes[5].failure().type == "std::invalid_argument");
   // An exception that leaves the connection alive does not reopen it: 6..9 share connection 3.
   for (int i : {6, 7, 8, 9}) CHECK(*outcomes[static_cast<std::size_t>(i)] == 3);
@@ -441,6 +437,46 @@ TEST_CASE("a connection that breaks is opened again before the worker's next inp
   CHECK(*values[0] == 100);
   CHECK_FALSE(values[1].hasValue());
   for (int i : {2, 3, 4}) CHECK(*values[static_cast<std::size_t>(i)] == 200);
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
+TEST_CASE("waiting to reopen a connection never lets timeOutError kill the input that waits",
+          "[database][faults][timeout]") {
+  DeadlockGuard guard(60);
+  flockmp::DatabaseSetup once{.name = "once", .server = [] {
+    static int opened = 0; // per worker process: the caller never connects
+    if (++opened > 1) throw std::runtime_error("server still down");
+    return Fragile{opened};
+  }};
+  // The reopen deadline (setupTimeout) is far away, but an input may wait only half its
+  // timeOutError: then it fails with a SetupError saying so, instead of being killed.
+  flockmp::DatabaseAsync db{
+      {.numProcesses = 1, .setupTimeout = 60s, .pool = {.timeOutError = 2s, .chunkSize = 1}}, once};
+  auto outcomes = db.tryApply(range(4), [](int i, Fragile& c) {
+    if (i == 1) {
+      c.broken = true;
+      throw std::runtime_error("connection lost");
+    }
+    return c.serial;
+  });
+  REQUIRE(outcomes.size() == 4);
+  CHECK(*outcomes[0] == 1);
+  CHECK(outcomes[1].failure().message == "connection lost");
+  for (std::size_t i : {2u, 3u}) {
+    const auto& f = outcomes[i].failure();
+    INFO(f.describe());
+    // Not timedOut: a per-input kill during the wait would fail the input as timed out and take
+    // the worker with it.
+    CHECK(f.kind == FailureKind::exception);
+    CHECK(f.type == "flockmp::SetupError");
+    CHECK_THAT(f.message, contains("setup \"once\" failed in worker "));
+    CHECK_THAT(f.message, contains("reopening the connection after it broke: not open again after "
+                                   "waiting "));
+    CHECK_THAT(f.message, contains("(at most half its timeOutError of 2s)"));
+    CHECK_THAT(f.message, contains("last error: std::runtime_error: server still down"));
+  }
+  // Both inputs ran on the first worker: it was never killed.
+  CHECK(outcomes[2].failure().pid == outcomes[3].failure().pid);
   CHECK(flockmp::test::childProcessCount() == 0);
 }
 
@@ -461,20 +497,64 @@ TEST_CASE("the caller's own initializer and finalizer run around the connections
   CHECK(std::filesystem::exists(dir.path / "final"));
 }
 
+namespace {
+/// An initializer that appends the worker's pid to `file` (one short O_APPEND write per worker:
+/// lines from concurrent workers do not mix).
+std::function<void()> recordStart(const std::filesystem::path& file) {
+  return [file] {
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error("cannot open " + file.string());
+    const auto line = std::to_string(::getpid()) + "\n";
+    const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    ::close(fd);
+    if (!written) throw std::runtime_error("cannot write " + file.string());
+  };
+}
+
+/// The pids recorded by recordStart, one entry per line.
+std::multiset<int> recordedPids(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::multiset<int> out;
+  for (int pid; in >> pid;) out.insert(pid);
+  return out;
+}
+} // namespace
+
 TEST_CASE("numProcesses is capped at the number of inputs (the seed's tests)",
           "[database][options]") {
   DeadlockGuard guard(300);
   flockmp::DatabaseSetup con{.name = "con", .server = [] { return static_cast<int>(::getpid()); }};
+  TempDir dir;
+  const auto started = dir.path / "started";
+  // The caller's own initializer runs once in every worker that starts, after its connections
+  // opened: the file counts the workers actually started. Nothing here crashes, times out or is
+  // recycled, so no worker is replaced and the counts below are exact.
   SECTION("1,000 processes requested for 30 inputs") {
-    flockmp::DatabaseAsync db{{.numProcesses = 1000}, con};
-    auto r = db.apply(range(30), [](int x, int& pid) { return std::pair{x, pid}; });
+    flockmp::DatabaseAsync db{{.numProcesses = 1000, .pool = {.initializer = recordStart(started)}},
+                              con};
+    auto r = db.apply(range(30), [](int x, int& pid) {
+      return std::tuple{x, pid, static_cast<int>(::getpid())};
+    });
     REQUIRE(r.size() == 30);
-    std::set<int> pids;
+    const auto pids = recordedPids(started);
+    // Exactly 30 workers: more is numProcesses not capped at the inputs (up to 1,000 forks, each
+    // opening connections), fewer is workers asked for and never started.
+    CHECK(pids.size() == 30);
+    // 30 different processes: fewer is a worker whose initializer (and connections) ran twice.
+    CHECK(std::set<int>(pids.begin(), pids.end()).size() == 30);
+    // Not the caller: connections must never be opened in the caller's process.
+    CHECK(pids.count(static_cast<int>(::getpid())) == 0);
     for (int i = 0; i < 30; ++i) {
-      CHECK(r[static_cast<std::size_t>(i)].first == i);
-      pids.insert(r[static_cast<std::size_t>(i)].second);
+      const auto [x, connectionPid, ranIn] = r[static_cast<std::size_t>(i)];
+      // Results in input order: a mix-up of results between inputs.
+      CHECK(x == i);
+      // The input ran on a connection its own worker opened: a connection opened in the caller
+      // or in another process.
+      CHECK(connectionPid == ranIn);
+      // The input ran in a worker that started normally: an input run in the caller, or in a
+      // process that skipped the setups and the initializer.
+      CHECK(pids.count(ranIn) == 1);
     }
-    CHECK(pids.size() <= 30);
   }
   SECTION("60,000 inputs with 200 processes requested") {
 #if defined(FLOCK_TEST_UNDER_SANITIZER)
@@ -482,11 +562,17 @@ TEST_CASE("numProcesses is capped at the number of inputs (the seed's tests)",
 #else
     const int processes = 200;
 #endif
-    flockmp::DatabaseAsync db{{.numProcesses = processes}, con};
+    flockmp::DatabaseAsync db{
+        {.numProcesses = processes, .pool = {.initializer = recordStart(started)}}, con};
     auto r = db.apply(range(60'000), [](int x, int&) { return x * 2; });
     REQUIRE(r.size() == 60'000);
     for (int i = 0; i < 60'000; i += 997) CHECK(r[static_cast<std::size_t>(i)] == 2 * i);
     CHECK(r.back() == 119'998);
+    const auto pids = recordedPids(started);
+    // Exactly numProcesses workers, each once: a pool that starts fewer or more workers than asked
+    // (with inputs to spare), or runs a worker's setups twice.
+    CHECK(pids.size() == static_cast<std::size_t>(processes));
+    CHECK(std::set<int>(pids.begin(), pids.end()).size() == pids.size());
   }
   CHECK(flockmp::test::childProcessCount() == 0);
 }

@@ -86,6 +86,27 @@ auto trackedSetup(const std::string& path) {
       .parameters = {{"path", path}}};
 }
 
+/// A setup whose database file the test can take away: its connections report themselves dead
+/// once the file is gone, and opening one then fails (no `create`), so a reopen never succeeds.
+struct VanishingDb : flockmp::BaseDatabaseSetup<Connection> {
+  explicit VanishingDb(const std::string& path)
+      : BaseDatabaseSetup("sqlite_con", {{"path", path}}) {}
+  Connection server(const flockmp::Parameters& p) const override {
+    return Connection(p.at("path"), {.create = false});
+  }
+  bool alive(const Connection&) const override {
+    return std::filesystem::exists(parameters.at("path"));
+  }
+};
+
+/// The attempt count in a reopen failure's message: "... (7 attempts; ...".
+int reopenAttempts(const std::string& message) {
+  const auto end = message.find(" attempts;");
+  if (end == std::string::npos) return -1;
+  const auto begin = message.rfind('(', end);
+  return begin == std::string::npos ? -1 : std::stoi(message.substr(begin + 1, end - begin - 1));
+}
+
 /// The task: write the input's row, read it back through the same connection, while the other
 /// workers do the same on the same file.
 int writeAndRead(int id, Tracked& t) {
@@ -253,4 +274,45 @@ TEST_CASE("sqlite: a statement that fails is that input's own exception",
       CHECK(*outcomes[i] == static_cast<int>(i));
     }
   }
+}
+
+TEST_CASE("sqlite: a connection that cannot be reopened fails inputs only past the deadline, "
+          "with a SetupError",
+          "[database][sqlite][faults]") {
+  DeadlockGuard guard(60);
+  TempDb db;
+  // One worker, one input per batch: the inputs run in order on the same connection slot.
+  flockmp::DatabaseAsync dbAsync{
+      {.numProcesses = 1, .setupTimeout = 300ms, .pool = {.chunkSize = 1}}, VanishingDb(db.path)};
+  const std::string path = db.path;
+  auto outcomes = dbAsync.tryApply(range(8), [&path](int id, Connection& con) {
+    if (id == 3) {
+      for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+      throw std::runtime_error("the database file is gone");
+    }
+    return con.scalar<int>("select ?", id);
+  });
+  REQUIRE(outcomes.size() == 8);
+  for (int i : {0, 1, 2}) CHECK(*outcomes[static_cast<std::size_t>(i)] == i);
+  CHECK(outcomes[3].failure().message == "the database file is gone");
+  for (std::size_t i = 4; i < 8; ++i) {
+    const auto& f = outcomes[i].failure();
+    INFO(f.describe());
+    CHECK(f.kind == FailureKind::exception);
+    CHECK(f.type == "flockmp::SetupError");
+    CHECK_THAT(f.message, contains("setup \"sqlite_con\" failed in worker "));
+    CHECK_THAT(
+        f.message,
+        contains("reopening the connection after it broke: still failing after retrying for "));
+    CHECK_THAT(f.message, contains("the limit is setupTimeout = 300ms); last error: "
+                                   "flockmp::sqlite::Error: sqlite: cannot open \"" +
+                                   path + "\": unable to open database file"));
+  }
+  // Input 4 retried before giving up (a single attempt is the bug of failing at the first
+  // refusal); the inputs after the deadline try once each instead of waiting it out again.
+  const int first = reopenAttempts(outcomes[4].failure().message);
+  CHECK(first >= 2);
+  for (std::size_t i = 5; i < 8; ++i)
+    CHECK(reopenAttempts(outcomes[i].failure().message) == first + static_cast<int>(i) - 4);
+  CHECK(flockmp::test::childProcessCount() == 0);
 }
