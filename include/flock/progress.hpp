@@ -1,15 +1,24 @@
 // flock: the progress bar of `Options::checkProgress` (the seed's option). Drawn on stderr, only
 // when stderr is a terminal, from the calling thread's event loop: no extra thread, because
-// threads in a process that forks are a hazard.
+// threads in a process that forks are a hazard. Progress output never kills, blocks or fails a
+// call: see ProgressOutput.
 #pragma once
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,7 +30,202 @@
 
 namespace flockmp::detail {
 
-/// Renders progress on file descriptor 2. Two styles:
+/// Where progress text goes: a file descriptor the application owns (stderr), written so that
+/// progress never kills, blocks or fails the call, whatever is on the other end (a pipe into a
+/// `head` that exited, a stuck log collector, a terminal suspended with Ctrl-S, a background job).
+///
+/// - Never blocks. The application's descriptor is usually blocking, and its O_NONBLOCK flag
+///   belongs to an open file description it shares with the application (and its children):
+///   flipping it, even for one write, would make the application's own writes fail with EAGAIN
+///   meanwhile. So a pipe or terminal is opened again through /proc/self/fd/N, which gives flock
+///   a description of its own to the same pipe or terminal, opened O_NONBLOCK: a write that
+///   would wait returns EAGAIN and that text is dropped. (A regular file is written directly:
+///   reopening it would lose the shared offset and O_APPEND.) A socket (journald's stderr) is
+///   written with send(MSG_DONTWAIT). Where reopening is impossible (no /proc, a terminal in
+///   exclusive mode, a pty master, another user's pipe), a write happens only when poll says the
+///   descriptor has room now; another writer can fill it in between, so that fallback is best
+///   effort.
+/// - Never raises SIGPIPE. A library must not change the process's disposition, so SIGPIPE is
+///   blocked in the calling thread around the write (the signal a write raises is sent to the
+///   writing thread), and the one the write raised is consumed with a zero-timeout sigtimedwait,
+///   unless one was already pending before (then it is the application's, and stays).
+/// - Never stops the process with SIGTTOU. A terminal is written only when the process is in its
+///   foreground process group (`app &` draws no bar, `fg` brings it back, as git's progress
+///   does), with SIGTTOU blocked during the write against a job moved to the background meanwhile.
+/// - Never fails. EAGAIN drops the text of this write; any other error (EPIPE, EIO, EBADF,
+///   ENOSPC, a pipe with no reader left...) stops progress output for the rest of the call.
+class ProgressOutput {
+public:
+  /// `reopen = false` skips the /proc reopening (to test the fallback).
+  explicit ProgressOutput(int fd, bool reopen = true) noexcept : fd_(fd), reopen_(reopen) {}
+  ProgressOutput(ProgressOutput&& o) noexcept
+      : fd_(o.fd_), own_(std::exchange(o.own_, -1)), reopen_(o.reopen_), how_(o.how_),
+        tty_(o.tty_) {}
+  ProgressOutput& operator=(ProgressOutput&& o) noexcept {
+    if (this != &o) {
+      closeOwn();
+      fd_ = o.fd_;
+      own_ = std::exchange(o.own_, -1);
+      reopen_ = o.reopen_;
+      how_ = o.how_;
+      tty_ = o.tty_;
+    }
+    return *this;
+  }
+  ProgressOutput(const ProgressOutput&) = delete;
+  ProgressOutput& operator=(const ProgressOutput&) = delete;
+  ~ProgressOutput() { closeOwn(); }
+
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  /// An error ended progress output for this call.
+  [[nodiscard]] bool stopped() const noexcept { return how_ == How::stopped; }
+
+  /// Writes what the descriptor takes now of `s`; the rest is dropped. errno is left unchanged.
+  void write(std::string_view s) noexcept {
+    if (how_ == How::stopped) return;
+    const int savedErrno = errno;
+    if (how_ == How::unknown) choose();
+    if (how_ != How::stopped && (!tty_ || foreground())) writeMasked(s);
+    errno = savedErrno;
+  }
+
+private:
+  enum class How {
+    unknown, // not chosen yet: the first write chooses
+    direct,  // write(2) on the application's descriptor (regular files, /dev/null...)
+    send,    // a socket: send(MSG_DONTWAIT | MSG_NOSIGNAL)
+    own,     // a pipe or terminal reopened non-blocking: write(2) on flock's own description
+    polled,  // fallback: write(2) on the application's descriptor when poll says it has room
+    stopped, // an error happened: nothing more is written
+  };
+
+  void choose() noexcept {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) {
+      stop();
+      return;
+    }
+    if (S_ISSOCK(st.st_mode)) {
+      how_ = How::send;
+      return;
+    }
+    tty_ = ::isatty(fd_) == 1;
+    if (!S_ISFIFO(st.st_mode) && !tty_) {
+      how_ = How::direct; // a write to these neither blocks for long nor raises SIGPIPE
+      return;
+    }
+    unsigned ptyNumber = 0;
+    // A pty master reopened through /proc would be a new pty (/dev/ptmx), not this one.
+    const bool ptyMaster = tty_ && ::ioctl(fd_, TIOCGPTN, &ptyNumber) == 0;
+    how_ = How::polled;
+    if (!reopen_ || ptyMaster) return;
+    char path[40];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd_);
+    const int own = ::open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (own < 0) {
+      // O_WRONLY | O_NONBLOCK on a pipe nobody reads fails with ENXIO: writing would be EPIPE.
+      if (errno == ENXIO && S_ISFIFO(st.st_mode)) stop();
+      return;
+    }
+    struct stat ost {};
+    if (::fstat(own, &ost) == 0 && ost.st_dev == st.st_dev && ost.st_ino == st.st_ino &&
+        ost.st_rdev == st.st_rdev) {
+      own_ = own;
+      how_ = How::own;
+      return;
+    }
+    ::close(own); // not the same file after all
+  }
+
+  /// A terminal is written only by its foreground process group (or when it is not this
+  /// process's controlling terminal, which tcgetpgrp reports as an error).
+  [[nodiscard]] bool foreground() const noexcept {
+    const pid_t group = ::tcgetpgrp(fd_);
+    return group < 0 || group == ::getpgrp();
+  }
+
+  void writeMasked(std::string_view s) noexcept {
+    sigset_t block;
+    ::sigemptyset(&block);
+    ::sigaddset(&block, SIGPIPE);
+    ::sigaddset(&block, SIGTTOU);
+    sigset_t old;
+    if (::pthread_sigmask(SIG_BLOCK, &block, &old) != 0) return;
+    sigset_t pending;
+    ::sigemptyset(&pending);
+    const bool pipePending = ::sigpending(&pending) == 0 && ::sigismember(&pending, SIGPIPE) == 1;
+    const bool brokenPipe = writeNow(s);
+    if (brokenPipe && !pipePending) {
+      sigset_t pipe;
+      ::sigemptyset(&pipe);
+      ::sigaddset(&pipe, SIGPIPE);
+      const timespec zero{};
+      while (::sigtimedwait(&pipe, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+
+  /// The write itself, with SIGPIPE and SIGTTOU blocked. True when it failed with EPIPE (and so
+  /// raised SIGPIPE, unless it was a send with MSG_NOSIGNAL).
+  bool writeNow(std::string_view s) noexcept {
+    while (!s.empty()) {
+      ssize_t w = -1;
+      switch (how_) {
+      case How::send:
+        w = ::send(fd_, s.data(), s.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        break;
+      case How::own:
+        w = ::write(own_, s.data(), s.size());
+        break;
+      case How::direct:
+        w = ::write(fd_, s.data(), s.size());
+        break;
+      case How::polled: {
+        pollfd p{fd_, POLLOUT, 0};
+        const int ready = ::poll(&p, 1, 0);
+        if (ready < 0 || (ready > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0)) {
+          stop(); // POLLERR: a pipe with no reader; POLLHUP: a terminal hung up
+          return false;
+        }
+        if (ready == 0 || (p.revents & POLLOUT) == 0) return false; // no room now: dropped
+        w = ::write(fd_, s.data(), s.size());
+        break;
+      }
+      case How::unknown:
+      case How::stopped:
+        return false;
+      }
+      if (w > 0) {
+        s.remove_prefix(static_cast<std::size_t>(w));
+        continue;
+      }
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false; // full: dropped
+      const bool brokenPipe = w < 0 && errno == EPIPE && how_ != How::send;
+      stop();
+      return brokenPipe;
+    }
+    return false;
+  }
+
+  void stop() noexcept {
+    how_ = How::stopped;
+    closeOwn();
+  }
+  void closeOwn() noexcept {
+    if (own_ >= 0) ::close(own_);
+    own_ = -1;
+  }
+
+  int fd_;
+  int own_ = -1; // flock's own non-blocking description of fd_'s pipe or terminal (How::own)
+  bool reopen_ = true;
+  How how_ = How::unknown;
+  bool tty_ = false;
+};
+
+/// Renders progress on file descriptor 2 (through ProgressOutput). Two styles:
 /// - `bar`: one line redrawn in place with `\r` (a terminal), finished with a newline;
 /// - `lines`: a plain line at 25%, 50%, 75% and at the end (a log file, when asked for).
 ///
@@ -50,17 +254,17 @@ public:
   }
 
   ProgressBar(Style style, int fd, Clock::time_point start = Clock::now())
-      : style_(style), fd_(fd), start_(start) {}
+      : style_(style), out_(fd), start_(start) {}
   ProgressBar(ProgressBar&& o) noexcept
-      : style_(o.style_), fd_(o.fd_), start_(o.start_), shown_(o.shown_), finished_(o.finished_),
-        nextQuarter_(o.nextQuarter_) {
+      : style_(o.style_), out_(std::move(o.out_)), start_(o.start_), shown_(o.shown_),
+        finished_(o.finished_), nextQuarter_(o.nextQuarter_) {
     o.shown_ = false; // the moved-from object must not end the line
   }
   ProgressBar& operator=(ProgressBar&& o) noexcept {
     if (this != &o) {
       endLine();
       style_ = o.style_;
-      fd_ = o.fd_;
+      out_ = std::move(o.out_);
       start_ = o.start_;
       shown_ = std::exchange(o.shown_, false);
       finished_ = o.finished_;
@@ -76,7 +280,7 @@ public:
   /// Draw the state of the call. `final`: the call is over (the bar gets its newline).
   void update(std::size_t done, std::size_t failed, std::size_t total, bool final,
               Clock::time_point now = Clock::now()) {
-    if (finished_) return;
+    if (finished_ || out_.stopped()) return;
     const auto elapsed = now - start_;
     if (style_ == Style::bar) {
       if (!shown_ && elapsed < showAfter) return;
@@ -149,25 +353,15 @@ private:
 
   std::size_t width() const {
     winsize ws{};
-    if (::ioctl(fd_, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20) return ws.ws_col - 1u;
+    if (::ioctl(out_.fd(), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20) return ws.ws_col - 1u;
     return 79;
   }
 
-  void put(std::string_view s) const noexcept {
-    const int savedErrno = errno;
-    while (!s.empty()) {
-      const ssize_t w = ::write(fd_, s.data(), s.size());
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        break; // progress is best effort: a closed or full stderr must not fail the call
-      }
-      s.remove_prefix(static_cast<std::size_t>(w));
-    }
-    errno = savedErrno;
-  }
+  /// Progress is best effort: what cannot be written now is dropped (see ProgressOutput).
+  void put(std::string_view s) noexcept { out_.write(s); }
 
   Style style_;
-  int fd_;
+  ProgressOutput out_;
   Clock::time_point start_;
   bool shown_ = false;
   bool finished_ = false;
