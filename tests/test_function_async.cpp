@@ -1,15 +1,19 @@
 // FunctionAsync, ListAsync and BaseMultiProc: the seed's examples and the core guarantees
 // (order, real processes, any range, errors that name the input).
+#include <fcntl.h>
 #include <malloc.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <initializer_list>
 #include <list>
@@ -21,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -180,19 +185,59 @@ TEST_CASE("strings, vectors and aggregates come back intact", "[api][codec]") {
 }
 
 TEST_CASE("work really runs in other processes", "[api][process]") {
+  // A rendezvous: each input marks its worker's pid in a directory, then waits (bounded) until two
+  // workers have marked theirs. Only two inputs running at the same time in two processes pass.
+  const flockmp::test::TempDir dir("flock-rendezvous");
+  // A deadlock guard only, one for the whole call (steady_clock is the same in every process).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto rendezvous = [&dir, deadline](int) {
+    const auto pid = static_cast<int>(::getpid());
+    std::ofstream(dir.path / std::to_string(pid)).put('x');
+    while (std::chrono::steady_clock::now() < deadline) {
+      const auto n = std::distance(std::filesystem::directory_iterator(dir.path), std::filesystem::directory_iterator{});
+      if (n >= 2) return pid;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    throw std::runtime_error("no second worker ran an input at the same time");
+  };
   std::vector<int> xs(64);
-  auto pids = flockmp::FunctionAsync::apply(xs, [](int) { return static_cast<int>(::getpid()); }, {.poolSize = 2, .chunkSize = 1});
+  auto pids = flockmp::FunctionAsync::apply(xs, rendezvous, {.poolSize = 2, .chunkSize = 1});
   std::set<int> distinct(pids.begin(), pids.end());
+  // Catches inputs run in the calling process (inline, no fork) for some or all of them.
   CHECK_FALSE(distinct.contains(static_cast<int>(::getpid())));
-  CHECK(distinct.size() >= 1);
-  CHECK(distinct.size() <= 2);
+  // Catches a pool that runs inputs one process at a time (poolSize ignored, a single worker, or
+  // workers run one after the other), and one that starts more workers than poolSize.
+  CHECK(distinct.size() == 2);
 }
 
 TEST_CASE("more workers than inputs starts only as many workers as inputs", "[api][process]") {
+  // Each worker process started appends its pid to a file, in its initializer.
+  const flockmp::test::TempDir dir("flock-started");
+  const auto started = (dir.path / "pids").string();
+  flockmp::Options o{.poolSize = 16};
+  o.initializer = [&started] {
+    const int fd = ::open(started.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    const std::string line = std::to_string(::getpid()) + "\n";
+    if (fd < 0 || ::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+      throw std::runtime_error("cannot record the worker's pid");
+    ::close(fd);
+  };
   auto pids = flockmp::FunctionAsync::apply(std::vector<int>{1, 2, 3}, [](int) { return static_cast<int>(::getpid()); },
-                                          {.poolSize = 16});
+                                          o);
+  std::ifstream in(started);
+  std::vector<int> workers;
+  for (int pid; in >> pid;) workers.push_back(pid);
+  const std::set<int> distinctWorkers(workers.begin(), workers.end());
+  // Catches a result per input missing or duplicated.
   CHECK(pids.size() == 3);
-  CHECK(std::set<int>(pids.begin(), pids.end()).size() <= 3);
+  // Catches starting poolSize (16) workers for 3 inputs, and starting fewer than one per input.
+  CHECK(workers.size() == 3);
+  // Catches a worker that ran its initializer twice while another never started.
+  CHECK(distinctWorkers.size() == 3);
+  // Catches the initializer run in the calling process instead of in workers.
+  CHECK_FALSE(distinctWorkers.contains(static_cast<int>(::getpid())));
+  // Catches inputs run by a process other than the workers started for this call.
+  for (int pid : pids) CHECK(distinctWorkers.contains(pid));
 }
 
 TEST_CASE("empty input returns an empty result without forking", "[api]") {
