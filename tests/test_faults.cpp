@@ -550,27 +550,56 @@ TEST_CASE("fork failing under RLIMIT_NPROC is a clear flockmp::Error and leaves 
   CHECK(code == 0);
 }
 
-TEST_CASE("running out of file descriptors is a clear flockmp::Error and cleans up", "[faults][limits]") {
+TEST_CASE("running out of file descriptors: no worker is a SystemError with the errno, one worker finishes the call", "[faults][limits]") {
   DeadlockGuard guard;
-  int code = inChild([] {
-    const int open = flockmp::test::openFdCount();
-    // Room for about one worker's channels, not four.
-    rlimit lim{static_cast<rlim_t>(open + 8), static_cast<rlim_t>(open + 8)};
-    // Fds above the limit would make the count meaningless; the test process holds few.
-    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 3;
-    try {
-      (void)flockmp::FunctionAsync::apply(range(8), [](int x) { return x; }, {.poolSize = 4});
-      return 4;
-    } catch (const flockmp::TaskError&) {
-      return 5;
-    } catch (const flockmp::Error& e) {
-      std::string what = e.what();
-      if (what.find("Too many open files") == std::string::npos) return 6;
-      if (flockmp::test::childProcessCount() != 0) return 7;
-      return flockmp::test::openFdCount() == open ? 0 : 9;
-    }
-  });
-  CHECK(code == 0);
+  // Each section runs in a child whose RLIMIT_NOFILE leaves room for exactly `spare` more fds; a
+  // worker needs four sockets and a pidfd. The limit bounds fd numbers, not their count: the gaps
+  // below the highest open fd are filled first.
+  const auto withSpareFds = [](int spare, int expectedErrno, const char* operation) {
+    return inChild([=] {
+      int highest = -1;
+      for (;;) {
+        const int fd = ::open("/dev/null", O_RDONLY);
+        if (fd < 0) return 2;
+        if (fd > highest && ::fcntl(fd + 1, F_GETFD) < 0) {
+          bool above = true; // no open fd above this one?
+          for (int k = fd + 1; k < fd + 64; ++k) above = above && ::fcntl(k, F_GETFD) < 0;
+          if (above) {
+            highest = fd - 1;
+            ::close(fd);
+            break;
+          }
+        }
+      }
+      const int open = flockmp::test::openFdCount();
+      rlimit lim{static_cast<rlim_t>(highest + 1 + spare), static_cast<rlim_t>(highest + 1 + spare)};
+      if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 3;
+      try {
+        auto r = flockmp::FunctionAsync::apply(range(8), [](int x) { return x * 3; }, {.poolSize = 4});
+        if (expectedErrno != 0) return 4; // starting should have failed
+        // Bug caught: one worker failing to start must not fail or lose the call.
+        for (int i = 0; i < 8; ++i)
+          if (r[static_cast<std::size_t>(i)] != i * 3) return 5;
+      } catch (const flockmp::SystemError& e) {
+        if (expectedErrno == 0) return 6;
+        // Bug caught: the errno lost, or only kept as text.
+        if (e.code() != std::error_code(expectedErrno, std::generic_category())) return 7;
+        const std::string what = e.what();
+        if (what.find(operation) == std::string::npos) return 8;
+        if (what.find("Too many open files") == std::string::npos) return 9;
+        if (what.find("RLIMIT_NOFILE") == std::string::npos) return 10;
+        // Bug caught: a hint that blames the kernel version for an fd limit.
+        if (what.find("Linux 5.3") != std::string::npos) return 11;
+      } catch (...) {
+        return 12;
+      }
+      if (flockmp::test::childProcessCount() != 0) return 13;
+      return flockmp::test::openFdCount() == open ? 0 : 14;
+    });
+  };
+  SECTION("no room for a socket pair") { CHECK(withSpareFds(1, EMFILE, "socketpair") == 0); }
+  SECTION("room for the sockets, not the pidfd") { CHECK(withSpareFds(4, EMFILE, "pidfd_open") == 0); }
+  SECTION("room for one worker of four") { CHECK(withSpareFds(8, 0, "") == 0); }
 }
 
 TEST_CASE("workers that keep dying before any input end the call through the restart budget", "[faults][budget]") {

@@ -350,13 +350,20 @@ TEST_CASE("tryApply returns one outcome per input and does not throw", "[api][er
 }
 
 TEST_CASE("bad options are rejected with a clear error", "[api][options]") {
-  CHECK_THROWS_AS(flockmp::BaseMultiProc({.poolSize = 0}), std::invalid_argument);
-  CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.poolSize = -2}), std::invalid_argument);
+  CHECK_THROWS_AS(flockmp::BaseMultiProc({.poolSize = 0}), flockmp::OptionError);
+  CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.poolSize = -2}), flockmp::OptionError);
   CHECK_THROWS_WITH(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.poolSize = 0}),
                     flockmp::test::contains("poolSize"));
   CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.timeOutError = std::chrono::seconds(0)}),
-                  std::invalid_argument);
-  CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.retries = -1}), std::invalid_argument);
+                  flockmp::OptionError);
+  CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.retries = -1}), flockmp::OptionError);
+  CHECK_THROWS_WITH(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.setupTimeout = std::chrono::seconds(-1)}),
+                    flockmp::test::contains("setupTimeout"));
+  CHECK_THROWS_WITH(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction,
+                                                  {.restartBudget = {.period = std::chrono::milliseconds(0)}}),
+                    flockmp::test::contains("restartBudget.period"));
+  // Every exception flock throws derives from flockmp::Error, bad options included.
+  CHECK_THROWS_AS(flockmp::FunctionAsync::apply(std::vector<int>{1}, myFunction, {.poolSize = 0}), flockmp::Error);
 }
 
 TEST_CASE("explicit chunk sizes give the same ordered results", "[api][batching]") {

@@ -153,6 +153,8 @@ public:
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return Fill::wouldBlock;
+        // A worker that died with commands unread resets the connection: that is its end.
+        if (errno == ECONNRESET) return Fill::eof;
         detail::throwErrno("read from a worker");
       }
       if (r == 0) return Fill::eof;

@@ -158,7 +158,7 @@ public:
 struct DatabaseOptions {
   /// Worker processes, each with its own connections (the seed's name; Options::poolSize is the
   /// same thing, give one or the other). Default: the online CPU count. Never more than the
-  /// inputs. Zero or negative throws std::invalid_argument.
+  /// inputs. Zero or negative throws flockmp::OptionError.
   std::optional<int> numProcesses{};
   /// Longest time a worker may take to open all its connections. A setup still connecting then is
   /// abandoned, the worker reports a SetupError ("timed out") and exits, and a fresh worker tries
@@ -369,7 +369,7 @@ public:
   /// Run `fn(input, conn...)` for every input (a tuple input is unpacked first when `fn` takes
   /// its members). Returns `std::vector<R>` in input order, nothing for a void `fn`. Throws
   /// flockmp::TaskError when an input fails (setup failures included: their kind is
-  /// FailureKind::setup), std::invalid_argument for bad options.
+  /// FailureKind::setup), flockmp::OptionError for bad options.
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
   auto apply(Range&& items, F&& fn) const {
     return call<false, Codec>(std::forward<Range>(items), fn);
@@ -423,14 +423,14 @@ private:
 
   void validate() const {
     if (options_.numProcesses && *options_.numProcesses <= 0)
-      throw std::invalid_argument(
+      throw OptionError(
           fmt::format("flock: numProcesses must be at least 1 (got {})", *options_.numProcesses));
     if (options_.numProcesses && options_.pool.poolSize &&
         *options_.pool.poolSize != *options_.numProcesses)
-      throw std::invalid_argument(
+      throw OptionError(
           "flock: DatabaseOptions: give numProcesses or pool.poolSize, not both");
     if (options_.setupTimeout && options_.setupTimeout->count() <= 0)
-      throw std::invalid_argument(
+      throw OptionError(
           "flock: setupTimeout must be a positive duration (or std::nullopt for none)");
     detail::validateOptions(options_.pool);
   }

@@ -147,7 +147,7 @@ enum class Style {
 ///   DataFrameAsync::apply(df, fn, {.base = {.timeOutError = std::chrono::seconds(5)}});
 struct DataFrameOptions {
   /// Row-like or block-like; see Style. A style that contradicts the callable's parameter
-  /// throws std::invalid_argument.
+  /// throws flockmp::OptionError.
   Style style = Style::automatic;
   /// How many chunks the table is split into (the seed's chunksize, default 100): block-like,
   /// each chunk is one task; row-like, one batch of rows. A table with fewer rows is split into
@@ -172,7 +172,7 @@ inline std::pair<std::size_t, std::size_t> chunkRange(std::size_t rows, std::siz
 
 inline std::size_t chunkCount(std::size_t rows, const DataFrameOptions& o) {
   if (o.chunksize == 0)
-    throw std::invalid_argument("flock: DataFrameOptions::chunksize must be at least 1");
+    throw OptionError("flock: DataFrameOptions::chunksize must be at least 1");
   return std::min(o.chunksize, rows);
 }
 
@@ -386,7 +386,7 @@ struct DataFrameAsync {
   /// Row-like or block-like, from `options.style`, or (Style::automatic) from the callable: a
   /// function or lambda taking `const Row&` is row-like; anything else, generic lambdas
   /// included, is block-like. A style that contradicts the callable throws
-  /// std::invalid_argument; use applyRows / applyBlocks to choose at compile time.
+  /// flockmp::OptionError; use applyRows / applyBlocks to choose at compile time.
   template <Table T, class F>
   static auto apply(const T& table, F&& fn, const DataFrameOptions& options = {}) {
     if constexpr (std::same_as<T, DataFrame> && detail::takesRow<F>()) {
@@ -472,10 +472,10 @@ private:
   static void checkStyle(Style asked, Style callable) {
     if (asked == Style::automatic || asked == callable) return;
     if (callable == Style::rowLike)
-      throw std::invalid_argument(
+      throw OptionError(
           "flock: DataFrameAsync: style is blockLike but the callable takes a const flockmp::Row& "
           "(row-like); give it a const DataFrame& parameter, or leave style automatic");
-    throw std::invalid_argument(
+    throw OptionError(
         "flock: DataFrameAsync: style is rowLike but the callable does not take a const "
         "flockmp::Row& (generic lambdas, overloaded function objects and std::bind results count "
         "as block-like); take a const flockmp::Row&, or call DataFrameAsync::applyRows");

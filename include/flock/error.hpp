@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <typeinfo>
 #include <utility>
 #include <variant>
@@ -23,6 +24,26 @@ namespace flockmp {
 class Error : public std::runtime_error {
 public:
   using std::runtime_error::runtime_error;
+};
+
+/// An option that makes no sense (`poolSize = 0`, a negative duration...); the message names
+/// the option and the value given.
+class OptionError : public Error {
+public:
+  using Error::Error;
+};
+
+/// A system call flock needed failed (fork, socketpair, pidfd_open...). `code()` keeps the errno
+/// (compare it with `std::errc` values); the message names the operation, the errno text and,
+/// where one helps, the limit to raise.
+class SystemError : public Error {
+public:
+  SystemError(const std::string& what, std::error_code code) : Error(what), code_(code) {}
+  /// The errno of the failed call, in the generic category.
+  [[nodiscard]] const std::error_code& code() const noexcept { return code_; }
+
+private:
+  std::error_code code_;
 };
 
 /// Bytes that cannot be decoded (truncated, corrupt, or of another type), or a value the codec

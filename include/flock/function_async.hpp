@@ -20,7 +20,7 @@ namespace flockmp {
 struct FunctionAsync {
   /// Run `fn(item)` for every item (a tuple-like item is unpacked when `fn` takes its members).
   /// Returns `std::vector<R>` in input order, nothing for a void `fn`. Throws flockmp::TaskError
-  /// when an input fails, std::invalid_argument for bad options, flockmp::Error when workers
+  /// when an input fails, flockmp::OptionError for bad options, flockmp::Error when workers
   /// cannot be started.
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
   static auto apply(Range&& items, F&& fn, const Options& options = {}) {

@@ -36,7 +36,7 @@ struct Progress {
 ///   flockmp::FunctionAsync::apply(xs, fn, {.poolSize = 4, .timeOutError = std::chrono::seconds(5)});
 struct Options {
   /// Number of worker processes. Default: the online CPU count. Never more workers than inputs.
-  /// Zero or negative throws std::invalid_argument.
+  /// Zero or negative throws flockmp::OptionError.
   std::optional<int> poolSize{};
   /// Per-input time limit; an input running longer is killed (with its worker's whole process
   /// group) and reported as timed out. Default: no limit.
@@ -59,6 +59,10 @@ struct Options {
   /// generator...). If it throws or crashes, the worker is replaced; workers that keep failing
   /// here end the call through the restart budget, with the initializer's error in the message.
   std::function<void()> initializer{};
+  /// Longest time a worker may take to start, its initializer included; a worker past it is
+  /// killed and counts as a failed setup (replaced, then ending the call through the restart
+  /// budget). Default: timeOutError when that is set, else no limit.
+  std::optional<std::chrono::nanoseconds> setupTimeout{};
   /// Runs in each worker process when it stops normally (all inputs done, or recycled after
   /// maxTasksPerWorker), to close what the initializer opened. Not run when the worker crashes,
   /// times out or is killed: the operating system reclaims its resources then.

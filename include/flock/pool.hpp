@@ -133,7 +133,7 @@ private:
       const std::size_t blockBegin = i;
       const std::size_t count = std::min(end - i, perBlock);
       std::byte* dst = out.rawBlockBegin(blockBegin, count, elementSize);
-      bool failed = false;
+      bool closed = false; // the block ended early: an input threw, or its results are due
       for (; i < blockBegin + count; ++i) {
         ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
         try {
@@ -149,12 +149,19 @@ private:
           auto [type, message] = describeCurrentException();
           out.failure(i, FailureKind::exception, type, message);
           ++i;
-          failed = true;
+          closed = true;
+          break;
+        }
+        if (out.due()) {
+          ++i;
+          out.rawBlockEnd(i - blockBegin, elementSize);
+          out.flush();
+          closed = true;
           break;
         }
       }
-      if (!failed) out.rawBlockEnd(count, elementSize);
-      out.flushIfDue();
+      if (!closed) out.rawBlockEnd(count, elementSize);
+      out.flushIfFull(); // due() was asked once per input above
     }
   }
 
@@ -268,7 +275,7 @@ auto run(F& fn, Range&& items, const Options& opts) -> CallResult<Try, typename 
 ///   std::vector<int> res = bp.executeAsync([](int x) { return x * x; }, std::vector{1, 2, 3});
 class BaseMultiProc {
 public:
-  /// Throws std::invalid_argument for a bad option (poolSize <= 0, timeOutError <= 0...).
+  /// Throws flockmp::OptionError for a bad option (poolSize <= 0, timeOutError <= 0...).
   explicit BaseMultiProc(Options options = {}) : opts_(std::move(options)) { detail::validateOptions(opts_); }
 
   /// Run `fn` on every element of `items` in parallel worker processes. Returns the results in

@@ -10,14 +10,17 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <sys/stat.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -31,11 +34,31 @@
 
 namespace flockmp::detail {
 
-/// Per-worker state shared with the parent (MAP_SHARED). One writer: the worker. A plain store
-/// per input is all it costs, and it tells the parent which input a dead or hung worker was on.
+/// Per-worker state shared with the parent (MAP_SHARED). A plain store per input is all it costs,
+/// and it tells the parent which input a dead or hung worker was on.
 struct alignas(64) WorkerControl {
-  std::atomic<std::int64_t> current{-1}; ///< input being run, -1 between inputs
+  /// Written by the worker: the input being run (>= 0); between batches, idleAfter(the last input
+  /// run); -1 before the first input.
+  std::atomic<std::int64_t> current{-1};
+  /// Written by the worker: 0 while it starts and runs the initializer, 1 once it serves inputs.
+  std::atomic<std::uint32_t> serving{0};
+  /// Written by the parent to cancel: the worker sends what it has finished and stops.
+  std::atomic<std::uint32_t> stop{0};
 };
+
+/// The value of WorkerControl::current between batches, once input `last` has run.
+constexpr std::int64_t idleAfter(std::size_t last) noexcept { return -2 - static_cast<std::int64_t>(last); }
+
+/// The input a worker runs or ran last, from WorkerControl::current; nullopt before any.
+constexpr std::optional<std::size_t> lastInputOf(std::int64_t current) noexcept {
+  if (current >= 0) return static_cast<std::size_t>(current);
+  if (current <= -2) return static_cast<std::size_t>(-2 - current);
+  return std::nullopt;
+}
+
+/// Thrown inside a worker when the parent asked it to stop (cancellation), after its finished
+/// results were sent; the worker loop ends normally and the finalizer runs.
+struct StopRequested {};
 
 inline std::uint64_t monotonicNs() noexcept {
   timespec ts{};
@@ -104,7 +127,11 @@ inline Failure parseFailure(std::span<const std::byte> payload) {
 /// Worker side: frames waiting to go to the parent, written in few large writes.
 class WorkerOutput {
 public:
-  explicit WorkerOutput(int fd) : fd_(fd), writer_(buf_) { buf_.reserve(1 << 16); }
+  WorkerOutput(int commandFd, int resultFd, WorkerControl& ctl)
+      : commandFd_(commandFd), fd_(resultFd), ctl_(ctl), commandId_(identify(commandFd)), resultId_(identify(resultFd)),
+        writer_(buf_) {
+    buf_.reserve(1 << 16);
+  }
 
   /// Append the result of input `index`; a codec failure becomes a codec failure record.
   template <class Codec, class R>
@@ -156,29 +183,95 @@ public:
     writer_.end();
   }
 
-  /// Send what is buffered. If the parent is gone there is nobody to work for: exit.
+  /// Send what is buffered. If the parent is gone there is nobody to work for: exit. Throws
+  /// StopRequested afterwards when the parent asked the worker to stop.
   void flush() {
-    if (!buf_.empty() && !writeAll(fd_, buf_.data(), buf_.size())) ::_exit(0);
+    verifyChannel();
+    if (!buf_.empty()) {
+      bool sent = false;
+      try {
+        sent = writeAll(fd_, buf_.data(), buf_.size());
+      } catch (const Error&) {
+        channelLost();
+      }
+      if (!sent) ::_exit(0);
+    }
     buf_.clear();
     lastFlush_ = monotonicNs();
+    if (ctl_.stop.load(std::memory_order_relaxed) != 0) throw StopRequested{};
   }
 
-  /// Flush when enough bytes are buffered or results have waited long enough (so slow inputs
-  /// report progress, and a crash later in the batch loses little finished work).
+  /// Flush when enough bytes are buffered or when due(). Call once per input.
   void flushIfDue() {
-    if (buf_.size() >= flushBytes || (!buf_.empty() && monotonicNs() - lastFlush_ > 20'000'000u)) flush();
+    if (buf_.size() >= flushBytes || due()) flush();
+  }
+
+  /// Flush when enough bytes are buffered.
+  void flushIfFull() {
+    if (buf_.size() >= flushBytes) flush();
+  }
+
+  /// Called once after each input: true when the results buffered should go now. Reads the clock only
+  /// about once a millisecond (an input as cheap as x*x costs less than a clock read); then it is
+  /// time when results have waited maxWaitNs (so that progress shows, and a stop or a crash
+  /// loses little: a crash makes its worker's unsent results run again), when inputs take slowInputNs or more each (a send per input then costs under 1 %),
+  /// or when the parent asked to stop.
+  bool due() noexcept {
+    if (--countdown_ > 0) return false;
+    const std::uint64_t now = monotonicNs();
+    const std::uint64_t perInput = (now - lastCheck_) / stride_;
+    lastCheck_ = now;
+    stride_ = perInput == 0 ? maxStride : std::clamp<std::uint64_t>(checkEveryNs / perInput, 1, maxStride);
+    countdown_ = stride_;
+    return perInput >= slowInputNs || now - lastFlush_ >= maxWaitNs || ctl_.stop.load(std::memory_order_relaxed) != 0;
+  }
+
+  /// Called when a batch starts: the time spent waiting for it is not input time.
+  void batchStarted() noexcept {
+    lastCheck_ = lastFlush_ = monotonicNs();
+    countdown_ = stride_ = 1;
+  }
+
+  /// Exits (workerChannelLostExit) unless both channel fds still are the sockets the worker was
+  /// given: a task may have closed them, or closed them and opened files under their numbers,
+  /// which must never receive frames. One fstat each, per flush.
+  void verifyChannel() const {
+    if (identify(commandFd_) != commandId_ || identify(fd_) != resultId_) channelLost();
+  }
+
+  [[noreturn]] static void channelLost() noexcept {
+    flushStdio();
+    ::_exit(workerChannelLostExit);
   }
 
   /// Buffered bytes that trigger a write: large enough to amortise the syscall and the parent's
   /// wake-up, small enough to keep the worker's buffer bounded.
   static constexpr std::size_t flushBytes = std::size_t{1} << 20;
+  static constexpr std::uint64_t maxWaitNs = 2'000'000;
+  static constexpr std::uint64_t slowInputNs = 1'000'000;
+  static constexpr std::uint64_t checkEveryNs = 1'000'000;
+  static constexpr std::uint64_t maxStride = 4096;
 
 private:
+  /// Device and inode of an open fd ({0, 0} when it is not open).
+  static std::pair<dev_t, ino_t> identify(int fd) noexcept {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return {0, 0};
+    return {st.st_dev, st.st_ino};
+  }
+
+  int commandFd_;
   int fd_;
+  WorkerControl& ctl_;
+  std::pair<dev_t, ino_t> commandId_;
+  std::pair<dev_t, ino_t> resultId_;
   std::vector<std::byte> buf_;
   FrameWriter writer_;
   std::size_t countAt_ = 0;
   std::uint64_t lastFlush_ = monotonicNs();
+  std::uint64_t lastCheck_ = monotonicNs();
+  std::uint64_t countdown_ = 1;
+  std::uint64_t stride_ = 1;
 };
 
 /// What the engine runs: typed jobs (see pool.hpp) implement it.
@@ -224,7 +317,7 @@ inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resu
       }
     }
   };
-  WorkerOutput out(resultFd);
+  WorkerOutput out(commandFd, resultFd, ctl);
 #if defined(__GLIBC__)
   // Memory the parent had freed but malloc kept is shared copy-on-write with this worker, so
   // each parent write into it (decoded results, mostly) would copy a page while the worker
@@ -238,23 +331,40 @@ inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resu
       auto [type, message] = describeCurrentException();
       out.failure(static_cast<std::size_t>(workerFailureIndex), FailureKind::setup, type, message);
       out.flush();
+      flushStdio();
       ::_exit(workerInternalErrorExit);
     }
   }
+  out.verifyChannel(); // an initializer that closed every fd cannot be served
+  ctl.serving.store(1, std::memory_order_release);
   Finally finally{finalizer};
-  for (;;) {
-    FrameHeader h;
-    if (!readExact(commandFd, &h, sizeof h)) return; // parent closed the channel
-    if (h.magic != FrameHeader::magicValue) ::_exit(workerInternalErrorExit);
-    if (h.kind == FrameKind::stop) return;
-    if (h.kind != FrameKind::run || h.length != 16) ::_exit(workerInternalErrorExit);
-    std::uint64_t range[2];
-    if (!readExact(commandFd, range, sizeof range)) return;
-    const std::uint64_t t0 = monotonicNs();
-    job.runBatch(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), ctl, out);
+  try {
+    for (;;) {
+      FrameHeader h;
+      bool got = false;
+      try {
+        got = readExact(commandFd, &h, sizeof h);
+      } catch (const Error&) {
+        WorkerOutput::channelLost();
+      }
+      if (!got) return; // parent closed the channel
+      if (h.magic != FrameHeader::magicValue) ::_exit(workerInternalErrorExit);
+      if (h.kind == FrameKind::stop) return;
+      if (h.kind != FrameKind::run || h.length != 16) ::_exit(workerInternalErrorExit);
+      std::uint64_t range[2];
+      if (!readExact(commandFd, range, sizeof range)) return;
+      const std::uint64_t t0 = monotonicNs();
+      out.batchStarted();
+      job.runBatch(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), ctl, out);
+      ctl.current.store(idleAfter(static_cast<std::size_t>(range[1] - 1)), std::memory_order_relaxed);
+      out.batchDone(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), monotonicNs() - t0);
+      // What the tasks printed goes out with their results (stdout to a file or a pipe is fully
+      // buffered, and the worker leaves with _exit).
+      flushStdio();
+      out.flush();
+    }
+  } catch (const StopRequested&) {
     ctl.current.store(-1, std::memory_order_relaxed);
-    out.batchDone(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), monotonicNs() - t0);
-    out.flush();
   }
 }
 

@@ -581,14 +581,14 @@ TEST_CASE("bad DatabaseOptions are rejected", "[database][options]") {
   flockmp::DatabaseSetup con{.name = "con", .server = [] { return 1; }};
   using flockmp::DatabaseOptions;
   CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.numProcesses = 0}, con),
-                  std::invalid_argument);
+                  flockmp::OptionError);
   CHECK_THROWS_AS(
       flockmp::DatabaseAsync(DatabaseOptions{.numProcesses = 2, .pool = {.poolSize = 3}}, con),
-      std::invalid_argument);
+      flockmp::OptionError);
   CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.setupTimeout = 0s}, con),
-                  std::invalid_argument);
+                  flockmp::OptionError);
   CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.pool = {.retries = -1}}, con),
-                  std::invalid_argument);
+                  flockmp::OptionError);
   // The restart budget remembers enough setup timeouts to end the call.
   flockmp::DatabaseAsync db{
       {.setupTimeout = 2s, .pool = {.restartBudget = {.maxRestarts = 4, .period = 1s}}}, con};

@@ -315,9 +315,9 @@ TEST_CASE("style and chunksize are checked", "[dataframe_async][errors]") {
                     contains("style is blockLike but the callable takes a const flockmp::Row&"));
   CHECK_THROWS_AS(
       DataFrameAsync::apply(df, [](const DataFrame& v) { return v; }, {.style = Style::rowLike}),
-      std::invalid_argument);
+      flockmp::OptionError);
   CHECK_THROWS_WITH(DataFrameAsync::apply(df, rowSum, {.chunksize = 0}), contains("chunksize"));
-  CHECK_THROWS_AS(DataFrameAsync::apply(df, rowSum, {.poolSize = 0}), std::invalid_argument);
+  CHECK_THROWS_AS(DataFrameAsync::apply(df, rowSum, {.poolSize = 0}), flockmp::OptionError);
 }
 
 TEST_CASE("generic callables: apply is block-like, applyRows is row-like", "[dataframe_async]") {

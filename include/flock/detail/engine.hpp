@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -35,21 +36,24 @@
 namespace flockmp::detail {
 
 /// Number of workers for `items` inputs: the pool size (default: online CPUs), never more than
-/// the inputs. Throws std::invalid_argument for a pool size of zero or less.
-/// Number of workers for `items` inputs: the pool size (default: online CPUs), never more than
 /// the inputs. The pool size has been checked by validateOptions.
 inline std::size_t workerCount(const Options& o, std::size_t items) {
   long n = o.poolSize ? *o.poolSize : ::sysconf(_SC_NPROCESSORS_ONLN);
   return std::min<std::size_t>(static_cast<std::size_t>(std::max(n, 1L)), items);
 }
 
+/// Throws OptionError naming the first option that makes no sense.
 inline void validateOptions(const Options& o) {
   if (o.poolSize && *o.poolSize <= 0)
-    throw std::invalid_argument(fmt::format("flock: poolSize must be at least 1 (got {})", *o.poolSize));
+    throw OptionError(fmt::format("flock: poolSize must be at least 1 (got {})", *o.poolSize));
   if (o.timeOutError && o.timeOutError->count() <= 0)
-    throw std::invalid_argument("flock: timeOutError must be a positive duration");
-  if (o.retries < 0) throw std::invalid_argument(fmt::format("flock: retries must be >= 0 (got {})", o.retries));
-  if (o.restartBudget.maxRestarts < 0) throw std::invalid_argument("flock: restartBudget.maxRestarts must be >= 0");
+    throw OptionError("flock: timeOutError must be a positive duration");
+  if (o.setupTimeout && o.setupTimeout->count() <= 0)
+    throw OptionError("flock: setupTimeout must be a positive duration");
+  if (o.retries < 0) throw OptionError(fmt::format("flock: retries must be >= 0 (got {})", o.retries));
+  if (o.restartBudget.maxRestarts < 0)
+    throw OptionError(fmt::format("flock: restartBudget.maxRestarts must be >= 0 (got {})", o.restartBudget.maxRestarts));
+  if (o.restartBudget.period.count() <= 0) throw OptionError("flock: restartBudget.period must be a positive duration");
 }
 
 class Engine {
@@ -87,7 +91,19 @@ public:
 
     job_.reserveParent();
     slots_.resize(workers);
-    for (std::size_t i = 0; i < workers; ++i) start(i);
+    // Start what can be started. With none, nothing has run and nothing is lost: the error is
+    // the caller's. With some, the call goes on and the others are tried again later.
+    std::exception_ptr firstStartError;
+    for (std::size_t i = 0; i < workers; ++i) {
+      try {
+        start(i);
+      } catch (const Error&) {
+        if (!firstStartError) firstStartError = std::current_exception();
+        noteStartFailure(false);
+      }
+    }
+    if (std::none_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.alive; }))
+      std::rethrow_exception(firstStartError);
     topUpAll();
     job_.prepareParent();
 
@@ -130,10 +146,10 @@ public:
         else handleExit(i);
       }
       if (gaveUp_) break;
-      if (opts_.timeOutError) checkTimeouts();
+      checkTimeouts();
       checkStalls();
-      for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (!slots_[i].alive && !queue_.empty() && !gaveUp_) start(i); // replace a dead worker while work remains
+      replaceDead();
+      if (gaveUp_) break;
       topUpAll();
       reportProgress(false);
     }
@@ -156,6 +172,7 @@ private:
   };
   struct Batch {
     std::size_t begin, end, next; // [begin, next) resolved, [next, end) outstanding
+    bool suspect = false;         // a single input that may have broken a channel, run alone
   };
   struct DirectRead {
     std::byte* dst = nullptr;
@@ -169,7 +186,9 @@ private:
     bool stopping = false;     // asked to stop (recycled after maxTasksPerWorker)
     bool timedOut = false;     // killed by us for exceeding timeOutError
     std::string protocolError; // killed by us for a corrupt frame
-    std::string setupError;    // its initializer failed
+    bool channelLost = false;  // exited because a task closed or replaced its channel
+    std::string setupError;    // its initializer failed or ran past the setup limit
+    Clock::time_point startedAt{};
     Clock::time_point lastBytes{};
     std::deque<Batch> outstanding;
     FrameReader reader;
@@ -200,7 +219,52 @@ private:
     s = Slot{};
     s.proc = launcher_->launch(&Engine::workerMain, &ctx);
     s.alive = true;
-    s.lastChange = s.lastBytes = Clock::now();
+    s.startedAt = s.lastChange = s.lastBytes = Clock::now();
+    startBackoff_ = initialStartBackoff;
+  }
+
+  [[nodiscard]] bool hasWork() const noexcept { return !queue_.empty() || !suspects_.empty(); }
+  [[nodiscard]] bool anyAlive() const noexcept {
+    return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.alive; });
+  }
+
+  /// A worker could not be started (fork, socketpair or pidfd_open failed: a process or fd limit,
+  /// memory). It is tried again after a growing delay. While other workers run, the call goes on
+  /// with fewer; with none left, each failure counts against the restart budget (see
+  /// noteFailedStart) and `countAgainstBudget` is true.
+  void noteStartFailure(bool countAgainstBudget, const std::string& cause = {}) {
+    nextStartAttempt_ = Clock::now() + startBackoff_;
+    startBackoff_ = std::min(startBackoff_ * 2, maxStartBackoff);
+    if (countAgainstBudget) noteFailedStart(FailureKind::notRun, cause);
+  }
+
+  /// Replace dead workers while work remains (not before the start back-off has passed).
+  void replaceDead() {
+    if (!hasWork() || Clock::now() < nextStartAttempt_) return;
+    for (std::size_t i = 0; i < slots_.size() && !gaveUp_; ++i) {
+      if (slots_[i].alive) continue;
+      try {
+        start(i);
+      } catch (const Error& e) {
+        std::string_view what = e.what();
+        if (what.starts_with("flock: ")) what.remove_prefix(7);
+        noteStartFailure(!anyAlive(), fmt::format("could not start a replacement worker: {}", what));
+        return;
+      }
+    }
+  }
+
+  /// A worker ended (or could not start) without finishing any input. More than
+  /// restartBudget.maxRestarts of those within restartBudget.period, or in a row with no input
+  /// finished in between (workers that fail slowly), end the call: the inputs left are reported
+  /// with `cause` instead of forking forever.
+  void noteFailedStart(FailureKind kind, const std::string& cause) {
+    const auto now = Clock::now();
+    restartTimes_.push_back(now);
+    while (!restartTimes_.empty() && now - restartTimes_.front() > opts_.restartBudget.period) restartTimes_.pop_front();
+    ++failedInARow_;
+    const auto limit = static_cast<std::size_t>(opts_.restartBudget.maxRestarts);
+    if (restartTimes_.size() > limit || failedInARow_ > limit) giveUp(kind, cause);
   }
 
 
@@ -228,33 +292,45 @@ private:
     for (auto& s : slots_)
       if (s.alive && s.outstanding.empty()) assignBatch(s);
     for (auto& s : slots_)
-      if (s.alive && s.outstanding.size() == 1 && nsPerItem_ > 0 &&
+      if (s.alive && s.outstanding.size() == 1 && !s.outstanding.front().suspect && suspects_.empty() && nsPerItem_ > 0 &&
           nsPerItem_ * static_cast<double>(nextBatchSize(s)) < 2e6)
         assignBatch(s);
   }
 
   void assignBatch(Slot& s) {
-    if (!s.stopping && !queue_.empty() && (opts_.maxTasksPerWorker == 0 || s.assigned < opts_.maxTasksPerWorker)) {
+    const bool room = !s.stopping && (opts_.maxTasksPerWorker == 0 || s.assigned < opts_.maxTasksPerWorker);
+    // A suspect runs alone on a worker with nothing else in flight, so that if the channel breaks
+    // again, the input that broke it is known.
+    if (room && !suspects_.empty() && s.outstanding.empty()) {
+      const std::size_t k = suspects_.front();
+      suspects_.pop_front();
+      sendBatch(s, Batch{k, k + 1, k, true});
+    } else if (room && suspects_.empty() && !queue_.empty()) {
       auto& [b, e] = queue_.front();
       std::size_t take = std::min(nextBatchSize(s), e - b);
       Batch batch{b, b + take, b};
       b += take;
       if (b == e) queue_.pop_front();
-      unassigned_ -= take;
-      s.assigned += take;
-      s.outstanding.push_back(batch);
-      std::byte frame[sizeof(FrameHeader) + 16];
-      FrameHeader h{FrameHeader::magicValue, FrameKind::run, 16};
-      std::uint64_t range[2] = {batch.begin, batch.end};
-      std::memcpy(frame, &h, sizeof h);
-      std::memcpy(frame + sizeof h, range, sizeof range);
-      // A dead peer is noticed through its pidfd; its batches are then requeued.
-      (void)writeAll(s.proc.commands.get(), frame, sizeof frame, true);
+      sendBatch(s, batch);
     }
     if (opts_.maxTasksPerWorker > 0 && !s.stopping && s.outstanding.empty() && s.assigned >= opts_.maxTasksPerWorker) {
       s.stopping = true;
       sendStop(s);
     }
+  }
+
+  void sendBatch(Slot& s, const Batch& batch) {
+    const std::size_t take = batch.end - batch.begin;
+    unassigned_ -= take;
+    s.assigned += take;
+    s.outstanding.push_back(batch);
+    std::byte frame[sizeof(FrameHeader) + 16];
+    FrameHeader h{FrameHeader::magicValue, FrameKind::run, 16};
+    std::uint64_t range[2] = {batch.begin, batch.end};
+    std::memcpy(frame, &h, sizeof h);
+    std::memcpy(frame + sizeof h, range, sizeof range);
+    // A dead peer is noticed through its pidfd; its batches are then requeued.
+    (void)writeAll(s.proc.commands.get(), frame, sizeof frame, true);
   }
 
   static void sendStop(Slot& s) {
@@ -265,6 +341,7 @@ private:
   void resolve(Slot& s, std::size_t count) {
     resolved_ += count;
     s.finished += count;
+    failedInARow_ = 0;
   }
 
   void addFailure(Failure f) {
@@ -281,6 +358,11 @@ private:
           if (r < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            // A worker that died with commands unread resets the connection: that is its end.
+            if (errno == ECONNRESET) {
+              s.eof = true;
+              return;
+            }
             throwErrno("read from a worker");
           }
           if (r == 0) {
@@ -416,16 +498,13 @@ private:
     ::kill(s.proc.pid, SIGKILL);
   }
 
-  static int reap(Slot& s) noexcept {
-    int status = 0;
-    while (::waitpid(s.proc.pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return status;
-  }
+  /// The worker's wait status, or nullopt when someone else collected it (a thread of the
+  /// application calling waitpid(-1, ...) while SIGCHLD has its default action).
+  static std::optional<int> reap(Slot& s) noexcept { return reapPidfd(s.proc.pidfd.get()); }
 
   void killAndReap(Slot& s) noexcept {
     killGroup(s);
-    reap(s);
+    (void)reap(s);
     s.alive = false;
     s.proc = WorkerProcess{};
   }
@@ -436,39 +515,58 @@ private:
     if (!s.eof && s.protocolError.empty()) drain(s); // results it sent before dying still count
     // Kill stragglers in its group (grandchildren holding our channel) before reaping the leader.
     ::kill(-s.proc.pid, SIGKILL);
-    const int status = reap(s);
+    const auto status = reap(s);
     const pid_t pid = s.proc.pid;
     s.alive = false;
 
-    const bool expected = s.stopping && s.outstanding.empty() && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    const bool expected = s.stopping && s.outstanding.empty() && status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
     if (!expected) accountForDeath(i, status, pid);
     s.proc = WorkerProcess{};
   }
 
-  void accountForDeath(std::size_t i, int status, pid_t pid) {
+  void accountForDeath(std::size_t i, std::optional<int> status, pid_t pid) {
     auto& s = slots_[i];
     const std::int64_t current = control(i).current.load(std::memory_order_acquire);
-    // After a corrupt stream nothing unacknowledged can be trusted to have run.
-    const bool corrupt = !s.protocolError.empty();
-    const auto runningIn = [&](const Batch& b) {
-      return current >= 0 && static_cast<std::size_t>(current) >= b.next && static_cast<std::size_t>(current) < b.end;
-    };
-    const bool running = std::any_of(s.outstanding.begin(), s.outstanding.end(), runningIn);
+    s.channelLost = status && WIFEXITED(*status) && WEXITSTATUS(*status) == workerChannelLostExit;
+    if (s.channelLost && control(i).serving.load(std::memory_order_acquire) == 0 && s.setupError.empty())
+      s.setupError = "the initializer closed or replaced the worker's channel to the parent";
     std::optional<std::size_t> culprit;
     std::vector<std::pair<std::size_t, std::size_t>> requeue;
-    for (auto& b : s.outstanding) {
-      if (runningIn(b)) {
-        const auto c = static_cast<std::size_t>(current);
-        if (c > b.next) requeue.emplace_back(b.next, c); // finished, but the results were not sent: run again
-        culprit = c;
-        if (c + 1 < b.end) requeue.emplace_back(c + 1, b.end);
-      } else if (b.next < b.end) {
-        if (corrupt && !running) {
-          // The stream broke while these inputs were in flight and none was running: they are
-          // the in-flight inputs, reported rather than run again forever.
-          for (std::size_t k = b.next; k < b.end; ++k) addFailure(deathFailure(s, k, status, pid));
-          resolve(s, b.end - b.next);
-        } else {
+    std::vector<std::size_t> suspects;
+    if (!s.protocolError.empty() || s.channelLost) {
+      // The channel broke: corrupt bytes arrived, or a task closed or replaced it. The input that
+      // did it has run or is running, and its result has not arrived: it is one of the inputs
+      // from the first unresolved one to the last one run. With one such input, that is the
+      // culprit; with several, each runs again alone (see assignBatch) until the culprit shows.
+      // The inputs after the last one run are innocent and simply run again.
+      const auto last = lastInputOf(current);
+      const auto holdsLast = [&](const Batch& b) { return last && *last >= b.next && *last < b.end; };
+      bool past = std::none_of(s.outstanding.begin(), s.outstanding.end(), holdsLast);
+      for (const auto& b : s.outstanding) {
+        if (past) {
+          if (b.next < b.end) requeue.emplace_back(b.next, b.end);
+          continue;
+        }
+        const std::size_t stop = holdsLast(b) ? *last + 1 : b.end;
+        for (std::size_t k = b.next; k < stop; ++k) suspects.push_back(k);
+        if (stop < b.end) requeue.emplace_back(stop, b.end);
+        past = holdsLast(b);
+      }
+      if (suspects.size() == 1) {
+        culprit = suspects.front();
+        suspects.clear();
+      }
+    } else {
+      const auto runningIn = [&](const Batch& b) {
+        return current >= 0 && static_cast<std::size_t>(current) >= b.next && static_cast<std::size_t>(current) < b.end;
+      };
+      for (auto& b : s.outstanding) {
+        if (runningIn(b)) {
+          const auto c = static_cast<std::size_t>(current);
+          if (c > b.next) requeue.emplace_back(b.next, c); // finished, but the results were not sent: run again
+          culprit = c;
+          if (c + 1 < b.end) requeue.emplace_back(c + 1, b.end);
+        } else if (b.next < b.end) {
           requeue.emplace_back(b.next, b.end);
         }
       }
@@ -491,17 +589,14 @@ private:
       queue_.push_front(*it);
       unassigned_ += it->second - it->first;
     }
+    for (auto it = suspects.rbegin(); it != suspects.rend(); ++it) suspects_.push_front(*it);
+    unassigned_ += suspects.size();
     if (s.finished == 0 && !culprit) {
       // A worker that died outside any input without finishing anything (its initializer
-      // failed, say): count it against the restart budget, so a worker that cannot even start
-      // ends the call instead of a fork storm.
-      const auto now = Clock::now();
-      restartTimes_.push_back(now);
-      while (!restartTimes_.empty() && now - restartTimes_.front() > opts_.restartBudget.period) restartTimes_.pop_front();
-      if (static_cast<int>(restartTimes_.size()) > opts_.restartBudget.maxRestarts) {
-        if (!s.setupError.empty()) giveUp(FailureKind::setup, fmt::format("worker {} initializer failed: {}", pid, s.setupError));
-        else giveUp(FailureKind::notRun, describeStatus(status, pid));
-      }
+      // failed, say): a fork storm is ended by the restart budget.
+      if (!s.setupError.empty())
+        noteFailedStart(FailureKind::setup, fmt::format("worker {} initializer failed: {}", pid, s.setupError));
+      else noteFailedStart(FailureKind::notRun, describeStatus(status, pid));
     }
   }
 
@@ -519,19 +614,26 @@ private:
     }
   }
 
-  static std::string describeStatus(int status, pid_t pid) {
-    if (WIFSIGNALED(status)) return fmt::format("worker {} was killed by {}", pid, signalName(WTERMSIG(status)));
-    if (WIFEXITED(status)) return fmt::format("worker {} exited with status {}", pid, WEXITSTATUS(status));
-    return fmt::format("worker {} ended (status 0x{:x})", pid, status);
+  static std::string describeStatus(std::optional<int> status, pid_t pid) {
+    if (!status) return fmt::format("worker {} ended; its exit status was collected by another wait call", pid);
+    if (WIFSIGNALED(*status)) return fmt::format("worker {} was killed by {}", pid, signalName(WTERMSIG(*status)));
+    if (WIFEXITED(*status)) return fmt::format("worker {} exited with status {}", pid, WEXITSTATUS(*status));
+    return fmt::format("worker {} ended (status 0x{:x})", pid, *status);
   }
 
-  Failure deathFailure(const Slot& s, std::size_t index, int status, pid_t pid) const {
+  Failure deathFailure(const Slot& s, std::size_t index, std::optional<int> status, pid_t pid) const {
     Failure f;
     f.index = index;
     f.pid = pid;
     if (!s.protocolError.empty()) {
       f.kind = FailureKind::protocol;
       f.message = fmt::format("the worker sent a corrupt frame and was replaced: {}", s.protocolError);
+      return f;
+    }
+    if (s.channelLost) {
+      f.kind = FailureKind::protocol;
+      f.message = "the task closed or replaced the worker's channel to the parent (a task must not close file "
+                  "descriptors it did not open); the worker was replaced";
       return f;
     }
     if (s.timedOut) {
@@ -541,13 +643,16 @@ private:
       return f;
     }
     f.kind = FailureKind::crashed;
-    if (WIFSIGNALED(status)) {
-      f.signal = WTERMSIG(status);
+    if (!status) {
+      f.message = "the worker ended while running this input; its exit status was collected by another wait call "
+                  "(a thread calling waitpid(-1, ...)?)";
+    } else if (WIFSIGNALED(*status)) {
+      f.signal = WTERMSIG(*status);
       f.type = signalName(f.signal);
       f.message = fmt::format("the worker was killed by {} while running this input", f.type);
       if (f.signal == SIGKILL) f.message += " (SIGKILL from outside flock: the out-of-memory killer is a likely cause)";
-    } else if (WIFEXITED(status)) {
-      f.exitStatus = WEXITSTATUS(status);
+    } else if (WIFEXITED(*status)) {
+      f.exitStatus = WEXITSTATUS(*status);
       f.message = fmt::format("the worker exited with status {} while running this input", *f.exitStatus);
     } else {
       f.message = describeStatus(status, pid);
@@ -573,6 +678,8 @@ private:
     };
     for (auto [b, e] : queue_) add(b, e);
     queue_.clear();
+    for (std::size_t k : suspects_) add(k, k + 1);
+    suspects_.clear();
     unassigned_ = 0;
     for (auto& s : slots_) {
       for (auto& b : s.outstanding) add(b.next, b.end);
@@ -584,13 +691,48 @@ private:
     gaveUp_ = true;
     for (auto& s : slots_)
       if (s.alive) killAndReap(s);
-    failUnresolved(kind, fmt::format("{} workers died within {}ms without finishing any input (restart "
-                                     "budget exhausted; last: {})",
-                                     restartTimes_.size(), opts_.restartBudget.period.count(), lastCause));
+    failUnresolved(kind, fmt::format("{} workers in a row ended or could not start without finishing any input "
+                                     "(restart budget exhausted; last: {})",
+                                     std::max(restartTimes_.size(), failedInARow_), lastCause));
   }
 
+  /// Cancellation: every worker is asked to send the results it has finished and stop (after its
+  /// current input); those still busy after cancelGrace are killed. Every input without a result
+  /// then is reported cancelled.
   void cancel() {
     gaveUp_ = true;
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      if (!slots_[i].alive) continue;
+      control(i).stop.store(1, std::memory_order_relaxed);
+      sendStop(slots_[i]); // an idle worker reads this; a busy one sees the flag after its input
+    }
+    const auto deadline = Clock::now() + cancelGrace;
+    std::vector<pollfd> pfds;
+    std::vector<std::pair<std::size_t, bool>> who; // (slot, is pidfd)
+    for (;;) {
+      pfds.clear();
+      who.clear();
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        auto& s = slots_[i];
+        if (!s.alive) continue;
+        if (!s.eof && s.protocolError.empty()) {
+          pfds.push_back({s.proc.results.get(), POLLIN, 0});
+          who.emplace_back(i, false);
+        }
+        pfds.push_back({s.proc.pidfd.get(), POLLIN, 0});
+        who.emplace_back(i, true);
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (pfds.empty() || left <= 0) break;
+      if (::poll(pfds.data(), pfds.size(), static_cast<int>(left)) < 0 && errno != EINTR) break;
+      for (std::size_t k = 0; k < pfds.size(); ++k) {
+        if (pfds[k].revents == 0) continue;
+        auto& s = slots_[who[k].first];
+        if (!s.alive) continue;
+        if (!s.eof && s.protocolError.empty()) drain(s);
+        if (who[k].second) killAndReap(s); // it stopped; anything left in its group goes too
+      }
+    }
     for (auto& s : slots_) {
       if (!s.alive) continue;
       if (!s.eof && s.protocolError.empty()) drain(s);
@@ -599,11 +741,26 @@ private:
     failUnresolved(FailureKind::cancelled, "cancelled before it finished");
   }
 
+  /// The limit on a worker's start (its initializer): setupTimeout, else timeOutError.
+  [[nodiscard]] std::optional<std::chrono::nanoseconds> setupLimit() const noexcept {
+    return opts_.setupTimeout ? opts_.setupTimeout : opts_.timeOutError;
+  }
+
   void checkTimeouts() {
     const auto now = Clock::now();
+    const auto setup = setupLimit();
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       auto& s = slots_[i];
-      if (!s.alive || s.timedOut || s.outstanding.empty()) continue;
+      if (!s.alive || s.timedOut || !s.setupError.empty()) continue;
+      if (setup && control(i).serving.load(std::memory_order_acquire) == 0) {
+        if (now - s.startedAt >= *setup) {
+          s.setupError = fmt::format("it did not finish within {} ({}); the worker was killed", formatDuration(*setup),
+                                     opts_.setupTimeout ? "setupTimeout" : "timeOutError");
+          killGroup(s);
+        }
+        continue;
+      }
+      if (!opts_.timeOutError || s.outstanding.empty()) continue;
       const auto cur = control(i).current.load(std::memory_order_acquire);
       if (cur != s.lastCurrent) {
         s.lastCurrent = cur;
@@ -618,20 +775,30 @@ private:
   int pollTimeoutMs() const {
     using namespace std::chrono;
     long ms = -1;
+    const auto now = Clock::now();
+    const auto atMost = [&](long bound) { ms = ms < 0 ? bound : std::min(ms, bound); };
     if (opts_.timeOutError) {
       // Wake often enough to see each new input start, and at the earliest deadline.
-      auto quarter = duration_cast<milliseconds>(*opts_.timeOutError / 4).count();
-      ms = std::max<long>(1, quarter);
-      const auto now = Clock::now();
+      atMost(std::max<long>(1, duration_cast<milliseconds>(*opts_.timeOutError / 4).count()));
       for (const auto& s : slots_) {
         if (!s.alive || s.outstanding.empty() || s.lastCurrent < 0) continue;
         auto left = duration_cast<milliseconds>(s.lastChange + *opts_.timeOutError - now).count() + 1;
-        ms = std::min(ms, std::max<long>(0, left));
+        atMost(std::max<long>(0, left));
       }
     }
-    if (opts_.onProgress || progressBar_) ms = ms < 0 ? 100 : std::min<long>(ms, 100);
+    if (const auto setup = setupLimit()) {
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        const auto& s = slots_[i];
+        if (!s.alive || !s.setupError.empty() || controls_.data() == nullptr) continue;
+        if (static_cast<WorkerControl*>(controls_.data())[i].serving.load(std::memory_order_acquire) != 0) continue;
+        atMost(std::max<long>(0, duration_cast<milliseconds>(s.startedAt + *setup - now).count() + 1));
+      }
+    }
+    if (opts_.onProgress || progressBar_) atMost(100);
     for (const auto& s : slots_)
-      if (s.alive && (s.reader.pending() > 0 || s.direct.remaining > 0)) ms = ms < 0 ? 500 : std::min<long>(ms, 500); // see checkStalls
+      if (s.alive && (s.reader.pending() > 0 || s.direct.remaining > 0)) atMost(500); // see checkStalls
+    if (hasWork() && std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return !s.alive; }))
+      atMost(std::max<long>(0, duration_cast<milliseconds>(nextStartAttempt_ - now).count() + 1)); // see replaceDead
     return static_cast<int>(ms);
   }
 
@@ -660,6 +827,10 @@ private:
   }
 
   static constexpr std::chrono::seconds stallGrace{3};
+  /// How long a cancelled call waits for its workers to send what they finished and stop.
+  static constexpr std::chrono::milliseconds cancelGrace{200};
+  static constexpr std::chrono::milliseconds initialStartBackoff{10};
+  static constexpr std::chrono::milliseconds maxStartBackoff{1000};
 
   JobBase& job_;
   const Options& opts_;
@@ -668,6 +839,7 @@ private:
   SharedRegion controls_;
   std::vector<Slot> slots_;
   std::deque<std::pair<std::size_t, std::size_t>> queue_;
+  std::deque<std::size_t> suspects_; // inputs to run alone, one of which broke a channel
   std::size_t unassigned_ = 0;
   std::size_t resolved_ = 0;
   std::size_t failedCount_ = 0;
@@ -675,6 +847,9 @@ private:
   std::vector<Failure> failures_;
   std::unordered_map<std::size_t, int> attempts_;
   std::deque<Clock::time_point> restartTimes_;
+  std::size_t failedInARow_ = 0; // workers that ended or failed to start with no input finished since
+  Clock::time_point nextStartAttempt_{};
+  std::chrono::milliseconds startBackoff_{initialStartBackoff};
   Clock::time_point lastProgress_{};
   std::optional<ProgressBar> progressBar_; // Options::checkProgress, when stderr is a terminal
   bool gaveUp_ = false;

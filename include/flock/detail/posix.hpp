@@ -6,14 +6,18 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
+#include <iostream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,11 +30,40 @@ namespace flockmp::detail {
 
 /// Exit code of a worker whose own loop failed (not the user's callable).
 inline constexpr int workerInternalErrorExit = 121;
+/// Exit code of a worker that found its channel to the parent closed or replaced by a task (a
+/// task that closes every fd, say): it cannot report anything else.
+inline constexpr int workerChannelLostExit = 122;
 
-/// flockmp::Error naming the operation and the errno text: "flock: fork failed: Resource
-/// temporarily unavailable (errno 11)".
+/// Writes out what the process's stdio and iostreams buffer. A worker leaves with _exit, which
+/// would drop it (stdout to a file or a pipe is fully buffered).
+inline void flushStdio() noexcept {
+  try {
+    std::cout.flush();
+    std::clog.flush();
+  } catch (...) {
+    // A stream set to throw on failure; C stdio below is flushed regardless.
+  }
+  std::fflush(nullptr);
+}
+
+/// What to do about an errno, when the errno alone says it: "" for the others. Only the errno
+/// decides, so that a hint never blames the wrong cause.
+inline std::string_view errnoHint(int err) noexcept {
+  switch (err) {
+  case EMFILE: return "; the process's open-file limit is reached (raise RLIMIT_NOFILE, e.g. ulimit -n)";
+  case ENFILE: return "; the system-wide open-file limit is reached";
+  case EAGAIN: return "; a process limit (RLIMIT_NPROC, pids cgroup) or memory is exhausted";
+  case ENOMEM: return "; out of memory";
+  case ENOSYS: return "; this kernel lacks the system call (flock needs Linux 5.3 or later)";
+  default: return "";
+  }
+}
+
+/// flockmp::SystemError naming the operation and the errno text: "flock: fork of a worker
+/// process failed: Resource temporarily unavailable (errno 11); a process limit ...".
 [[noreturn]] inline void throwErrno(std::string_view what, int err = errno) {
-  throw Error(fmt::format("flock: {} failed: {} (errno {})", what, std::strerror(err), err));
+  throw SystemError(fmt::format("flock: {} failed: {} (errno {}){}", what, std::strerror(err), err, errnoHint(err)),
+                    std::error_code(err, std::generic_category()));
 }
 
 /// Parent-side fds of every live flock pool in this process. A worker forked by one pool closes
@@ -53,11 +86,14 @@ public:
       if (slot.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) return;
     }
   }
-  /// In a freshly forked child: close every registered fd (async-signal-safe).
+  /// In a freshly forked child: close every registered fd and forget it (async-signal-safe).
+  /// Forgetting matters as much as closing: a call made inside the worker (a nested call) gets
+  /// new fds with these numbers, and its own workers must not close them by mistake.
   static void closeAllInChild() noexcept {
     for (auto& slot : slots_) {
       int v = slot.load(std::memory_order_relaxed);
       if (v > 0) ::close(v - 1);
+      slot.store(0, std::memory_order_relaxed);
     }
   }
 
@@ -104,6 +140,18 @@ private:
   bool registered_ = false;
 };
 
+/// `fd`, moved to a number above 2 (close-on-exec) if it sits on 0-2: a parent started with
+/// stdin, stdout or stderr closed (daemons) gets its next fds there, and a worker's channel on
+/// fd 1 would receive whatever the task prints. Closes `fd` on failure too.
+inline int aboveStdio(int fd, std::string_view what) {
+  if (fd < 0 || fd > 2) return fd;
+  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  const int err = errno;
+  ::close(fd);
+  if (moved < 0) throwErrno(what, err);
+  return moved;
+}
+
 inline void setNonBlocking(int fd) {
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throwErrno("fcntl(O_NONBLOCK)");
@@ -119,6 +167,22 @@ inline int pidfdOpen(pid_t pid) noexcept {
   errno = ENOSYS;
   return -1;
 #endif
+}
+
+/// Collects the exit of the child behind `pidfd` (blocking): its wait status, to read with
+/// WIFEXITED and friends, or nullopt when the status is gone (collected by someone else).
+/// waitid(P_PIDFD) with __WALL also collects children made by clone3 with no exit signal.
+inline std::optional<int> reapPidfd(int pidfd) noexcept {
+  constexpr auto pPidfd = static_cast<idtype_t>(3); // P_PIDFD (Linux 5.4), not named by older headers
+  siginfo_t info{};
+  while (::waitid(pPidfd, static_cast<id_t>(pidfd), &info, WEXITED | __WALL) != 0)
+    if (errno != EINTR) return std::nullopt;
+  switch (info.si_code) {
+  case CLD_EXITED: return (info.si_status & 0xff) << 8;
+  case CLD_KILLED: return info.si_status & 0x7f;
+  case CLD_DUMPED: return (info.si_status & 0x7f) | 0x80;
+  default: return std::nullopt;
+  }
 }
 
 /// Anonymous shared memory that survives fork as *shared* (not copy-on-write): workers write
