@@ -14,7 +14,7 @@ int main() {
   auto squares = flockmp::FunctionAsync::apply(iterator, [](int x) { return x * x; });
   fmt::print("squares: {}\n", squares); // [1, 4, 9, 16, 25, 36, 49, 64, 81, 100]
 
-  const int offset = 100;
+  int offset = 100;
   auto shifted = flockmp::FunctionAsync::apply(iterator, [offset](int x) { return x + offset; });
   fmt::print("shifted: {}\n", shifted); // [101, 102, ..., 110]
 

@@ -2,9 +2,12 @@
 # Shared by scripts/demo and scripts/test (sourced, never run). Defines the build dependencies in
 # one place and installs the missing ones with apt on Debian/Ubuntu.
 
-# Debian 12 packages needed to build and test flock. python3 is only used by the benchmarks.
+# Debian 12 packages needed to build and test flock. python3 is only used by the benchmarks,
+# clang-19 only by scripts/test's build-clang/ pass (Debian 12's default clang, 14, cannot compile
+# flock: it fails on libstdc++ 12's <ranges>, a Clang bug fixed in Clang 16, and lacks class template
+# argument deduction for aggregates, which came in Clang 17).
 FLOCK_APT_PACKAGES=(cmake g++ ninja-build catch2 libfmt-dev libsqlite3-dev libpq-dev postgresql pkg-config
-  python3)
+  python3 clang-19)
 
 # The repository root (the parent of this scripts/ directory), whatever the caller's cwd.
 # shellcheck disable=SC2034 # used by the scripts that source this file

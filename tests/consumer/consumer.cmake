@@ -4,6 +4,13 @@ if(NOT TARGET flock::flock)
   message(FATAL_ERROR "flock::flock is not defined")
 endif()
 
+# flock imposes no warning flag on its users (above all no -Werror: a new compiler's new warning must
+# not break a user's build), whatever options flock itself was built with.
+get_target_property(flock_consumer_options flock::flock INTERFACE_COMPILE_OPTIONS)
+if(flock_consumer_options MATCHES "-W")
+  message(FATAL_ERROR "flock::flock imposes warning flags on its users: ${flock_consumer_options}")
+endif()
+
 enable_testing()
 add_executable(flock_consumer ${CMAKE_CURRENT_LIST_DIR}/main.cpp)
 target_link_libraries(flock_consumer PRIVATE flock::flock)
@@ -12,7 +19,7 @@ add_test(NAME flock_consumer COMMAND flock_consumer)
 # flock_consumer_check_dependency(<flock source dir>): flock, pulled in as a dependency, defines
 # nothing but its library targets (flock, and the optional flock_sqlite, flock_postgres): no tests,
 # examples, benchmarks, nor flock_warnings. It registers no test, and leaves its test, example,
-# bench and install options off.
+# bench, install and -Werror options off.
 function(flock_consumer_check_dependency dir)
   set(targets "")
   set(tests "")
@@ -39,7 +46,7 @@ function(flock_consumer_check_dependency dir)
   if(tests)
     message(FATAL_ERROR "flock as a dependency registered the tests '${tests}'")
   endif()
-  foreach(option FLOCK_BUILD_TESTS FLOCK_BUILD_EXAMPLES FLOCK_BUILD_BENCH FLOCK_INSTALL)
+  foreach(option FLOCK_BUILD_TESTS FLOCK_BUILD_EXAMPLES FLOCK_BUILD_BENCH FLOCK_INSTALL FLOCK_WERROR)
     if(${option})
       message(FATAL_ERROR "${option} is ON for flock as a dependency, expected OFF by default")
     endif()
