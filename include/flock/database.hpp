@@ -414,6 +414,9 @@ public:
                             *options_.setupTimeout * (o.restartBudget.maxRestarts + 1)) +
                         std::chrono::seconds(1);
       if (o.restartBudget.period < need) o.restartBudget.period = need;
+      // The pool's own limit on a worker's start (else its timeOutError) must not cut the
+      // connections short: each setup has setupTimeout, plus a margin for the user's initializer.
+      if (!o.setupTimeout) o.setupTimeout = *options_.setupTimeout * sizeof...(Setups) + std::chrono::seconds(5);
     }
     return o;
   }

@@ -63,9 +63,10 @@ struct Options {
   /// killed and counts as a failed setup (replaced, then ending the call through the restart
   /// budget). Default: timeOutError when that is set, else no limit.
   std::optional<std::chrono::nanoseconds> setupTimeout{};
-  /// Runs in each worker process when it stops normally (all inputs done, or recycled after
-  /// maxTasksPerWorker), to close what the initializer opened. Not run when the worker crashes,
-  /// times out or is killed: the operating system reclaims its resources then.
+  /// Runs in each worker process when it stops normally (all inputs done, recycled after
+  /// maxTasksPerWorker, or stopped by a cancellation between inputs), to close what the
+  /// initializer opened. Not run when the worker crashes, times out or is killed: the operating
+  /// system reclaims its resources then.
   std::function<void()> finalizer{};
   /// Called from the calling thread (never from a worker) as inputs finish, at most ~10 times a
   /// second plus once at the end.
