@@ -552,6 +552,12 @@ TEST_CASE("fork failing under RLIMIT_NPROC is a clear flockmp::Error and leaves 
 
 TEST_CASE("running out of file descriptors: no worker is a SystemError with the errno, one worker finishes the call", "[faults][limits]") {
   DeadlockGuard guard;
+#ifdef FLOCK_TEST_UNDER_SANITIZER
+  // UBSan's vptr check probes memory through a pipe of its own; with no fd left it reports every
+  // object as having an invalid vptr.
+  WARN("skipped under sanitizers: they need file descriptors of their own");
+  return;
+#endif
   // Each section runs in a child whose RLIMIT_NOFILE leaves room for exactly `spare` more fds; a
   // worker needs four sockets and a pidfd. The limit bounds fd numbers, not their count: the gaps
   // below the highest open fd are filled first.
