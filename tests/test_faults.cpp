@@ -32,6 +32,7 @@
 #include "support/test_util.hpp"
 #include "support/deadlock_guard.hpp"
 #include "support/proc_stats.hpp"
+#include "support/processes.hpp"
 
 using namespace std::chrono_literals;
 using flockmp::FailureKind;
@@ -40,17 +41,12 @@ using flockmp::test::contains;
 
 using flockmp::test::range;
 using flockmp::test::TempDir;
+using flockmp::test::alive;
+using flockmp::test::inChild;
+using flockmp::test::segfault;
+using flockmp::test::waitGone;
 
 namespace {
-
-
-
-/// A real segmentation fault: a store into a page mapped without access. (A null store would be
-/// caught by UBSan's null check before it faulted.)
-void segfault() {
-  void* p = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  *static_cast<volatile int*>(p) = 1;
-}
 
 /// Writable pipes and sockets this process holds.
 std::set<int> writablePipeFds() {
@@ -84,24 +80,7 @@ std::vector<int> writablePipes() {
   return fds;
 }
 
-/// A process that exists and is not a zombie.
-bool alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
-}
 
-/// Bounded wait (not a timing assertion): true once the process is gone.
-bool waitGone(pid_t pid, std::chrono::seconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (alive(pid)) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
 
 /// Checks that every input but `failed` has the value `expected(i)`.
 template <class R, class F>
@@ -498,29 +477,6 @@ TEST_CASE("SIGINT to the terminal's process group leaves nothing running and not
   ::close(out[0]);
   CHECK(printed.empty());
 }
-
-namespace {
-/// Runs `body` in a child process and returns its exit status (the body reports by exit code).
-template <class Body>
-int inChild(Body body) {
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int code = 1;
-    try {
-      code = body();
-    } catch (...) {
-      code = 90;
-    }
-    std::fflush(nullptr);
-    ::_exit(code);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-} // namespace
 
 TEST_CASE("fork failing under RLIMIT_NPROC is a clear flockmp::Error and leaves no worker", "[faults][limits]") {
   DeadlockGuard guard;

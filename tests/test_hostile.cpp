@@ -33,6 +33,7 @@
 #include "catch.hpp"
 #include "support/deadlock_guard.hpp"
 #include "support/proc_stats.hpp"
+#include "support/processes.hpp"
 #include "support/test_util.hpp"
 
 using namespace std::chrono_literals;
@@ -41,42 +42,12 @@ using flockmp::test::contains;
 using flockmp::test::DeadlockGuard;
 using flockmp::test::range;
 using flockmp::test::TempDir;
+using flockmp::test::inChild;
+using flockmp::test::segfault;
+using flockmp::test::waitGone;
 
 namespace {
 
-/// A real segmentation fault: a store into a page mapped without access.
-void segfault() {
-  void* p = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  *static_cast<volatile int*>(p) = 1;
-}
-
-/// Runs `body` in a forked child (so that what it does to signals, fds and limits stays there)
-/// and returns its exit code; the body reports by returning a code, 0 for success. A deadlock
-/// ends the child through SIGALRM, reported as 128 + SIGALRM.
-template <class Body>
-int inChild(Body body) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::alarm(120);
-    for (int sig : {SIGINT, SIGTERM, SIGSEGV, SIGABRT, SIGCHLD}) std::signal(sig, SIG_DFL);
-    int code = 1;
-    try {
-      code = body();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "child: %s\n", e.what());
-      code = 90;
-    } catch (...) {
-      code = 91;
-    }
-    std::fflush(nullptr);
-    ::_exit(code);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 bool fileExists(const std::filesystem::path& p) {
   std::error_code ec;
@@ -102,23 +73,6 @@ std::string readFile(const std::filesystem::path& p) {
   return ss.str();
 }
 
-/// A process that exists and is not a zombie.
-bool alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
-}
-
-bool waitGone(pid_t pid, std::chrono::seconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (alive(pid)) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
 
 /// Every input but those in `failed` has the value `i * factor`.
 template <class R>
