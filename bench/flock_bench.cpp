@@ -480,19 +480,19 @@ int main(int argc, char** argv) {
 
   // (e) Memory: peak RSS of a process that makes 10,000,000 int64 results, by each method.
   if (!quick && !resultsOnly) {
-    const std::size_t n = 10'000'000;
-    auto withInputs = [n](auto body) {
-      return [n, body] {
+    static constexpr std::size_t n = 10'000'000; // static: lambdas use it without a capture
+    auto withInputs = [](auto body) {
+      return [body] {
         std::vector<std::int64_t> xs(n);
         std::iota(xs.begin(), xs.end(), std::int64_t{0});
         body(xs);
       };
     };
-    const long threadsKb = peakRssOfChild(withInputs([n](const std::vector<std::int64_t>& xs) {
+    const long threadsKb = peakRssOfChild(withInputs([](const std::vector<std::int64_t>& xs) {
       auto out = threadMap<std::int64_t>(n, 2, [&](std::size_t i) { return xs[i] * xs[i]; });
       if (out.size() != n) std::abort();
     }));
-    const long flockKb = peakRssOfChild(withInputs([n](const std::vector<std::int64_t>& xs) {
+    const long flockKb = peakRssOfChild(withInputs([](const std::vector<std::int64_t>& xs) {
       auto out = flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x * x; }, {.poolSize = 2});
       if (out.size() != n) std::abort();
     }));
