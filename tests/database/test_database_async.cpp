@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include <flock/database.hpp>
 
 #include "catch.hpp"
@@ -75,7 +77,7 @@ public:
 private:
   void touch(const std::string& what) const {
     const auto name =
-        dir_ / (what + tag_ + "-" + std::to_string(pid_) + "-" + std::to_string(serial_));
+        dir_ / fmt::format("{}{}-{}-{}", what, tag_, pid_, serial_);
     std::fclose(std::fopen(name.c_str(), "w"));
   }
   std::filesystem::path dir_;
@@ -253,7 +255,7 @@ TEST_CASE("recycled workers close their connections and their replacements open 
   const auto opens = filesWithPrefix(dir.path, "open-");
   // Each worker that served inputs opened one connection. A replacement started while inputs were
   // still queued may find them all taken by its sibling: it opens and closes one without using it.
-  for (int pid : pids) CHECK(opens.count("c-" + std::to_string(pid) + "-1") == 1);
+  for (int pid : pids) CHECK(opens.count(fmt::format("c-{}-1", pid)) == 1);
   CHECK(opens.size() <= pids.size() + 2);
   CHECK(filesWithPrefix(dir.path, "close-") == opens);
 }
@@ -287,10 +289,10 @@ TEST_CASE("a crashed worker is replaced and the replacement opens a fresh connec
   CHECK(opens.size() == pids.size());      // one connection per worker, the replacement's fresh
   CHECK(closes.size() == pids.size() - 1); // the crashed worker never closed its own
   for (const auto& c : closes)
-    CHECK(c.find("-" + std::to_string(crashed) + "-") == std::string::npos);
+    CHECK(c.find(fmt::format("-{}-", crashed)) == std::string::npos);
   for (int pid : pids) {
     int n = 0;
-    for (const auto& o : opens) n += o.find("-" + std::to_string(pid) + "-") != std::string::npos;
+    for (const auto& o : opens) n += o.find(fmt::format("-{}-", pid)) != std::string::npos;
     CHECK(n == 1);
   }
   CHECK(flockmp::test::childProcessCount() == 0);
