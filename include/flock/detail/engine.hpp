@@ -200,6 +200,9 @@ private:
   };
 
   WorkerControl& control(std::size_t i) noexcept { return static_cast<WorkerControl*>(controls_.data())[i]; }
+  const WorkerControl& control(std::size_t i) const noexcept {
+    return static_cast<const WorkerControl*>(controls_.data())[i];
+  }
 
   struct LaunchContext {
     Engine* engine;
@@ -789,8 +792,7 @@ private:
     if (const auto setup = setupLimit()) {
       for (std::size_t i = 0; i < slots_.size(); ++i) {
         const auto& s = slots_[i];
-        if (!s.alive || !s.setupError.empty() || controls_.data() == nullptr) continue;
-        if (static_cast<WorkerControl*>(controls_.data())[i].serving.load(std::memory_order_acquire) != 0) continue;
+        if (!s.alive || !s.setupError.empty() || control(i).serving.load(std::memory_order_acquire) != 0) continue;
         atMost(std::max<long>(0, duration_cast<milliseconds>(s.startedAt + *setup - now).count() + 1));
       }
     }
