@@ -27,13 +27,16 @@ namespace flockmp {
 
 /// What a frame carries.
 enum class FrameKind : std::uint32_t {
-  run = 1,       ///< parent -> worker: run inputs [begin, end)
+  run = 1,       ///< parent -> worker: run inputs [begin, end) ([u64 begin][u64 end]; on a pool
+                 ///< the encoded inputs follow)
   stop = 2,      ///< parent -> worker: finish and exit
   result = 3,    ///< worker -> parent: index + encoded result
   failure = 4,   ///< worker -> parent: index + failure kind + type + message
   batchDone = 5, ///< worker -> parent: [begin, end) finished, + batch duration in ns
   rawBlock = 6,  ///< worker -> parent: [u64 begin][u64 count] + the object bytes of `count`
                  ///< trivially copyable results, read by the parent straight into the result
+  call = 7,      ///< parent -> pool worker: the thunk of a call (a CodeRef) + the callable's bytes
+  setup = 8,     ///< parent -> forkserver/spawn worker, first: its initializer and finalizer
 };
 
 struct FrameHeader {

@@ -5,13 +5,23 @@
 #pragma once
 
 #include <fcntl.h>
+#include <spawn.h>
+#include <sys/uio.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -22,6 +32,7 @@
 #include "detail/posix.hpp"
 #include "error.hpp"
 #include "options.hpp"
+#include "worker.hpp"
 
 namespace flockmp {
 
@@ -38,13 +49,29 @@ struct WorkerProcess {
 /// It must not return normally to the caller's stack frames; the launcher _exits after it.
 using WorkerMain = void (*)(void* context, int commandFd, int resultFd);
 
-/// Starts workers. One launcher per call; implementations differ in where the worker's code and
-/// data come from.
+/// What a new worker needs. A forked worker runs `main(context, ...)`, code and data it
+/// inherited; a forkserver or spawn worker inherited nothing and maps the pool's control blocks
+/// from `controlFd` (it then reads its setup frame and serves portable calls).
+struct WorkerStart {
+  WorkerMain main = nullptr;
+  void* context = nullptr;
+  int controlFd = -1;
+  std::size_t controlBytes = 0;
+  std::size_t slot = 0;
+};
+
+/// The backend seam: starts workers and collects their exit. Implementations differ in where a
+/// worker's code and data come from (Context::fork, forkserver, spawn).
 class Launcher {
 public:
   virtual ~Launcher() = default;
-  /// Start one worker running `main(context, ...)`. Throws flockmp::Error naming what failed.
-  virtual WorkerProcess launch(WorkerMain main, void* context) = 0;
+  /// Start one worker. Throws flockmp::Error naming what failed.
+  virtual WorkerProcess launch(const WorkerStart& start) = 0;
+  /// The wait status of a worker that has exited or was killed; nullopt when another wait call
+  /// collected it.
+  virtual std::optional<int> reap(WorkerProcess& w) noexcept { return detail::reapPidfd(w.pidfd.get()); }
+  /// True when workers did not inherit the pool (forkserver, spawn): they need a setup frame.
+  [[nodiscard]] virtual bool portable() const noexcept { return false; }
 };
 
 namespace detail {
@@ -70,10 +97,10 @@ inline void prepareChildStdio() noexcept {
   }
 }
 
-/// Runs in the child right after fork: make the worker an independent, well-behaved process.
-inline void prepareForkedChild(pid_t parent) noexcept {
-  // Fatal signals get their default action so that a crash is reported as the signal itself
-  // (sanitizer runtimes or the application may have installed handlers that would exit instead).
+/// Fatal signals get their default action so that a crash is reported as the signal itself
+/// (sanitizer runtimes or the application may have installed handlers that would exit instead);
+/// the parent's death kills the worker's group (see parentDeathSignal).
+inline void resetWorkerSignals() noexcept {
   for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS, SIGINT, SIGTERM,
                   SIGQUIT, SIGHUP, SIGPIPE, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2}) {
     struct sigaction sa {};
@@ -88,13 +115,66 @@ inline void prepareForkedChild(pid_t parent) noexcept {
   sigset_t none;
   ::sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+/// Die with the parent. PDEATHSIG races with a parent that died before it was set: re-check.
+inline void dieWithParent(pid_t parent) noexcept {
+  ::prctl(PR_SET_PDEATHSIG, parentDeathSignal());
+  if (::getppid() != parent) ::_exit(workerInternalErrorExit);
+}
+
+/// Runs in the child right after fork: make the worker an independent, well-behaved process.
+inline void prepareForkedChild(pid_t parent) noexcept {
+  resetWorkerSignals();
   // Own process group: a timeout kills the worker and anything it started; the terminal's
   // Ctrl-C goes to the parent, which decides.
   ::setpgid(0, 0);
   prepareChildStdio();
-  // Die with the parent. PDEATHSIG races with a parent that died before this line: re-check.
-  ::prctl(PR_SET_PDEATHSIG, parentDeathSignal());
-  if (::getppid() != parent) ::_exit(workerInternalErrorExit);
+  dieWithParent(parent);
+}
+
+/// A worker's two channels: the parent keeps one end of each, the worker gets the other.
+struct ChannelPair {
+  Fd parentCommands, childCommands, parentResults, childResults;
+};
+
+inline ChannelPair makeChannels() {
+  ChannelPair c;
+  int cmd[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cmd) < 0) throwErrno("socketpair for a worker");
+  c.parentCommands = Fd(aboveStdio(cmd[0], "moving a worker channel above fd 2"), true);
+  c.childCommands = Fd(aboveStdio(cmd[1], "moving a worker channel above fd 2"));
+  // Results travel over a stream socket, not a pipe: a pipe writer holds the pipe's lock for
+  // its whole copy and the reading parent spins on it (measured here: 17 % of the parent's
+  // time for 1 KB strings); a socket's sender copies into its own buffers.
+  int res[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0) throwErrno("socketpair for a worker");
+  c.parentResults = Fd(aboveStdio(res[0], "moving a worker channel above fd 2"), true);
+  c.childResults = Fd(aboveStdio(res[1], "moving a worker channel above fd 2"));
+  // Larger buffers let big results stream with fewer wake-ups; the kernel caps them
+  // (net.core.wmem_max / rmem_max) and a refusal is harmless. Pools send inputs the other way.
+  const int bufferBytes = 1 << 20;
+  ::setsockopt(c.childResults.get(), SOL_SOCKET, SO_SNDBUF, &bufferBytes, sizeof bufferBytes);
+  ::setsockopt(c.parentResults.get(), SOL_SOCKET, SO_RCVBUF, &bufferBytes, sizeof bufferBytes);
+  return c;
+}
+
+/// The parent's handle once the worker runs: its channel ends, and a pidfd (closing the pid
+/// down if that fails, so that no worker is left unowned).
+inline WorkerProcess adoptWorker(pid_t pid, int pidfd, ChannelPair& c) {
+  WorkerProcess w;
+  w.pid = pid;
+  try {
+    w.pidfd = Fd(aboveStdio(pidfd, "moving a pidfd above fd 2"), true);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, __WALL);
+    throw;
+  }
+  w.commands = std::move(c.parentCommands);
+  w.results = std::move(c.parentResults);
+  setNonBlocking(w.results.get());
+  return w;
 }
 
 /// True when nobody but flock will collect the exit status of a child created with plain fork:
@@ -141,24 +221,8 @@ inline pid_t cloneWithPidfd(int* pidfd) noexcept {
 /// in those workers.
 class ForkLauncher final : public Launcher {
 public:
-  WorkerProcess launch(WorkerMain main, void* context) override {
-    int cmd[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cmd) < 0) detail::throwErrno("socketpair for a worker");
-    detail::Fd parentCmd(detail::aboveStdio(cmd[0], "moving a worker channel above fd 2"), true);
-    detail::Fd childCmd(detail::aboveStdio(cmd[1], "moving a worker channel above fd 2"));
-    // Results travel over a stream socket, not a pipe: a pipe writer holds the pipe's lock for
-    // its whole copy and the reading parent spins on it (measured here: 17 % of the parent's
-    // time for 1 KB strings); a socket's sender copies into its own buffers.
-    int res[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0) detail::throwErrno("socketpair for a worker");
-    detail::Fd parentRes(detail::aboveStdio(res[0], "moving a worker channel above fd 2"), true);
-    detail::Fd childRes(detail::aboveStdio(res[1], "moving a worker channel above fd 2"));
-    // Larger buffers let big results stream with fewer wake-ups; the kernel caps them
-    // (net.core.wmem_max / rmem_max) and a refusal is harmless.
-    const int bufferBytes = 1 << 20;
-    ::setsockopt(childRes.get(), SOL_SOCKET, SO_SNDBUF, &bufferBytes, sizeof bufferBytes);
-    ::setsockopt(parentRes.get(), SOL_SOCKET, SO_RCVBUF, &bufferBytes, sizeof bufferBytes);
-
+  WorkerProcess launch(const WorkerStart& start) override {
+    auto c = detail::makeChannels();
     // Buffered output must not be printed twice (once by the parent, once by the child).
     std::fflush(nullptr);
     const bool plainFork = detail::sigchldIsDefault();
@@ -181,14 +245,14 @@ public:
       // keep only this worker's own ends, and register those: a call made inside a task has
       // workers of its own, which must not hold this worker's channel.
       detail::FdRegistry::closeAllInChild();
-      int in = childCmd.release(), out = childRes.release();
-      parentCmd.release();
-      parentRes.release();
+      int in = c.childCommands.release(), out = c.childResults.release();
+      c.parentCommands.release();
+      c.parentResults.release();
       detail::FdRegistry::add(in);
       detail::FdRegistry::add(out);
       int code = 0;
       try {
-        main(context, in, out);
+        start.main(start.context, in, out);
       } catch (...) {
         code = detail::workerInternalErrorExit;
       }
@@ -198,8 +262,6 @@ public:
     ::setpgid(pid, pid); // also done in the child; whichever runs first wins the race
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 
-    WorkerProcess w;
-    w.pid = pid;
     if (plainFork) {
       pfd = detail::pidfdOpen(pid);
       if (pfd < 0) {
@@ -209,29 +271,374 @@ public:
         detail::throwErrno("pidfd_open for a worker", err);
       }
     }
-    try {
-      w.pidfd = detail::Fd(detail::aboveStdio(pfd, "moving a pidfd above fd 2"), true);
-    } catch (...) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, __WALL);
-      throw;
-    }
-    w.commands = std::move(parentCmd);
-    w.results = std::move(parentRes);
-    detail::setNonBlocking(w.results.get());
-    return w;
+    return detail::adoptWorker(pid, pfd, c);
   }
 };
 
-/// The launcher for a context. Context::forkserver and Context::spawn need a portable callable
-/// and are not available in this release: asking for them throws flockmp::Error.
+namespace detail {
+
+/// The environment variable that tells a program image started by Context::spawn that it is a
+/// worker: "commandFd,resultFd,controlFd,controlBytes,slot,parentPid".
+inline constexpr const char* spawnedWorkerVariable = "FLOCKMP_WORKER";
+
+/// What flockmp::init recorded: whether it ran, the program's name for spawned workers, and the
+/// channel to the forkserver.
+struct Runtime {
+  bool initialized = false;
+  std::string program;
+  Fd server;
+  pid_t serverPid = -1;
+  std::mutex serverMutex; // one request and its reply at a time
+};
+
+inline Runtime& runtime() {
+  static Runtime r;
+  return r;
+}
+
+/// A request to the forkserver, and its reply. `launch` comes with three fds (the worker's
+/// command and result channel ends and the control blocks' memfd); its reply with a pidfd.
+struct ServerRequest {
+  enum Kind : std::uint32_t { launch = 1, reap = 2 } kind{};
+  std::uint32_t pad = 0;
+  std::uint64_t a = 0; // launch: control bytes; reap: pid
+  std::uint64_t b = 0; // launch: slot
+};
+struct ServerReply {
+  std::int64_t value = 0;  // launch: pid, or -errno; reap: 1 when the status was collected
+  std::int32_t status = 0; // reap: wait status
+  std::int32_t pad = 0;
+};
+
+/// Sends one message with up to three fds over a SOCK_SEQPACKET socket. False when the peer is gone.
+inline bool sendWithFds(int sock, const void* data, std::size_t n, const int* fds, int count) noexcept {
+  iovec iov{const_cast<void*>(data), n};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 3)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (count > 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * static_cast<std::size_t>(count));
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<std::size_t>(count));
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<std::size_t>(count));
+  }
+  for (;;) {
+    const ssize_t r = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (r >= 0) return static_cast<std::size_t>(r) == n;
+    if (errno != EINTR) return false;
+  }
+}
+
+/// Receives one message and up to three fds (close-on-exec). Returns the byte count, 0 at EOF, -1
+/// on error; `count` is set to the fds received.
+inline ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds, int& count) noexcept {
+  iovec iov{data, n};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 3)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  count = 0;
+  ssize_t r;
+  do {
+    r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0) return r;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const int k = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < k; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + sizeof(int) * static_cast<std::size_t>(i), sizeof fd);
+      if (count < 3) fds[count++] = fd;
+      else ::close(fd);
+    }
+  }
+  return r;
+}
+
+/// The forkserver: a single-threaded copy of the program made by flockmp::init, before the
+/// application started threads. It forks workers on request (they inherit nothing of the
+/// application's later state, and no lock another thread held) and reaps them for the parent.
+/// It leaves when the parent closes its channel (the parent exited), killing what is left.
+[[noreturn]] inline void forkServerLoop(int sock) {
+  struct Child {
+    pid_t pid;
+    int pidfd;
+  };
+  std::vector<Child> children;
+  const pid_t self = ::getpid();
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigemptyset(&dfl.sa_mask);
+  ::sigaction(SIGCHLD, &dfl, nullptr);
+  for (;;) {
+    ServerRequest req;
+    int fds[3];
+    int count = 0;
+    const ssize_t r = receiveWithFds(sock, &req, sizeof req, fds, count);
+    if (r <= 0) break;
+    ServerReply reply;
+    int replyFd = -1;
+    if (r == sizeof req && req.kind == ServerRequest::launch && count == 3) {
+      std::fflush(nullptr);
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        prepareForkedChild(self);
+        ::close(sock);
+        for (const auto& c : children) ::close(c.pidfd);
+        FdRegistry::closeAllInChild();
+        FdRegistry::add(fds[0]);
+        FdRegistry::add(fds[1]);
+        portableWorkerMain(fds[0], fds[1], fds[2], static_cast<std::size_t>(req.a), static_cast<std::size_t>(req.b));
+      }
+      if (pid < 0) {
+        reply.value = -errno;
+      } else {
+        ::setpgid(pid, pid);
+        const int pfd = pidfdOpen(pid);
+        if (pfd < 0) {
+          reply.value = -errno;
+          ::kill(pid, SIGKILL);
+          ::waitpid(pid, nullptr, 0);
+        } else {
+          children.push_back({pid, pfd});
+          reply.value = pid;
+          replyFd = pfd;
+        }
+      }
+    } else if (r == sizeof req && req.kind == ServerRequest::reap) {
+      auto it = std::find_if(children.begin(), children.end(),
+                             [&](const Child& c) { return c.pid == static_cast<pid_t>(req.a); });
+      if (it != children.end()) {
+        if (auto status = reapPidfd(it->pidfd)) {
+          reply.value = 1;
+          reply.status = *status;
+        }
+        ::close(it->pidfd);
+        children.erase(it);
+      }
+    }
+    for (int i = 0; i < count; ++i) ::close(fds[i]);
+    if (!sendWithFds(sock, &reply, sizeof reply, &replyFd, replyFd >= 0 ? 1 : 0)) break;
+  }
+  for (const auto& c : children) {
+    ::kill(-c.pid, SIGKILL);
+    ::kill(c.pid, SIGKILL);
+    (void)reapPidfd(c.pidfd);
+  }
+  ::_exit(0);
+}
+
+inline void startForkServer() {
+  auto& rt = runtime();
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throwErrno("socketpair for the forkserver");
+  Fd ours(aboveStdio(sv[0], "moving the forkserver channel above fd 2"), true);
+  Fd theirs(aboveStdio(sv[1], "moving the forkserver channel above fd 2"));
+  std::fflush(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throwErrno("fork of the forkserver");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(0);
+    // Close (and forget) the parent's registered fds, this channel's other end included: the
+    // fds the server later receives may get those numbers.
+    ours.release();
+    FdRegistry::closeAllInChild();
+    prepareChildStdio();
+    forkServerLoop(theirs.release());
+  }
+  rt.server = std::move(ours);
+  rt.serverPid = pid;
+}
+
+/// In a program image started by Context::spawn: become the worker its parent asked for.
+[[noreturn]] inline void becomeSpawnedWorker(const char* spec) {
+  unsigned long long v[6] = {};
+  if (std::sscanf(spec, "%llu,%llu,%llu,%llu,%llu,%llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6)
+    ::_exit(workerInternalErrorExit);
+  ::unsetenv(spawnedWorkerVariable); // a call made inside a task starts workers of its own
+  resetWorkerSignals();
+  prepareChildStdio();
+  dieWithParent(static_cast<pid_t>(v[5]));
+  const int in = static_cast<int>(v[0]), out = static_cast<int>(v[1]);
+  ::fcntl(in, F_SETFD, FD_CLOEXEC);
+  ::fcntl(out, F_SETFD, FD_CLOEXEC);
+  FdRegistry::add(in);
+  FdRegistry::add(out);
+  portableWorkerMain(in, out, static_cast<int>(v[2]), static_cast<std::size_t>(v[3]), static_cast<std::size_t>(v[4]));
+}
+
+inline Error initMissing(Context c) {
+  return Error(fmt::format(
+      "flock: Context::{} needs flockmp::init(argc, argv) as the first statement of main (it starts the "
+      "forkserver before any thread and lets spawned workers skip your main); see README, \"Pools and contexts\"",
+      c == Context::spawn ? "spawn" : "forkserver"));
+}
+
+} // namespace detail
+
+/// Call first thing in `main`, before the program starts threads, to use Context::forkserver and
+/// Context::spawn:
+///
+///   int main(int argc, char** argv) {
+///     flockmp::init(argc, argv);
+///     ...
+///
+/// In a worker started by Context::spawn it does not return: the worker serves its pool and
+/// exits. Otherwise it starts the forkserver (a small process that forks workers on request) and
+/// returns. Calling it again does nothing. Throws flockmp::Error if the forkserver cannot start.
+inline void init(int argc, char** argv) {
+  if (const char* spec = std::getenv(detail::spawnedWorkerVariable)) detail::becomeSpawnedWorker(spec);
+  auto& rt = detail::runtime();
+  if (rt.initialized) return;
+  rt.program = argc > 0 && argv != nullptr && argv[0] != nullptr ? argv[0] : "flock-worker";
+  detail::startForkServer();
+  rt.initialized = true;
+}
+
+/// Context::forkserver: workers are forked by the forkserver that flockmp::init started, so they
+/// hold no lock another thread of the application held, and cost no page-table copy of a large
+/// parent. Their exit status comes from the server.
+class ForkserverLauncher final : public Launcher {
+public:
+  ForkserverLauncher() {
+    if (!detail::runtime().initialized) throw detail::initMissing(Context::forkserver);
+  }
+
+  WorkerProcess launch(const WorkerStart& start) override {
+    auto c = detail::makeChannels();
+    auto& rt = detail::runtime();
+    detail::ServerRequest req{detail::ServerRequest::launch, 0, start.controlBytes, start.slot};
+    const int fds[3] = {c.childCommands.get(), c.childResults.get(), start.controlFd};
+    detail::ServerReply reply;
+    int pidfd = -1;
+    {
+      std::lock_guard lock(rt.serverMutex);
+      exchange(req, fds, 3, reply, &pidfd);
+    }
+    if (reply.value <= 0) {
+      if (pidfd >= 0) ::close(pidfd);
+      detail::throwErrno("fork of a worker by the forkserver", static_cast<int>(-reply.value));
+    }
+    if (pidfd < 0) throw Error("flock: the forkserver started a worker but sent no pidfd for it");
+    return detail::adoptWorker(static_cast<pid_t>(reply.value), pidfd, c);
+  }
+
+  std::optional<int> reap(WorkerProcess& w) noexcept override {
+    auto& rt = detail::runtime();
+    detail::ServerRequest req{detail::ServerRequest::reap, 0, static_cast<std::uint64_t>(w.pid), 0};
+    detail::ServerReply reply;
+    try {
+      std::lock_guard lock(rt.serverMutex);
+      exchange(req, nullptr, 0, reply, nullptr);
+    } catch (...) {
+      return std::nullopt;
+    }
+    if (reply.value != 1) return std::nullopt;
+    return reply.status;
+  }
+
+  [[nodiscard]] bool portable() const noexcept override { return true; }
+
+private:
+  static void exchange(const detail::ServerRequest& req, const int* fds, int count, detail::ServerReply& reply,
+                       int* pidfd) {
+    auto& rt = detail::runtime();
+    const int sock = rt.server.get();
+    if (sock < 0 || !detail::sendWithFds(sock, &req, sizeof req, fds, count))
+      throw Error("flock: the forkserver is gone (was it killed?); workers of Context::forkserver cannot start");
+    int got[3];
+    int n = 0;
+    const ssize_t r = detail::receiveWithFds(sock, &reply, sizeof reply, got, n);
+    for (int i = 0; i < n; ++i) {
+      if (pidfd && *pidfd < 0) *pidfd = got[i];
+      else ::close(got[i]);
+    }
+    if (r != sizeof reply) throw Error("flock: the forkserver is gone (was it killed?); no reply to a request");
+  }
+};
+
+/// Context::spawn: each worker is a fresh execution of the program image (/proc/self/exe), which
+/// flockmp::init diverts into the worker loop before the application's main code runs. Started
+/// with posix_spawn, so the cost does not grow with the parent's memory.
+class SpawnLauncher final : public Launcher {
+public:
+  SpawnLauncher() {
+    if (!detail::runtime().initialized) throw detail::initMissing(Context::spawn);
+  }
+
+  WorkerProcess launch(const WorkerStart& start) override {
+    auto c = detail::makeChannels();
+    const int in = c.childCommands.get(), out = c.childResults.get();
+    const std::string spec = fmt::format("{}={},{},{},{},{},{}", detail::spawnedWorkerVariable, in, out,
+                                         start.controlFd, start.controlBytes, start.slot, ::getpid());
+    std::vector<char*> env;
+    const std::string_view prefix = std::string_view(detail::spawnedWorkerVariable);
+    for (char** e = environ; e && *e; ++e) {
+      const std::string_view entry(*e);
+      if (entry.starts_with(prefix) && entry.size() > prefix.size() && entry[prefix.size()] == '=') continue;
+      env.push_back(*e);
+    }
+    env.push_back(const_cast<char*>(spec.c_str()));
+    env.push_back(nullptr);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    ::posix_spawn_file_actions_init(&actions);
+    ::posix_spawnattr_init(&attr);
+    struct Cleanup {
+      posix_spawn_file_actions_t* a;
+      posix_spawnattr_t* t;
+      ~Cleanup() {
+        ::posix_spawn_file_actions_destroy(a);
+        ::posix_spawnattr_destroy(t);
+      }
+    } cleanup{&actions, &attr};
+    // dup2 of an fd onto itself clears its close-on-exec flag in the child only.
+    for (int fd : {in, out, start.controlFd}) ::posix_spawn_file_actions_adddup2(&actions, fd, fd);
+    ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    sigset_t none, defaults;
+    ::sigemptyset(&none);
+    ::sigfillset(&defaults);
+    ::sigdelset(&defaults, SIGKILL);
+    ::sigdelset(&defaults, SIGSTOP);
+    ::posix_spawnattr_setsigmask(&attr, &none);
+    ::posix_spawnattr_setsigdefault(&attr, &defaults);
+    ::posix_spawnattr_setpgroup(&attr, 0);
+    ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    std::string program = detail::runtime().program;
+    char* argv[] = {program.data(), nullptr};
+    pid_t pid = -1;
+    const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, env.data());
+    if (rc != 0) detail::throwErrno("posix_spawn of a worker (Context::spawn)", rc);
+    const int pfd = detail::pidfdOpen(pid);
+    if (pfd < 0) {
+      const int err = errno;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      detail::throwErrno("pidfd_open for a worker", err);
+    }
+    return detail::adoptWorker(pid, pfd, c);
+  }
+
+  [[nodiscard]] bool portable() const noexcept override { return true; }
+};
+
+/// The launcher for a context. Throws flockmp::Error when forkserver or spawn is asked for but
+/// flockmp::init was not called.
 inline std::unique_ptr<Launcher> makeLauncher(Context c) {
   switch (c) {
   case Context::fork: return std::make_unique<ForkLauncher>();
-  case Context::forkserver:
-    throw Error("flock: Context::forkserver is not available in this release; use Context::fork");
-  case Context::spawn:
-    throw Error("flock: Context::spawn is not available in this release; use Context::fork");
+  case Context::forkserver: return std::make_unique<ForkserverLauncher>();
+  case Context::spawn: return std::make_unique<SpawnLauncher>();
   }
   throw Error("flock: unknown Context value");
 }

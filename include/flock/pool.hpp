@@ -1,7 +1,16 @@
 // flock: BaseMultiProc, the pool every API class is a thin layer over.
 #pragma once
 
+#include <sys/eventfd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stop_token>
 #include <cstddef>
 #include <cstring>
 #include <iterator>
@@ -15,6 +24,7 @@
 #include "codec.hpp"
 #include "detail/engine.hpp"
 #include "detail/invoke.hpp"
+#include "detail/portable.hpp"
 #include "detail/posix.hpp"
 #include "error.hpp"
 #include "options.hpp"
@@ -34,8 +44,77 @@ constexpr bool rawResultFor() {
   else return false;
 }
 
-/// A typed job: inputs at `first[0..n)`, the callable, and result storage.
-template <class Codec, class It, class F, class R>
+/// Worker side: run inputs [begin, end) through `call(i)` (which invokes the callable on input i)
+/// and buffer their results or failures in `out`, raw blocks or encoded, as Job<...>::raw says.
+template <class R, class Call>
+void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, WorkerOutput& out) {
+  constexpr std::size_t elementSize = std::is_void_v<R> ? 0 : sizeof(std::conditional_t<std::is_void_v<R>, char, R>);
+  // Results are constructed in the output buffer in blocks; an input that throws closes its
+  // block early, is reported, and a new block starts after it.
+  constexpr std::size_t perBlock = elementSize == 0 ? std::size_t{1} << 20 : WorkerOutput::flushBytes / elementSize + 1;
+  std::size_t i = begin;
+  while (i < end) {
+    const std::size_t blockBegin = i;
+    const std::size_t count = std::min(end - i, perBlock);
+    std::byte* dst = out.rawBlockBegin(blockBegin, count, elementSize);
+    bool closed = false; // the block ended early: an input threw, or its results are due
+    for (; i < blockBegin + count; ++i) {
+      ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+      try {
+        if constexpr (std::is_void_v<R>) call(i);
+        else {
+          // Frames have no alignment in the buffer: build the value aligned, then copy its
+          // bytes (the compiler turns this into a plain store).
+          const R value = call(i);
+          std::memcpy(dst + (i - blockBegin) * elementSize, &value, elementSize);
+        }
+      } catch (...) {
+        out.rawBlockEnd(i - blockBegin, elementSize);
+        auto [type, message] = describeCurrentException();
+        out.failure(i, FailureKind::exception, type, message);
+        ++i;
+        closed = true;
+        break;
+      }
+      if (out.due()) {
+        ++i;
+        out.rawBlockEnd(i - blockBegin, elementSize);
+        out.flush();
+        closed = true;
+        break;
+      }
+    }
+    if (!closed) out.rawBlockEnd(count, elementSize);
+    out.flushIfFull(); // due() was asked once per input above
+  }
+}
+
+template <class Codec, class R, class Call>
+void runResultsEncoded(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, WorkerOutput& out) {
+  for (std::size_t i = begin; i < end; ++i) {
+    ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    try {
+      out.template result<Codec, R>(i, call(i));
+    } catch (...) {
+      auto [type, message] = describeCurrentException();
+      out.failure(i, FailureKind::exception, type, message);
+    }
+    out.flushIfDue();
+  }
+}
+
+
+/// The input type a pool's worker decodes for a range: its values, without const.
+template <class It>
+using InputOf = std::remove_cv_t<std::iter_value_t<It>>;
+
+template <class Codec, class F, class In, class R>
+void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
+               std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out);
+
+/// A typed job: inputs at `first[0..n)`, the callable, and result storage. A one-shot job's
+/// workers inherit all of it; a `Portable` job (a pool's call) sends the callable and the inputs.
+template <class Codec, class It, class F, class R, bool Portable = false>
 class Job final : public JobBase {
 public:
   static constexpr bool raw = rawResultFor<Codec, R>();
@@ -75,8 +154,35 @@ public:
   }
 
   void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
-    if constexpr (raw) runRaw(begin, end, ctl, out);
-    else runEncoded(begin, end, ctl, out);
+    auto call = [this](std::size_t i) -> decltype(auto) { return invokeOn(fn_, first_[static_cast<Diff>(i)]); };
+    if constexpr (raw) runResultsRaw<R>(begin, end, call, ctl, out);
+    else runResultsEncoded<Codec, R>(begin, end, call, ctl, out);
+  }
+
+  [[nodiscard]] bool portable() const noexcept override { return Portable; }
+  void encodeCall(ByteWriter& w) override {
+    if constexpr (Portable) {
+      using Fn = std::remove_cvref_t<F>;
+      static const CodeRef thunk = codeRefOf(reinterpret_cast<const void*>(&poolThunk<Codec, Fn, InputOf<It>, R>));
+      thunk.encode(w);
+      encodeCallable<Codec, Fn>(w, fn_);
+    } else {
+      (void)w;
+    }
+  }
+  void encodeInputs(std::size_t begin, std::size_t end, ByteWriter& w) override {
+    if constexpr (Portable) {
+      using In = InputOf<It>;
+      if constexpr (Codec::template isRaw<In> && std::contiguous_iterator<It>) {
+        w.write(std::to_address(first_ + static_cast<Diff>(begin)), (end - begin) * sizeof(In));
+      } else {
+        for (std::size_t i = begin; i < end; ++i) Codec::encode(w, static_cast<const In&>(first_[static_cast<Diff>(i)]));
+      }
+    } else {
+      (void)begin;
+      (void)end;
+      (void)w;
+    }
   }
 
   void acceptResult(std::size_t index, ByteReader& payload) override {
@@ -124,59 +230,6 @@ public:
 private:
   using Diff = std::iter_difference_t<It>;
 
-  void runRaw(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) {
-    // Results are constructed in the output buffer in blocks; an input that throws closes its
-    // block early, is reported, and a new block starts after it.
-    constexpr std::size_t perBlock = elementSize == 0 ? std::size_t{1} << 20 : WorkerOutput::flushBytes / elementSize + 1;
-    std::size_t i = begin;
-    while (i < end) {
-      const std::size_t blockBegin = i;
-      const std::size_t count = std::min(end - i, perBlock);
-      std::byte* dst = out.rawBlockBegin(blockBegin, count, elementSize);
-      bool closed = false; // the block ended early: an input threw, or its results are due
-      for (; i < blockBegin + count; ++i) {
-        ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
-        try {
-          if constexpr (std::is_void_v<R>) invokeOn(fn_, first_[static_cast<Diff>(i)]);
-          else {
-            // Frames have no alignment in the buffer: build the value aligned, then copy its
-            // bytes (the compiler turns this into a plain store).
-            const R value = invokeOn(fn_, first_[static_cast<Diff>(i)]);
-            std::memcpy(dst + (i - blockBegin) * elementSize, &value, elementSize);
-          }
-        } catch (...) {
-          out.rawBlockEnd(i - blockBegin, elementSize);
-          auto [type, message] = describeCurrentException();
-          out.failure(i, FailureKind::exception, type, message);
-          ++i;
-          closed = true;
-          break;
-        }
-        if (out.due()) {
-          ++i;
-          out.rawBlockEnd(i - blockBegin, elementSize);
-          out.flush();
-          closed = true;
-          break;
-        }
-      }
-      if (!closed) out.rawBlockEnd(count, elementSize);
-      out.flushIfFull(); // due() was asked once per input above
-    }
-  }
-
-  void runEncoded(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) {
-    for (std::size_t i = begin; i < end; ++i) {
-      ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
-      try {
-        out.template result<Codec, R>(i, invokeOn(fn_, first_[static_cast<Diff>(i)]));
-      } catch (...) {
-        auto [type, message] = describeCurrentException();
-        out.failure(i, FailureKind::exception, type, message);
-      }
-      out.flushIfDue();
-    }
-  }
 
   It first_;
   std::size_t n_;
@@ -184,6 +237,31 @@ private:
   std::conditional_t<std::is_void_v<R>, char, std::conditional_t<direct, std::vector<R>, std::vector<std::optional<R>>>> values_{};
   ResultPages resultPages_; // declared after values_: released before the buffer is freed
 };
+
+/// A pool worker's code for one batch of a call: rebuild the callable and the inputs, then run
+/// them like a one-shot worker does. Found in the worker by its CodeRef (see Job::encodeCall).
+template <class Codec, class F, class In, class R>
+void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
+               std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out) {
+  ByteReader cr(callable);
+  F fn = decodeCallable<Codec, F>(cr);
+  const std::size_t count = end - begin;
+  std::vector<In> xs;
+  ByteReader ir(inputs);
+  if constexpr (Codec::template isRaw<In> && std::is_default_constructible_v<In>) {
+    if (ir.remaining() != count * sizeof(In))
+      throw CodecError(fmt::format("flock: a batch of {} inputs arrived with {} bytes", count, ir.remaining()));
+    xs.resize(count);
+    if (count > 0) ir.read(xs.data(), count * sizeof(In));
+  } else {
+    xs.reserve(count);
+    for (std::size_t k = 0; k < count; ++k) xs.push_back(Codec::template decode<In>(ir));
+    ir.expectEnd();
+  }
+  auto call = [&](std::size_t i) -> decltype(auto) { return invokeOn(fn, xs[i - begin]); };
+  if constexpr (rawResultFor<Codec, R>()) runResultsRaw<R>(begin, end, call, ctl, out);
+  else runResultsEncoded<Codec, R>(begin, end, call, ctl, out);
+}
 
 template <class T>
 struct CallableCheck {
@@ -197,14 +275,28 @@ constexpr void requireCallable() {
   if constexpr (!CallableOn<F, Ref>) (void)CallableCheck<F>{};
 }
 
-/// Run `fn` over `first[0..n)` and hand back either outcomes (Try) or values/TaskError.
-template <bool Try, class Codec, class R, class It, class F>
-auto runOn(It first, std::size_t n, F& fn, const Options& opts) {
-  Job<Codec, It, F, R> job(std::move(first), n, fn);
+/// A pool's side of a call (BaseMultiProc): runs a job on the pool's workers and returns its
+/// failures sorted by index.
+class PoolCaller {
+public:
+  virtual std::vector<Failure> call(JobBase& job, const Options& callOpts) = 0;
+
+protected:
+  ~PoolCaller() = default;
+};
+
+/// Run `fn` over `first[0..n)` and hand back either outcomes (Try) or values/TaskError. With
+/// `pool`, on its persistent workers (the call must be portable); otherwise on workers forked
+/// for this call.
+template <bool Try, class Codec, class R, bool Portable = false, class It, class F>
+auto runOn(It first, std::size_t n, F& fn, const Options& opts, PoolCaller* pool = nullptr) {
+  Job<Codec, It, F, R, Portable> job(std::move(first), n, fn);
   std::vector<Failure> failures;
-  {
-    Engine engine(job, opts);
-    engine.run();
+  if (pool) {
+    failures = pool->call(job, opts);
+  } else {
+    Engine engine(opts, Lifetime::oneCall);
+    engine.call(job, opts);
     failures = engine.takeFailures();
   }
   if constexpr (Try) {
@@ -222,6 +314,10 @@ auto runOn(It first, std::size_t n, F& fn, const Options& opts) {
 template <bool Try, class Codec, class R, class F, class Range>
 auto runChecked(F& fn, Range&& items, const Options& opts) {
   validateOptions(opts);
+  if (opts.context != Context::fork)
+    throw OptionError(fmt::format("flock: Context::{} applies to pools: make a flockmp::BaseMultiProc with it and "
+                                  "call its apply (one-shot calls fork their workers from the caller)",
+                                  opts.context == Context::spawn ? "spawn" : "forkserver"));
   if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
     // Under Context::fork the workers index the caller's range in their copy-on-write memory.
     return runOn<Try, Codec, R>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)), fn, opts);
@@ -265,38 +361,230 @@ auto run(F& fn, Range&& items, const Options& opts) -> CallResult<Try, typename 
   }
 }
 
+/// A pool's call: the callable must be portable and the inputs codable; each is checked here
+/// with one readable error.
+template <bool Try, class Codec, class F, class Range>
+auto runPortable(PoolCaller& pool, const F& fn, Range&& items, const Options& opts)
+    -> CallResult<Try, typename SafeResult<F, std::remove_cv_t<std::ranges::range_value_t<Range>>&>::type> {
+  using In = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+  using R = typename SafeResult<F, In&>::type;
+  if constexpr (!CallableOn<F, In&>) {
+    requireCallable<F, In&>();
+    return {};
+  } else if constexpr (!PortableCallable<Codec, F>) {
+    (void)PortabilityCheck<F>{};
+    return {};
+  } else if constexpr (!CodecFor<Codec, In>) {
+    requireCodable<Codec, In>();
+    return {};
+  } else if constexpr (!std::is_void_v<R> && !CodecFor<Codec, R>) {
+    requireCodable<Codec, R>();
+    return {};
+  } else {
+    F local = fn;
+    if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
+      return runOn<Try, Codec, R, true>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)),
+                                        local, opts, &pool);
+    } else {
+      std::vector<In> copy;
+      if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
+      for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
+      return runOn<Try, Codec, R, true>(copy.begin(), copy.size(), local, opts, &pool);
+    }
+  }
+}
+
 } // namespace detail
 
-/// A pool of worker processes that runs a callable over a range of inputs and returns the
-/// results in input order (the seed's BaseMultiProc). Workers are started for each call under
-/// Context::fork, so the callable and the inputs are inherited, never serialized.
-///
-///   flockmp::BaseMultiProc bp{{.poolSize = 5}};
-///   std::vector<int> res = bp.executeAsync([](int x) { return x * x; }, std::vector{1, 2, 3});
-class BaseMultiProc {
-public:
-  /// Throws flockmp::OptionError for a bad option (poolSize <= 0, timeOutError <= 0...).
-  explicit BaseMultiProc(Options options = {}) : opts_(std::move(options)) { detail::validateOptions(opts_); }
+/// The options of one call on a pool; each one left unset is the pool's (see Options, where
+/// each is described).
+struct CallOptions {
+  std::optional<std::chrono::nanoseconds> timeOutError{};
+  std::optional<std::size_t> chunkSize{};
+  std::optional<int> retries{};
+  std::stop_token stopToken{};
+  std::function<void(const Progress&)> onProgress{};
+  std::optional<bool> checkProgress{};
+  std::optional<bool> progressLines{};
+};
 
-  /// Run `fn` on every element of `items` in parallel worker processes. Returns the results in
-  /// input order (nothing when `fn` returns void). Throws flockmp::TaskError if any input failed
-  /// (its outcomes<R>() keeps the successful results) and flockmp::Error if workers cannot be
-  /// started. `Codec` carries the results back (default: the built-in BinaryCodec).
-  template <class Codec = BinaryCodec, class F, std::ranges::input_range Range>
-  auto executeAsync(F&& fn, Range&& items) {
-    return detail::run<false, Codec>(fn, std::forward<Range>(items), opts_);
+/// A pool of persistent worker processes (the seed's BaseMultiProc). Workers start at the first
+/// call (or at start()) and serve every later call until close() or destruction; initializer and
+/// finalizer run once per worker life. Each call returns its results in input order, with every
+/// guarantee of a one-shot call (a crashed or hung worker is replaced, retries, stopToken,
+/// progress).
+///
+/// The workers did not inherit a later call's callable or inputs, so the callable must be
+/// rebuildable in a worker (a function pointer, a captureless lambda or empty function object,
+/// a member function with a codable object, a function object the codec carries) and the inputs
+/// travel through the codec. Anything else is a compile-time error naming the fix.
+///
+///   flockmp::BaseMultiProc pool{{.poolSize = 4, .context = flockmp::Context::spawn}};
+///   std::vector<int> squares = pool.apply(xs, [](int x) { return x * x; });
+///
+/// A pool may be called from several threads; calls run one after the other. Destroying or
+/// closing it while a call runs cancels that call (its inputs are reported cancelled).
+class BaseMultiProc : private detail::PoolCaller {
+public:
+  /// Throws flockmp::OptionError for a bad option, and flockmp::Error when Context::forkserver or
+  /// Context::spawn is asked for but flockmp::init was not called. No process starts here.
+  explicit BaseMultiProc(Options options = {}) : opts_(std::move(options)) {
+    detail::validateOptions(opts_);
+    if (opts_.context != Context::fork) {
+      const auto plain = [](const std::function<void()>& f) { return !f || f.target<void (*)()>() != nullptr; };
+      if (!plain(opts_.initializer) || !plain(opts_.finalizer))
+        throw OptionError(
+            "flock: under Context::forkserver and Context::spawn the initializer and finalizer must be plain "
+            "functions (a function pointer, or +[] { ... } for a captureless lambda): the workers did not "
+            "inherit a std::function's state");
+    }
+    engine_ = std::make_unique<detail::Engine>(opts_, detail::Lifetime::pool);
+    const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0) detail::throwErrno("eventfd for closing a pool");
+    closeFd_ = detail::Fd(efd, true);
+  }
+  BaseMultiProc(const BaseMultiProc&) = delete;
+  BaseMultiProc& operator=(const BaseMultiProc&) = delete;
+  /// Cancels a call in flight (in another thread), waits for it, then stops the workers.
+  ~BaseMultiProc() { close(); }
+
+  /// Start every worker now instead of at the first call. Throws flockmp::Error when none starts.
+  void start() {
+    Enter enter(*this);
+    std::lock_guard lock(callMutex_);
+    engine_->start();
   }
 
+  /// Stop the workers (their finalizers run); a call in flight in another thread is cancelled
+  /// first. Later calls throw flockmp::Error. Calling it again does nothing.
+  void close() noexcept {
+    {
+      std::lock_guard lock(stateMutex_);
+      if (closing_) {
+        return;
+      }
+      closing_ = true;
+    }
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto w = ::write(closeFd_.get(), &one, sizeof one);
+    std::unique_lock lock(stateMutex_);
+    idle_.wait(lock, [&] { return active_ == 0; });
+    lock.unlock();
+    std::lock_guard call(callMutex_);
+    try {
+      engine_->close();
+    } catch (...) {
+      // close() is noexcept: the engine kills what it could not stop
+    }
+    engine_.reset();
+  }
+
+  /// Run `fn` on every element of `items` on the pool's workers. Returns the results in input
+  /// order (nothing when `fn` returns void). Throws flockmp::TaskError if any input failed (its
+  /// outcomes<R>() keeps the successful results), flockmp::Error if no worker can start or the
+  /// pool is closed. `Codec` carries the inputs, the callable's state and the results.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
+  auto apply(Range&& items, const F& fn, const CallOptions& call = {}) {
+    return detail::runPortable<false, Codec>(*this, callableOf(fn), std::forward<Range>(items), merged(call));
+  }
+  /// apply for a member function and the object it runs on (the object travels by the codec).
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
+    requires std::is_member_function_pointer_v<M>
+  auto apply(Range&& items, M method, const Obj& obj, const CallOptions& call = {}) {
+    return detail::runPortable<false, Codec>(*this, detail::MemberCall<M, Obj>{method, obj}, std::forward<Range>(items),
+                                             merged(call));
+  }
+  /// Like apply, but never throws for failed inputs: one flockmp::Outcome per input.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
+  auto tryApply(Range&& items, const F& fn, const CallOptions& call = {}) {
+    return detail::runPortable<true, Codec>(*this, callableOf(fn), std::forward<Range>(items), merged(call));
+  }
+  /// tryApply for a member function and the object it runs on.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
+    requires std::is_member_function_pointer_v<M>
+  auto tryApply(Range&& items, M method, const Obj& obj, const CallOptions& call = {}) {
+    return detail::runPortable<true, Codec>(*this, detail::MemberCall<M, Obj>{method, obj}, std::forward<Range>(items),
+                                            merged(call));
+  }
+
+  /// The seed's argument order: `executeAsync(function, iterator)`; the same as apply.
+  template <class Codec = BinaryCodec, class F, std::ranges::input_range Range>
+  auto executeAsync(const F& fn, Range&& items) {
+    return apply<Codec>(std::forward<Range>(items), fn);
+  }
   /// Like executeAsync, but never throws for failed inputs: one Outcome per input.
   template <class Codec = BinaryCodec, class F, std::ranges::input_range Range>
-  auto tryExecuteAsync(F&& fn, Range&& items) {
-    return detail::run<true, Codec>(fn, std::forward<Range>(items), opts_);
+  auto tryExecuteAsync(const F& fn, Range&& items) {
+    return tryApply<Codec>(std::forward<Range>(items), fn);
   }
 
   [[nodiscard]] const Options& options() const noexcept { return opts_; }
 
+  /// The pids of the running workers (empty before the first call or start()).
+  [[nodiscard]] std::vector<pid_t> workerPids() {
+    std::lock_guard lock(callMutex_);
+    return engine_ ? engine_->workerPids() : std::vector<pid_t>{};
+  }
+
 private:
+  /// Counts a caller in while it uses the engine; close() waits for none to be left.
+  struct Enter {
+    BaseMultiProc& pool;
+    explicit Enter(BaseMultiProc& p) : pool(p) {
+      std::lock_guard lock(pool.stateMutex_);
+      if (pool.closing_) throw Error("flock: this pool is closed");
+      ++pool.active_;
+    }
+    ~Enter() {
+      std::lock_guard lock(pool.stateMutex_);
+      --pool.active_;
+      pool.idle_.notify_all();
+    }
+    Enter(const Enter&) = delete;
+    Enter& operator=(const Enter&) = delete;
+  };
+
+  std::vector<Failure> call(detail::JobBase& job, const Options& callOpts) override {
+    Enter enter(*this);
+    std::lock_guard lock(callMutex_);
+    {
+      std::lock_guard state(stateMutex_);
+      if (closing_) throw Error("flock: this pool is closed");
+    }
+    engine_->call(job, callOpts, closeFd_.get());
+    return engine_->takeFailures();
+  }
+
+  Options merged(const CallOptions& c) const {
+    Options o = opts_;
+    if (c.timeOutError) o.timeOutError = c.timeOutError;
+    if (c.chunkSize) o.chunkSize = *c.chunkSize;
+    if (c.retries) o.retries = *c.retries;
+    if (c.stopToken.stop_possible()) o.stopToken = c.stopToken;
+    if (c.onProgress) o.onProgress = c.onProgress;
+    if (c.checkProgress) o.checkProgress = *c.checkProgress;
+    if (c.progressLines) o.progressLines = *c.progressLines;
+    return o;
+  }
+
+  /// A function is carried as a pointer to it; anything else as itself.
+  template <class F>
+  static auto callableOf(const F& fn) {
+    if constexpr (std::is_function_v<F>) return &fn;
+    else return fn;
+  }
+
   Options opts_;
+  std::unique_ptr<detail::Engine> engine_;
+  detail::Fd closeFd_;          // readable once close() began: cancels the call in flight
+  std::mutex callMutex_;        // one call at a time on the engine
+  std::mutex stateMutex_;       // guards closing_ and active_
+  std::condition_variable idle_;
+  std::size_t active_ = 0;
+  bool closing_ = false;
 };
+
+/// A shorter name for BaseMultiProc.
+using Pool = BaseMultiProc;
 
 } // namespace flockmp

@@ -10,6 +10,7 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -21,6 +22,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -29,6 +31,8 @@
 
 #include "channel.hpp"
 #include "codec.hpp"
+#include "detail/portable.hpp"
+#include "detail/posix.hpp"
 #include "detail/type_name.hpp"
 #include "error.hpp"
 
@@ -296,14 +300,96 @@ public:
   virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) = 0;
   /// Parent side: decode the result of input `index` (throws CodecError on bad bytes).
   virtual void acceptResult(std::size_t index, ByteReader& payload) = 0;
+  /// True for a pool's call: the workers did not inherit the job, so each gets the callable
+  /// (encodeCall) and each batch carries its inputs (encodeInputs).
+  [[nodiscard]] virtual bool portable() const noexcept { return false; }
+  /// Parent side, pools: the thunk's CodeRef and the bytes that rebuild the callable.
+  virtual void encodeCall(ByteWriter&) {}
+  /// Parent side, pools: the encoded inputs [begin, end).
+  virtual void encodeInputs(std::size_t, std::size_t, ByteWriter&) {}
 };
 
 /// Index used in a failure record that concerns the worker itself, not an input.
 inline constexpr std::uint64_t workerFailureIndex = ~std::uint64_t{0};
 
+/// What a worker does with the frames of a call: a one-shot worker runs its inherited job; a
+/// pool's worker rebuilds each call's callable and decodes the inputs that come with each batch.
+class BatchRunner {
+public:
+  virtual ~BatchRunner() = default;
+  /// A `call` frame: the callable of the call that follows.
+  virtual void onCall(std::span<const std::byte> payload) = 0;
+  /// Run inputs [begin, end), whose encoded values (pool) are `inputs`.
+  virtual void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
+                   WorkerOutput& out) = 0;
+};
+
+/// A one-shot worker: the job (callable, inputs, result types) is in its copy-on-write memory.
+class InheritedJobRunner final : public BatchRunner {
+public:
+  explicit InheritedJobRunner(JobBase& job) noexcept : job_(job) {}
+  void onCall(std::span<const std::byte>) override { ::_exit(workerInternalErrorExit); }
+  void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
+           WorkerOutput& out) override {
+    if (!inputs.empty()) ::_exit(workerInternalErrorExit);
+    job_.runBatch(begin, end, ctl, out);
+  }
+
+private:
+  JobBase& job_;
+};
+
+/// The code a pool's worker runs for one batch of a call: a template instantiated for the call's
+/// codec, callable, input and result types (see pool.hpp), found in the worker by its CodeRef.
+using PoolThunk = void (*)(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
+                           std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out);
+
+/// A pool's worker: each call names its thunk and brings the callable's bytes.
+class PoolRunner final : public BatchRunner {
+public:
+  void onCall(std::span<const std::byte> payload) override {
+    thunk_ = nullptr;
+    error_.clear();
+    ByteReader r(payload);
+    try {
+      const auto ref = CodeRef::decode(r);
+      thunk_ = reinterpret_cast<PoolThunk>(resolveCodeRef(ref));
+      callable_.assign(payload.begin() + static_cast<std::ptrdiff_t>(payload.size() - r.remaining()), payload.end());
+    } catch (const std::exception& e) {
+      error_ = e.what();
+    }
+  }
+  void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
+           WorkerOutput& out) override {
+    if (thunk_ == nullptr) {
+      failAll(begin, end, out, FailureKind::exception, "flockmp::Error",
+              error_.empty() ? std::string("flock: a batch arrived before its call") : error_);
+      return;
+    }
+    try {
+      thunk_(callable_, begin, end, inputs, ctl, out);
+    } catch (...) {
+      // Only the rebuilding of the callable or of the inputs throws out of a thunk (each input's
+      // own exception is its failure), before any input ran.
+      auto [type, message] = describeCurrentException();
+      failAll(begin, end, out, FailureKind::codec, type, "the call could not be rebuilt in the worker: " + message);
+    }
+  }
+
+private:
+  static void failAll(std::size_t begin, std::size_t end, WorkerOutput& out, FailureKind kind, std::string_view type,
+                      std::string_view message) {
+    for (std::size_t i = begin; i < end; ++i) out.failure(i, kind, type, message);
+  }
+
+  PoolThunk thunk_ = nullptr;
+  std::vector<std::byte> callable_;
+  std::string error_;
+};
+
 /// The worker's main loop. Leaves by returning (the launcher then _exits) on stop or EOF, after
 /// running the finalizer.
-inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resultFd,
+inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, int resultFd,
                        const std::function<void()>& initializer, const std::function<void()>& finalizer) {
   struct Finally {
     const std::function<void()>& fn;
@@ -338,24 +424,35 @@ inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resu
   out.verifyChannel(); // an initializer that closed every fd cannot be served
   ctl.serving.store(1, std::memory_order_release);
   Finally finally{finalizer};
+  std::vector<std::byte> payload;
   try {
     for (;;) {
       FrameHeader h;
       bool got = false;
       try {
         got = readExact(commandFd, &h, sizeof h);
+        if (got && h.magic == FrameHeader::magicValue && h.length <= maxFramePayload) {
+          payload.resize(static_cast<std::size_t>(h.length));
+          got = readExact(commandFd, payload.data(), payload.size());
+        }
       } catch (const Error&) {
         WorkerOutput::channelLost();
       }
       if (!got) return; // parent closed the channel
-      if (h.magic != FrameHeader::magicValue) ::_exit(workerInternalErrorExit);
+      if (h.magic != FrameHeader::magicValue || h.length > maxFramePayload) ::_exit(workerInternalErrorExit);
       if (h.kind == FrameKind::stop) return;
-      if (h.kind != FrameKind::run || h.length != 16) ::_exit(workerInternalErrorExit);
+      if (h.kind == FrameKind::call) {
+        runner.onCall(payload);
+        continue;
+      }
+      if (h.kind != FrameKind::run || payload.size() < 16) ::_exit(workerInternalErrorExit);
       std::uint64_t range[2];
-      if (!readExact(commandFd, range, sizeof range)) return;
+      std::memcpy(range, payload.data(), sizeof range);
+      if (range[1] <= range[0]) ::_exit(workerInternalErrorExit);
       const std::uint64_t t0 = monotonicNs();
       out.batchStarted();
-      job.runBatch(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), ctl, out);
+      runner.run(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]),
+                 std::span<const std::byte>(payload).subspan(sizeof range), ctl, out);
       ctl.current.store(idleAfter(static_cast<std::size_t>(range[1] - 1)), std::memory_order_relaxed);
       out.batchDone(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), monotonicNs() - t0);
       // What the tasks printed goes out with their results (stdout to a file or a pipe is fully
@@ -366,6 +463,63 @@ inline void workerLoop(JobBase& job, WorkerControl& ctl, int commandFd, int resu
   } catch (const StopRequested&) {
     ctl.current.store(-1, std::memory_order_relaxed);
   }
+}
+
+/// Encodes the setup frame of a forkserver or spawn worker: its initializer and finalizer, each a
+/// plain function (the worker did not inherit a std::function), or absent.
+inline std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalizer)()) {
+  std::vector<std::byte> payload;
+  ByteWriter w(payload);
+  for (auto fn : {initializer, finalizer}) {
+    w.writeRaw(static_cast<std::uint8_t>(fn != nullptr));
+    if (fn) codeRefOf(reinterpret_cast<const void*>(fn)).encode(w);
+  }
+  return payload;
+}
+
+/// The life of a worker that was not forked from its pool (forkserver, spawn): map the control
+/// blocks, read the setup frame, then serve calls. Never returns.
+[[noreturn]] inline void portableWorkerMain(int commandFd, int resultFd, int controlFd, std::size_t controlBytes,
+                                            std::size_t slot) {
+  void* blocks = ::mmap(nullptr, controlBytes, PROT_READ | PROT_WRITE, MAP_SHARED, controlFd, 0);
+  ::close(controlFd);
+  if (blocks == MAP_FAILED || (slot + 1) * sizeof(WorkerControl) > controlBytes) ::_exit(workerInternalErrorExit);
+  auto& ctl = static_cast<WorkerControl*>(blocks)[slot];
+  std::function<void()> initializer, finalizer;
+  FrameHeader h;
+  std::vector<std::byte> payload;
+  try {
+    if (!readExact(commandFd, &h, sizeof h)) ::_exit(0);
+    if (h.magic != FrameHeader::magicValue || h.kind != FrameKind::setup || h.length > 1u << 16)
+      ::_exit(workerInternalErrorExit);
+    payload.resize(static_cast<std::size_t>(h.length));
+    if (!readExact(commandFd, payload.data(), payload.size())) ::_exit(0);
+  } catch (const Error&) {
+    WorkerOutput::channelLost();
+  }
+  std::string setupError;
+  try {
+    ByteReader r(payload);
+    for (auto* fn : {&initializer, &finalizer}) {
+      if (r.readRaw<std::uint8_t>() != 0) *fn = reinterpret_cast<void (*)()>(resolveCodeRef(CodeRef::decode(r)));
+    }
+  } catch (const std::exception& e) {
+    setupError = e.what();
+  }
+  if (!setupError.empty()) {
+    // Reported as the initializer's failure: this worker cannot run what its pool was given.
+    initializer = [setupError] { throw Error(setupError); };
+    finalizer = nullptr;
+  }
+  PoolRunner runner;
+  int code = 0;
+  try {
+    workerLoop(runner, ctl, commandFd, resultFd, initializer, finalizer);
+  } catch (...) {
+    code = workerInternalErrorExit;
+  }
+  flushStdio();
+  ::_exit(code);
 }
 
 } // namespace flockmp::detail

@@ -1,6 +1,8 @@
 // flock internals: the parent's event loop. It starts workers through a Launcher, hands out
 // batches of input indices, multiplexes every worker with poll(), accounts for every input
 // (result, failure, or requeue), detects dead and hung workers, replaces them, and cleans up.
+// One engine serves one call (one-shot: workers forked for it) or every call of a pool
+// (persistent workers); the call path is the same.
 #pragma once
 
 #include <poll.h>
@@ -56,27 +58,69 @@ inline void validateOptions(const Options& o) {
   if (o.restartBudget.period.count() <= 0) throw OptionError("flock: restartBudget.period must be a positive duration");
 }
 
+/// Whether workers serve one call or every call of a pool.
+enum class Lifetime { oneCall, pool };
+
 class Engine {
   using Clock = std::chrono::steady_clock;
 
 public:
-  Engine(JobBase& job, const Options& opts) : job_(job), opts_(opts), n_(job.size()) {
+  /// `opts` gives the workers' options (poolSize, context, initializer, finalizer, setupTimeout,
+  /// maxTasksPerWorker); each call brings the rest. Throws flockmp::Error when the context cannot
+  /// be used (forkserver or spawn without flockmp::init).
+  Engine(const Options& opts, Lifetime life) : opts_(opts), life_(life) {
     validateOptions(opts);
-    launcher_ = makeLauncher(opts.context);
+    launcher_ = life == Lifetime::oneCall ? std::unique_ptr<Launcher>(std::make_unique<ForkLauncher>())
+                                          : makeLauncher(opts.context);
   }
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
-  /// Whatever happened (an exception, cancellation), no worker outlives the engine.
+  /// Whatever happened (an exception, cancellation), no worker outlives the engine: a pool's idle
+  /// workers are asked to stop (their finalizers run), the rest are killed.
   ~Engine() {
+    if (life_ == Lifetime::pool) shutdown();
     for (auto& s : slots_)
       if (s.alive) killAndReap(s);
   }
 
-  /// Run every input. Afterwards each input has a result (in the job) or a Failure.
-  void run() {
+  /// A pool: start every worker now rather than at the first call. Throws flockmp::Error when
+  /// none can start.
+  void start() {
+    ensureSlots(0);
+    startMissing();
+  }
+
+  /// Stop every worker after the inputs it holds (a pool's close()).
+  void close() { shutdown(); }
+
+  /// Number of live workers (for tests and insight).
+  [[nodiscard]] std::size_t liveWorkers() const noexcept {
+    return static_cast<std::size_t>(std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.alive; }));
+  }
+  /// The pids of the live workers.
+  [[nodiscard]] std::vector<pid_t> workerPids() const {
+    std::vector<pid_t> pids;
+    for (const auto& s : slots_)
+      if (s.alive) pids.push_back(s.proc.pid);
+    return pids;
+  }
+
+  /// Run every input of `job` with the per-call options of `callOpts` (timeOutError, chunkSize,
+  /// retries, stopToken, restartBudget, progress). Afterwards each input has a result (in the job)
+  /// or a Failure (takeFailures). A readable `closeFd` (the pool is being closed) cancels the call.
+  void call(JobBase& job, const Options& callOpts, int closeFd = -1) {
+    beginCall(job, callOpts);
     if (n_ == 0) return;
-    const std::size_t workers = workerCount(opts_, n_);
-    controls_ = SharedRegion(sizeof(WorkerControl) * workers);
+    // An exception out of the loop (poll failed, no worker could start) leaves no half-served
+    // worker behind: a pool starts afresh at its next call.
+    struct Abandon {
+      Engine& e;
+      bool done = false;
+      ~Abandon() {
+        if (!done) e.abandonCall();
+      }
+    } abandon{*this};
+    ensureSlots(n_);
     queue_.push_back({0, n_});
     unassigned_ = n_;
 
@@ -89,29 +133,20 @@ public:
       stopCb.emplace(opts_.stopToken, StopSignal{efd});
     }
 
-    job_.reserveParent();
-    slots_.resize(workers);
-    // Start what can be started. With none, nothing has run and nothing is lost: the error is
-    // the caller's. With some, the call goes on and the others are tried again later.
-    std::exception_ptr firstStartError;
-    for (std::size_t i = 0; i < workers; ++i) {
-      try {
-        start(i);
-      } catch (const Error&) {
-        if (!firstStartError) firstStartError = std::current_exception();
-        noteStartFailure(false);
-      }
-    }
-    if (std::none_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.alive; }))
-      std::rethrow_exception(firstStartError);
+    job_->reserveParent();
+    noticeIdleDeaths();
+    startMissing();
     topUpAll();
-    job_.prepareParent();
+    job_->prepareParent();
 
     lastProgress_ = Clock::now();
     progressBar_ = ProgressBar::forOptions(opts_);
     std::vector<pollfd> pfds;
-    std::vector<std::pair<std::size_t, int>> who; // (slot, 0 = results, 1 = pidfd)
-    while (resolved_ < n_ && !gaveUp_) {
+    // (slot, 0 = results, 1 = pidfd, 2 = cancelled, 3 = commands writable, 4 = pool closing)
+    std::vector<std::pair<std::size_t, int>> who;
+    // Until every input is resolved and every batch acknowledged (a pool's next call must not
+    // find this call's acknowledgements in its channels).
+    while ((resolved_ < n_ || anyOutstanding()) && !gaveUp_) {
       pfds.clear();
       who.clear();
       for (std::size_t i = 0; i < slots_.size(); ++i) {
@@ -123,10 +158,18 @@ public:
         }
         pfds.push_back({s.proc.pidfd.get(), POLLIN, 0});
         who.emplace_back(i, 1);
+        if (s.pendingAt < s.pending.size()) {
+          pfds.push_back({s.proc.commands.get(), POLLOUT, 0});
+          who.emplace_back(i, 3);
+        }
       }
       if (stopFd) {
         pfds.push_back({stopFd.get(), POLLIN, 0});
         who.emplace_back(SIZE_MAX, 2);
+      }
+      if (closeFd >= 0) {
+        pfds.push_back({closeFd, POLLIN, 0});
+        who.emplace_back(SIZE_MAX, 4);
       }
       int rc = ::poll(pfds.data(), pfds.size(), pollTimeoutMs());
       if (rc < 0) {
@@ -136,14 +179,15 @@ public:
       for (std::size_t k = 0; k < pfds.size(); ++k) {
         if (pfds[k].revents == 0) continue;
         auto [i, what] = who[k];
-        if (what == 2) {
-          cancel();
+        if (what == 2 || what == 4) {
+          cancel(what == 2 ? "cancelled before it finished" : "cancelled: the pool was closed while the call ran");
           break;
         }
         auto& s = slots_[i];
         if (!s.alive) continue;
         if (what == 0) drain(s);
-        else handleExit(i);
+        else if (what == 1) handleExit(i);
+        else flushPending(s);
       }
       if (gaveUp_) break;
       checkTimeouts();
@@ -153,7 +197,14 @@ public:
       topUpAll();
       reportProgress(false);
     }
-    shutdown();
+    abandon.done = true;
+    if (life_ == Lifetime::oneCall) {
+      shutdown();
+    } else {
+      // Idle now: nothing writes the control blocks until the next batch.
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        if (slots_[i].alive) control(i).current.store(-1, std::memory_order_release);
+    }
     reportProgress(true);
   }
 
@@ -197,6 +248,9 @@ private:
     DirectRead direct;          // a raw block being read straight into the results
     std::int64_t lastCurrent = -1;
     Clock::time_point lastChange{};
+    std::vector<std::byte> pending; // frames not yet written to the worker (commands socket full)
+    std::size_t pendingAt = 0;      // bytes of `pending` already written
+    std::uint64_t callEpoch = 0;    // the call whose callable this worker holds (pools)
   };
 
   WorkerControl& control(std::size_t i) noexcept { return static_cast<WorkerControl*>(controls_.data())[i]; }
@@ -208,22 +262,147 @@ private:
     Engine* engine;
     std::size_t slot;
   };
+  /// A forked worker: a one-shot worker runs the job it inherited; a pool's worker serves calls.
   static void workerMain(void* ctx, int commandFd, int resultFd) {
     auto* c = static_cast<LaunchContext*>(ctx);
-    workerLoop(c->engine->job_, c->engine->control(c->slot), commandFd, resultFd, c->engine->opts_.initializer,
-               c->engine->opts_.finalizer);
+    Engine& e = *c->engine;
+    if (e.life_ == Lifetime::oneCall) {
+      InheritedJobRunner runner(*e.job_);
+      workerLoop(runner, e.control(c->slot), commandFd, resultFd, e.opts_.initializer, e.opts_.finalizer);
+    } else {
+      PoolRunner runner;
+      workerLoop(runner, e.control(c->slot), commandFd, resultFd, e.opts_.initializer, e.opts_.finalizer);
+    }
   }
 
-  void start(std::size_t i) {
+  void startWorker(std::size_t i) {
     auto& s = slots_[i];
     auto* ctl = new (&control(i)) WorkerControl{};
     (void)ctl;
     LaunchContext ctx{this, i};
     s = Slot{};
-    s.proc = launcher_->launch(&Engine::workerMain, &ctx);
+    s.proc = launcher_->launch(WorkerStart{&Engine::workerMain, &ctx, controls_.fd(), controls_.size(), i});
     s.alive = true;
     s.startedAt = s.lastChange = s.lastBytes = Clock::now();
     startBackoff_ = initialStartBackoff;
+    if (launcher_->portable()) {
+      // Validated with the pool's options: both are plain functions here.
+      auto* const* init = opts_.initializer.target<void (*)()>();
+      auto* const* fin = opts_.finalizer.target<void (*)()>();
+      const auto setup = encodeSetup(init ? *init : nullptr, fin ? *fin : nullptr);
+      appendFrame(s, FrameKind::setup, setup.data(), setup.size());
+      flushPending(s);
+    }
+  }
+
+  /// The worker slots and their control blocks, made once: a one-shot call gets one worker per
+  /// input up to poolSize, a pool gets poolSize.
+  void ensureSlots(std::size_t inputs) {
+    if (!slots_.empty()) return;
+    const std::size_t count = life_ == Lifetime::oneCall ? workerCount(opts_, inputs) : workerCount(opts_, SIZE_MAX);
+    const std::size_t bytes = sizeof(WorkerControl) * count;
+    controls_ = launcher_->portable() ? SharedRegion::withFd(bytes) : SharedRegion(bytes);
+    slots_.resize(count);
+  }
+
+  /// Start every worker that is not running. With none running afterwards, nothing has run and
+  /// nothing is lost: the first start error is the caller's. With some, the call goes on and the
+  /// others are tried again later.
+  void startMissing() {
+    std::exception_ptr firstStartError;
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i].alive) continue;
+      try {
+        startWorker(i);
+      } catch (const Error&) {
+        if (!firstStartError) firstStartError = std::current_exception();
+        noteStartFailure(false);
+      }
+    }
+    if (!anyAlive() && firstStartError) std::rethrow_exception(firstStartError);
+  }
+
+  /// A pool's worker that died between calls (a crash, a kill from outside) is noticed before
+  /// work is handed out, and replaced by startMissing.
+  void noticeIdleDeaths() {
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      auto& s = slots_[i];
+      if (!s.alive) continue;
+      pollfd p{s.proc.pidfd.get(), POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0) handleExit(i);
+    }
+  }
+
+  /// Per-call state starts afresh; the workers (and what they count over their life) stay.
+  void beginCall(JobBase& job, const Options& callOpts) {
+    job_ = &job;
+    n_ = job.size();
+    opts_.timeOutError = callOpts.timeOutError;
+    opts_.chunkSize = callOpts.chunkSize;
+    opts_.retries = callOpts.retries;
+    opts_.stopToken = callOpts.stopToken;
+    opts_.restartBudget = callOpts.restartBudget;
+    opts_.onProgress = callOpts.onProgress;
+    opts_.checkProgress = callOpts.checkProgress;
+    opts_.progressLines = callOpts.progressLines;
+    validateOptions(opts_);
+    ++callEpoch_;
+    queue_.clear();
+    suspects_.clear();
+    unassigned_ = resolved_ = failedCount_ = 0;
+    nsPerItem_ = 0;
+    failures_.clear();
+    attempts_.clear();
+    restartTimes_.clear();
+    failedInARow_ = 0;
+    nextStartAttempt_ = {};
+    startBackoff_ = initialStartBackoff;
+    progressBar_.reset();
+    gaveUp_ = false;
+    const auto now = Clock::now();
+    for (auto& s : slots_) {
+      s.lastCurrent = -1;
+      s.lastChange = now;
+    }
+  }
+
+  /// The call ended by an exception: its workers may hold half of it, so none is kept.
+  void abandonCall() noexcept {
+    for (auto& s : slots_)
+      if (s.alive) killAndReap(s);
+    for (auto& s : slots_) s.outstanding.clear();
+  }
+
+  [[nodiscard]] bool anyOutstanding() const noexcept {
+    return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.alive && !s.outstanding.empty(); });
+  }
+
+  /// Queue a frame for the worker; flushPending writes it as the socket takes it.
+  static void appendFrame(Slot& s, FrameKind kind, const void* payload, std::size_t n) {
+    FrameHeader h{FrameHeader::magicValue, kind, n};
+    const auto* hp = reinterpret_cast<const std::byte*>(&h);
+    s.pending.insert(s.pending.end(), hp, hp + sizeof h);
+    const auto* p = static_cast<const std::byte*>(payload);
+    if (n > 0) s.pending.insert(s.pending.end(), p, p + n);
+  }
+
+  /// Write what the worker's commands socket takes without blocking: a worker busy writing
+  /// results does not read its next batch, and a parent blocked on sending it would not read
+  /// those results. A dead worker's frames are dropped (its pidfd tells the rest).
+  static void flushPending(Slot& s) {
+    while (s.pendingAt < s.pending.size()) {
+      const ssize_t w = ::send(s.proc.commands.get(), s.pending.data() + s.pendingAt, s.pending.size() - s.pendingAt,
+                               MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EPIPE || errno == ECONNRESET) break;
+        throwErrno("write to a worker channel");
+      }
+      s.pendingAt += static_cast<std::size_t>(w);
+    }
+    s.pending.clear();
+    s.pendingAt = 0;
   }
 
   [[nodiscard]] bool hasWork() const noexcept { return !queue_.empty() || !suspects_.empty(); }
@@ -247,7 +426,7 @@ private:
     for (std::size_t i = 0; i < slots_.size() && !gaveUp_; ++i) {
       if (slots_[i].alive) continue;
       try {
-        start(i);
+        startWorker(i);
       } catch (const Error& e) {
         std::string_view what = e.what();
         if (what.starts_with("flock: ")) what.remove_prefix(7);
@@ -327,18 +506,31 @@ private:
     unassigned_ -= take;
     s.assigned += take;
     s.outstanding.push_back(batch);
-    std::byte frame[sizeof(FrameHeader) + 16];
-    FrameHeader h{FrameHeader::magicValue, FrameKind::run, 16};
-    std::uint64_t range[2] = {batch.begin, batch.end};
-    std::memcpy(frame, &h, sizeof h);
-    std::memcpy(frame + sizeof h, range, sizeof range);
+    if (job_->portable() && s.callEpoch != callEpoch_) {
+      // A pool's worker learns the call's callable before its first batch of the call.
+      s.callEpoch = callEpoch_;
+      const std::size_t at = s.pending.size();
+      s.pending.resize(at + sizeof(FrameHeader));
+      ByteWriter w(s.pending);
+      job_->encodeCall(w);
+      const FrameHeader h{FrameHeader::magicValue, FrameKind::call, s.pending.size() - at - sizeof(FrameHeader)};
+      std::memcpy(s.pending.data() + at, &h, sizeof h);
+    }
+    const std::size_t at = s.pending.size();
+    s.pending.resize(at + sizeof(FrameHeader));
+    ByteWriter w(s.pending);
+    w.writeRaw(static_cast<std::uint64_t>(batch.begin));
+    w.writeRaw(static_cast<std::uint64_t>(batch.end));
+    if (job_->portable()) job_->encodeInputs(batch.begin, batch.end, w);
+    const FrameHeader h{FrameHeader::magicValue, FrameKind::run, s.pending.size() - at - sizeof(FrameHeader)};
+    std::memcpy(s.pending.data() + at, &h, sizeof h);
     // A dead peer is noticed through its pidfd; its batches are then requeued.
-    (void)writeAll(s.proc.commands.get(), frame, sizeof frame, true);
+    flushPending(s);
   }
 
   static void sendStop(Slot& s) {
-    FrameHeader h{FrameHeader::magicValue, FrameKind::stop, 0};
-    (void)writeAll(s.proc.commands.get(), &h, sizeof h, true);
+    appendFrame(s, FrameKind::stop, nullptr, 0);
+    flushPending(s);
   }
 
   void resolve(Slot& s, std::size_t count) {
@@ -421,14 +613,14 @@ private:
   }
 
   void onResult(Slot& s, std::span<const std::byte> payload) {
-    if (job_.rawResults() || payload.size() < 8) throw ProtocolError("flock: unexpected result frame from a worker");
+    if (job_->rawResults() || payload.size() < 8) throw ProtocolError("flock: unexpected result frame from a worker");
     std::uint64_t index;
     std::memcpy(&index, payload.data(), 8);
     auto& b = expectIndex(s, index);
     if (index != b.next) throw ProtocolError("flock: a worker sent results out of order");
     ByteReader r(payload.data() + 8, payload.size() - 8);
     try {
-      job_.acceptResult(static_cast<std::size_t>(index), r);
+      job_->acceptResult(static_cast<std::size_t>(index), r);
     } catch (...) {
       auto [type, message] = describeCurrentException();
       addFailure({static_cast<std::size_t>(index), FailureKind::codec, "the result could not be decoded: " + message, type, 0,
@@ -441,18 +633,18 @@ private:
   /// A block of raw results for [begin, begin + count). `complete`: the whole payload is here;
   /// otherwise the received part is copied and the rest is read directly (see drain).
   void onRawBlock(Slot& s, std::span<const std::byte> payload, bool complete) {
-    if (!job_.rawResults()) throw ProtocolError("flock: unexpected raw result block from a worker");
+    if (!job_->rawResults()) throw ProtocolError("flock: unexpected raw result block from a worker");
     std::uint64_t head[2];
     std::memcpy(head, payload.data(), sizeof head);
     const std::uint64_t begin = head[0], count = head[1];
     auto& b = expectIndex(s, begin);
-    const std::size_t elem = job_.rawElementSize();
+    const std::size_t elem = job_->rawElementSize();
     if (begin != b.next || count == 0 || count > b.end - b.next)
       throw ProtocolError(fmt::format("flock: raw result block [{}, +{}) does not continue batch [{}, {})", begin, count, b.next, b.end));
     const std::size_t bytes = static_cast<std::size_t>(count) * elem;
     const std::size_t have = payload.size() - sizeof head;
     if (complete ? have != bytes : have >= bytes) throw ProtocolError("flock: raw result block of the wrong size");
-    std::byte* dst = job_.rawDestination(static_cast<std::size_t>(begin));
+    std::byte* dst = job_->rawDestination(static_cast<std::size_t>(begin));
     if (have > 0) std::memcpy(dst, payload.data() + sizeof head, have);
     s.direct = {dst + have, bytes - have, static_cast<std::size_t>(count)};
     if (complete) finishRawBlock(s);
@@ -503,13 +695,15 @@ private:
 
   /// The worker's wait status, or nullopt when someone else collected it (a thread of the
   /// application calling waitpid(-1, ...) while SIGCHLD has its default action).
-  static std::optional<int> reap(Slot& s) noexcept { return reapPidfd(s.proc.pidfd.get()); }
+  std::optional<int> reap(Slot& s) noexcept { return launcher_->reap(s.proc); }
 
   void killAndReap(Slot& s) noexcept {
     killGroup(s);
     (void)reap(s);
     s.alive = false;
     s.proc = WorkerProcess{};
+    s.pending.clear();
+    s.pendingAt = 0;
   }
 
   /// The worker process has exited: account for everything it held, replace it if needed.
@@ -525,6 +719,8 @@ private:
     const bool expected = s.stopping && s.outstanding.empty() && status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
     if (!expected) accountForDeath(i, status, pid);
     s.proc = WorkerProcess{};
+    s.pending.clear();
+    s.pendingAt = 0;
   }
 
   void accountForDeath(std::size_t i, std::optional<int> status, pid_t pid) {
@@ -702,7 +898,7 @@ private:
   /// Cancellation: every worker is asked to send the results it has finished and stop (after its
   /// current input); those still busy after cancelGrace are killed. Every input without a result
   /// then is reported cancelled.
-  void cancel() {
+  void cancel(const std::string& message) {
     gaveUp_ = true;
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       if (!slots_[i].alive) continue;
@@ -741,7 +937,7 @@ private:
       if (!s.eof && s.protocolError.empty()) drain(s);
       killAndReap(s);
     }
-    failUnresolved(FailureKind::cancelled, "cancelled before it finished");
+    failUnresolved(FailureKind::cancelled, message);
   }
 
   /// The limit on a worker's start (its initializer): setupTimeout, else timeOutError.
@@ -834,9 +1030,11 @@ private:
   static constexpr std::chrono::milliseconds initialStartBackoff{10};
   static constexpr std::chrono::milliseconds maxStartBackoff{1000};
 
-  JobBase& job_;
-  const Options& opts_;
-  const std::size_t n_;
+  Options opts_;
+  const Lifetime life_;
+  JobBase* job_ = nullptr;
+  std::size_t n_ = 0;
+  std::uint64_t callEpoch_ = 0;
   std::unique_ptr<Launcher> launcher_;
   SharedRegion controls_;
   std::vector<Slot> slots_;

@@ -196,13 +196,28 @@ public:
     if (p == MAP_FAILED) throwErrno(fmt::format("mmap of {} bytes of shared memory", bytes));
     data_ = p;
   }
+  /// Shared memory that a process which was not forked from this one can map too: backed by a
+  /// memfd, whose descriptor (fd()) is handed to it.
+  static SharedRegion withFd(std::size_t bytes) {
+    SharedRegion r;
+    const int fd = static_cast<int>(::syscall(SYS_memfd_create, "flock-controls", MFD_CLOEXEC));
+    if (fd < 0) throwErrno("memfd_create for the workers' control blocks");
+    r.fd_ = Fd(aboveStdio(fd, "moving a memfd above fd 2"), true);
+    if (::ftruncate(r.fd_.get(), static_cast<off_t>(bytes)) != 0) throwErrno("ftruncate of the workers' control blocks");
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd_.get(), 0);
+    if (p == MAP_FAILED) throwErrno(fmt::format("mmap of {} bytes of shared memory", bytes));
+    r.data_ = p;
+    r.size_ = bytes;
+    return r;
+  }
   SharedRegion(SharedRegion&& o) noexcept
-      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)), fd_(std::move(o.fd_)) {}
   SharedRegion& operator=(SharedRegion&& o) noexcept {
     if (this != &o) {
       reset();
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
+      fd_ = std::move(o.fd_);
     }
     return *this;
   }
@@ -212,14 +227,18 @@ public:
 
   [[nodiscard]] void* data() const noexcept { return data_; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// The memfd behind a region made by withFd(); -1 otherwise.
+  [[nodiscard]] int fd() const noexcept { return fd_ ? fd_.get() : -1; }
   void reset() noexcept {
     if (data_) ::munmap(data_, size_);
     data_ = nullptr;
     size_ = 0;
+    fd_ = Fd();
   }
 private:
   void* data_ = nullptr;
   std::size_t size_ = 0;
+  Fd fd_;
 };
 
 /// How the kernel hands out transparent huge pages to anonymous memory, read once from sysfs.
