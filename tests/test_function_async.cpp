@@ -452,11 +452,28 @@ TEST_CASE("bool results come back as std::vector<bool>", "[api]") {
   for (int i = 0; i < 1000; ++i) REQUIRE(r[static_cast<std::size_t>(i)] == (i % 3 == 0));
 }
 
-TEST_CASE("contexts this release does not have are refused with a clear error, before any fork", "[api][options]") {
+TEST_CASE("one-shot calls under forkserver or spawn with a capturing callable are refused before any fork",
+          "[api][options]") {
+  // Catches a one-shot call that silently forks under another context, or starts anything first.
+  const int children = flockmp::test::childProcessCount();
+  int offset = 1;
+  for (auto context : {flockmp::Context::forkserver, flockmp::Context::spawn}) {
+    CHECK_THROWS_WITH(flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, [offset](int x) { return x + offset; },
+                                                    {.context = context}),
+                      flockmp::test::contains("the workers do not inherit the callable"));
+  }
+  CHECK(flockmp::test::childProcessCount() == children);
+}
+
+TEST_CASE("a pool with forkserver or spawn but no flockmp::init is an error naming the fix, before any process",
+          "[api][pool]") {
+  // This binary's main does not call flockmp::init. Catches a pool that starts workers that
+  // would run the application's main, or fails later with a vague error.
   const int children = flockmp::test::childProcessCount();
   for (auto context : {flockmp::Context::forkserver, flockmp::Context::spawn}) {
+    CHECK_THROWS_WITH(flockmp::BaseMultiProc({.context = context}), flockmp::test::contains("flockmp::init(argc, argv)"));
     CHECK_THROWS_WITH(flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, myFunction, {.context = context}),
-                      flockmp::test::contains("is not available in this release; use Context::fork"));
+                      flockmp::test::contains("flockmp::init(argc, argv)"));
   }
   CHECK(flockmp::test::childProcessCount() == children);
 }

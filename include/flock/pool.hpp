@@ -311,25 +311,6 @@ auto runOn(It first, std::size_t n, F& fn, const Options& opts, PoolCaller* pool
   }
 }
 
-template <bool Try, class Codec, class R, class F, class Range>
-auto runChecked(F& fn, Range&& items, const Options& opts) {
-  validateOptions(opts);
-  if (opts.context != Context::fork)
-    throw OptionError(fmt::format("flock: Context::{} applies to pools: make a flockmp::BaseMultiProc with it and "
-                                  "call its apply (one-shot calls fork their workers from the caller)",
-                                  opts.context == Context::spawn ? "spawn" : "forkserver"));
-  if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
-    // Under Context::fork the workers index the caller's range in their copy-on-write memory.
-    return runOn<Try, Codec, R>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)), fn, opts);
-  } else {
-    // A single-pass or unsized range is materialised once so that inputs can be indexed.
-    std::vector<std::ranges::range_value_t<Range>> copy;
-    if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
-    for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
-    return runOn<Try, Codec, R>(copy.begin(), copy.size(), fn, opts);
-  }
-}
-
 /// What a call returns: outcomes for the try-variants, values (or nothing) otherwise.
 template <bool Try, class R>
 using CallResult = std::conditional_t<Try, std::vector<Outcome<R>>,
@@ -344,6 +325,58 @@ template <class F, class Ref>
 struct SafeResult<F, Ref> {
   using type = ResultOf<F, Ref>;
 };
+
+template <bool Try, class Codec, class F, class Range>
+auto runPortable(PoolCaller& pool, const F& fn, Range&& items, const Options& opts)
+    -> CallResult<Try, typename SafeResult<F, std::remove_cv_t<std::ranges::range_value_t<Range>>&>::type>;
+
+/// A one-shot call under Context::forkserver or Context::spawn: a pool that lives for this call,
+/// with no more workers than inputs.
+class OneCallPool final : public PoolCaller {
+public:
+  explicit OneCallPool(const Options& opts) : engine_(opts, Lifetime::pool) {}
+  std::vector<Failure> call(JobBase& job, const Options& callOpts) override {
+    engine_.sizeFor(job.size());
+    engine_.call(job, callOpts);
+    return engine_.takeFailures();
+  }
+
+private:
+  Engine engine_;
+};
+
+inline OptionError notPortableUnder(Context c) {
+  return OptionError(fmt::format(
+      "flock: under Context::{} the workers do not inherit the callable: pass a function pointer, a captureless "
+      "lambda, an empty or codable function object, and codable inputs (or use Context::fork)",
+      c == Context::spawn ? "spawn" : "forkserver"));
+}
+
+template <bool Try, class Codec, class R, class F, class Range>
+auto runChecked(F& fn, Range&& items, const Options& opts) {
+  validateOptions(opts);
+  if (opts.context != Context::fork) {
+    using Fn = std::decay_t<F>;
+    using In = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+    if constexpr (PortableCallable<Codec, Fn> && CodecFor<Codec, In> && CallableOn<Fn, In&> &&
+                  std::is_same_v<ResultOf<Fn, In&>, R>) {
+      OneCallPool pool(opts);
+      return runPortable<Try, Codec>(pool, static_cast<const Fn&>(fn), std::forward<Range>(items), opts);
+    } else {
+      throw notPortableUnder(opts.context);
+    }
+  }
+  if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
+    // Under Context::fork the workers index the caller's range in their copy-on-write memory.
+    return runOn<Try, Codec, R>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)), fn, opts);
+  } else {
+    // A single-pass or unsized range is materialised once so that inputs can be indexed.
+    std::vector<std::ranges::range_value_t<Range>> copy;
+    if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
+    for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
+    return runOn<Try, Codec, R>(copy.begin(), copy.size(), fn, opts);
+  }
+}
 
 template <bool Try, class Codec, class F, class Range>
 auto run(F& fn, Range&& items, const Options& opts) -> CallResult<Try, typename SafeResult<F, std::ranges::range_reference_t<Range>>::type> {
@@ -491,8 +524,13 @@ public:
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
     requires std::is_member_function_pointer_v<M>
   auto apply(Range&& items, M method, const Obj& obj, const CallOptions& call = {}) {
-    return detail::runPortable<false, Codec>(*this, detail::MemberCall<M, Obj>{method, obj}, std::forward<Range>(items),
-                                             merged(call));
+    if constexpr (!CodecFor<Codec, Obj>) {
+      requireCodable<Codec, Obj>(); // the object travels to the workers through the codec
+      return detail::CallResult<false, int>{};
+    } else {
+      return detail::runPortable<false, Codec>(*this, detail::MemberCall<M, Obj>{method, obj}, std::forward<Range>(items),
+                                               merged(call));
+    }
   }
   /// Like apply, but never throws for failed inputs: one flockmp::Outcome per input.
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
@@ -503,8 +541,13 @@ public:
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
     requires std::is_member_function_pointer_v<M>
   auto tryApply(Range&& items, M method, const Obj& obj, const CallOptions& call = {}) {
-    return detail::runPortable<true, Codec>(*this, detail::MemberCall<M, Obj>{method, obj}, std::forward<Range>(items),
-                                            merged(call));
+    if constexpr (!CodecFor<Codec, Obj>) {
+      requireCodable<Codec, Obj>(); // the object travels to the workers through the codec
+      return detail::CallResult<true, int>{};
+    } else {
+      return detail::runPortable<true, Codec>(*this, detail::MemberCall<M, Obj>{method, obj}, std::forward<Range>(items),
+                                              merged(call));
+    }
   }
 
   /// The seed's argument order: `executeAsync(function, iterator)`; the same as apply.

@@ -22,6 +22,43 @@ int main() {
 #elif defined(FLOCK_CASE_apply_control)
   auto r = flockmp::FunctionAsync::apply(xs, [](int x) { return std::to_string(x); });
   return static_cast<int>(r.size());
+#elif defined(FLOCK_CASE_apply_pool_capture)
+  // A pool's worker did not inherit the captured state.
+  flockmp::BaseMultiProc pool;
+  int offset = 3;
+  auto r = pool.apply(xs, [offset](int x) { return x + offset; });
+  return static_cast<int>(r.size());
+#elif defined(FLOCK_CASE_apply_pool_uncodable_input)
+  // A pool's inputs travel through the codec.
+  flockmp::BaseMultiProc pool;
+  std::vector<std::unique_ptr<int>> ptrs;
+  auto r = pool.apply(ptrs, [](const std::unique_ptr<int>& p) { return *p; });
+  return static_cast<int>(r.size());
+#elif defined(FLOCK_CASE_apply_pool_uncodable_object)
+  // The object of a member function travels through the codec.
+  struct Holder {
+    std::unique_ptr<int> p;
+    int get(int x) const { return x + *p; }
+  };
+  flockmp::BaseMultiProc pool;
+  auto r = pool.apply(xs, &Holder::get, Holder{});
+  return static_cast<int>(r.size());
+#elif defined(FLOCK_CASE_apply_pool_control)
+  // Every portable form compiles.
+  struct Scale {
+    int k = 2;
+    int operator()(int x) const { return x * k; }
+  };
+  struct Base {
+    int b = 1;
+    int add(int x) const { return x + b; }
+  };
+  flockmp::BaseMultiProc pool;
+  auto a = pool.apply(xs, [](int x) { return x + 1; });
+  auto b = pool.apply(xs, Scale{});
+  auto c = pool.tryApply(xs, &Base::add, Base{});
+  auto d = pool.apply(std::vector<std::string>{"a"}, [](const std::string& s) { return s.size(); });
+  return static_cast<int>(a.size() + b.size() + c.size() + d.size());
 #else
 #error "no FLOCK_CASE_* defined"
 #endif

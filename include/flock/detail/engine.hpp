@@ -90,6 +90,9 @@ public:
     startMissing();
   }
 
+  /// A pool that serves one call: no more workers than its inputs (before the first call).
+  void sizeFor(std::size_t inputs) noexcept { sizeLimit_ = inputs; }
+
   /// Stop every worker after the inputs it holds (a pool's close()).
   void close() { shutdown(); }
 
@@ -299,7 +302,7 @@ private:
   /// input up to poolSize, a pool gets poolSize.
   void ensureSlots(std::size_t inputs) {
     if (!slots_.empty()) return;
-    const std::size_t count = life_ == Lifetime::oneCall ? workerCount(opts_, inputs) : workerCount(opts_, SIZE_MAX);
+    const std::size_t count = life_ == Lifetime::oneCall ? workerCount(opts_, inputs) : workerCount(opts_, sizeLimit_);
     const std::size_t bytes = sizeof(WorkerControl) * count;
     controls_ = launcher_->portable() ? SharedRegion::withFd(bytes) : SharedRegion(bytes);
     slots_.resize(count);
@@ -1035,6 +1038,7 @@ private:
   JobBase* job_ = nullptr;
   std::size_t n_ = 0;
   std::uint64_t callEpoch_ = 0;
+  std::size_t sizeLimit_ = SIZE_MAX; // most workers a pool starts
   std::unique_ptr<Launcher> launcher_;
   SharedRegion controls_;
   std::vector<Slot> slots_;
