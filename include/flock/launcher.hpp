@@ -58,6 +58,10 @@ struct WorkerStart {
   int controlFd = -1;
   std::size_t controlBytes = 0;
   std::size_t slot = 0;
+  /// Kill the worker when the thread that starts it exits (PR_SET_PDEATHSIG, which follows the
+  /// thread, not the process). Off for a pool's worker started from a thread other than main:
+  /// that thread may end long before the pool; such a worker leaves when its channel closes.
+  bool dieWithThread = true;
 };
 
 /// The backend seam: starts workers and collects their exit. Implementations differ in where a
@@ -124,13 +128,14 @@ inline void dieWithParent(pid_t parent) noexcept {
 }
 
 /// Runs in the child right after fork: make the worker an independent, well-behaved process.
-inline void prepareForkedChild(pid_t parent) noexcept {
+inline void prepareForkedChild(pid_t parent, bool dieWithThread = true) noexcept {
   resetWorkerSignals();
   // Own process group: a timeout kills the worker and anything it started; the terminal's
   // Ctrl-C goes to the parent, which decides.
   ::setpgid(0, 0);
   prepareChildStdio();
-  dieWithParent(parent);
+  if (dieWithThread) dieWithParent(parent);
+  else if (::getppid() != parent) ::_exit(workerInternalErrorExit);
 }
 
 /// A worker's two channels: the parent keeps one end of each, the worker gets the other.
@@ -240,7 +245,7 @@ public:
       detail::throwErrno("fork of a worker process", err);
     }
     if (pid == 0) {
-      detail::prepareForkedChild(parent);
+      detail::prepareForkedChild(parent, start.dieWithThread);
       // Close the parent's end of every flock channel in this process (other workers' too),
       // keep only this worker's own ends, and register those: a call made inside a task has
       // workers of its own, which must not hold this worker's channel.
@@ -278,7 +283,7 @@ public:
 namespace detail {
 
 /// The environment variable that tells a program image started by Context::spawn that it is a
-/// worker: "commandFd,resultFd,controlFd,controlBytes,slot,parentPid".
+/// worker: "commandFd,resultFd,controlFd,controlBytes,slot,parentPid,dieWithThread".
 inline constexpr const char* spawnedWorkerVariable = "FLOCKMP_WORKER";
 
 /// What flockmp::init recorded: whether it ran, the program's name for spawned workers, and the
@@ -461,13 +466,14 @@ inline void startForkServer() {
 
 /// In a program image started by Context::spawn: become the worker its parent asked for.
 [[noreturn]] inline void becomeSpawnedWorker(const char* spec) {
-  unsigned long long v[6] = {};
-  if (std::sscanf(spec, "%llu,%llu,%llu,%llu,%llu,%llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6)
+  unsigned long long v[7] = {};
+  if (std::sscanf(spec, "%llu,%llu,%llu,%llu,%llu,%llu,%llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]) != 7)
     ::_exit(workerInternalErrorExit);
   ::unsetenv(spawnedWorkerVariable); // a call made inside a task starts workers of its own
   resetWorkerSignals();
   prepareChildStdio();
-  dieWithParent(static_cast<pid_t>(v[5]));
+  if (v[6] != 0) dieWithParent(static_cast<pid_t>(v[5]));
+  else if (::getppid() != static_cast<pid_t>(v[5])) ::_exit(workerInternalErrorExit);
   const int in = static_cast<int>(v[0]), out = static_cast<int>(v[1]);
   ::fcntl(in, F_SETFD, FD_CLOEXEC);
   ::fcntl(out, F_SETFD, FD_CLOEXEC);
@@ -578,8 +584,9 @@ public:
   WorkerProcess launch(const WorkerStart& start) override {
     auto c = detail::makeChannels();
     const int in = c.childCommands.get(), out = c.childResults.get();
-    const std::string spec = fmt::format("{}={},{},{},{},{},{}", detail::spawnedWorkerVariable, in, out,
-                                         start.controlFd, start.controlBytes, start.slot, ::getpid());
+    const std::string spec = fmt::format("{}={},{},{},{},{},{},{}", detail::spawnedWorkerVariable, in, out,
+                                         start.controlFd, start.controlBytes, start.slot, ::getpid(),
+                                         start.dieWithThread ? 1 : 0);
     std::vector<char*> env;
     const std::string_view prefix = std::string_view(detail::spawnedWorkerVariable);
     for (char** e = environ; e && *e; ++e) {

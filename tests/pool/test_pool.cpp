@@ -1,6 +1,7 @@
 // Pools (BaseMultiProc) under every context: persistent workers, portable callables, the fault
 // matrix, and the lifecycle (many calls, deaths between calls, closing during a call, threads).
 #include <dlfcn.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -105,6 +106,12 @@ int runJob(const Job& j) {
 }
 
 int workerPid(int) { return static_cast<int>(::getpid()); }
+
+int parentDeathSignal(int) {
+  int sig = 0;
+  ::prctl(PR_GET_PDEATHSIG, &sig);
+  return sig;
+}
 
 /// State of a worker's life: the initializer's runs, and where the finalizer leaves its mark.
 int initRuns = 0;
@@ -516,4 +523,17 @@ TEST_CASE("under forkserver and spawn the initializer must be a plain function: 
   }
   // Under fork a capturing initializer is inherited, so it is fine.
   CHECK_NOTHROW(flockmp::BaseMultiProc({.initializer = [&captured] { ++captured; }}));
+}
+
+TEST_CASE("a pool's workers started from a thread that ends are not tied to that thread's life", "[pool][threads]") {
+  // PR_SET_PDEATHSIG fires when the thread that started the worker exits, not the process: a
+  // pool started from a short-lived thread would lose its workers with it.
+  const auto context = GENERATE(Context::fork, Context::spawn);
+  CAPTURE(nameOf(context));
+  flockmp::BaseMultiProc fromThread{{.poolSize = 1, .context = context}};
+  std::thread([&] { fromThread.start(); }).join();
+  CHECK(fromThread.apply(std::vector<int>{0}, parentDeathSignal) == std::vector<int>{0});
+  // From the main thread (which lives as long as the process) the worker dies with the parent.
+  flockmp::BaseMultiProc fromMain{{.poolSize = 1, .context = context}};
+  CHECK(fromMain.apply(std::vector<int>{0}, parentDeathSignal) != std::vector<int>{0});
 }

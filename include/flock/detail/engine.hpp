@@ -284,7 +284,9 @@ private:
     (void)ctl;
     LaunchContext ctx{this, i};
     s = Slot{};
-    s.proc = launcher_->launch(WorkerStart{&Engine::workerMain, &ctx, controls_.fd(), controls_.size(), i});
+    const bool mainThread = ::gettid() == ::getpid();
+    s.proc = launcher_->launch(WorkerStart{&Engine::workerMain, &ctx, controls_.fd(), controls_.size(), i,
+                                           life_ == Lifetime::oneCall || mainThread});
     s.alive = true;
     s.startedAt = s.lastChange = s.lastBytes = Clock::now();
     startBackoff_ = initialStartBackoff;
