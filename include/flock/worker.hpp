@@ -31,6 +31,7 @@
 
 #include "channel.hpp"
 #include "codec.hpp"
+#include "detail/dispatch.hpp"
 #include "detail/portable.hpp"
 #include "detail/posix.hpp"
 #include "detail/type_name.hpp"
@@ -49,16 +50,6 @@ struct alignas(64) WorkerControl {
   /// Written by the parent to cancel: the worker sends what it has finished and stops.
   std::atomic<std::uint32_t> stop{0};
 };
-
-/// The value of WorkerControl::current between batches, once input `last` has run.
-constexpr std::int64_t idleAfter(std::size_t last) noexcept { return -2 - static_cast<std::int64_t>(last); }
-
-/// The input a worker runs or ran last, from WorkerControl::current; nullopt before any.
-constexpr std::optional<std::size_t> lastInputOf(std::int64_t current) noexcept {
-  if (current >= 0) return static_cast<std::size_t>(current);
-  if (current <= -2) return static_cast<std::size_t>(-2 - current);
-  return std::nullopt;
-}
 
 /// Thrown inside a worker when the parent asked it to stop (cancellation), after its finished
 /// results were sent; the worker loop ends normally and the finalizer runs.

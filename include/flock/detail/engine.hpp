@@ -33,6 +33,7 @@
 #include "../options.hpp"
 #include "../progress.hpp"
 #include "../worker.hpp"
+#include "dispatch.hpp"
 #include "posix.hpp"
 
 namespace flockmp::detail {
@@ -124,8 +125,7 @@ public:
       }
     } abandon{*this};
     ensureSlots(n_);
-    queue_.push_back({0, n_});
-    unassigned_ = n_;
+    dispatch_.begin(n_, {slots_.size(), opts_.chunkSize, opts_.maxTasksPerWorker, opts_.retries, opts_.restartBudget});
 
     Fd stopFd;
     std::optional<std::stop_callback<StopSignal>> stopCb;
@@ -223,10 +223,6 @@ private:
       std::uint64_t one = 1;
       [[maybe_unused]] auto r = ::write(fd, &one, sizeof one);
     }
-  };
-  struct Batch {
-    std::size_t begin, end, next; // [begin, next) resolved, [next, end) outstanding
-    bool suspect = false;         // a single input that may have broken a channel, run alone
   };
   struct DirectRead {
     std::byte* dst = nullptr;
@@ -352,14 +348,9 @@ private:
     opts_.progressLines = callOpts.progressLines;
     validateOptions(opts_);
     ++callEpoch_;
-    queue_.clear();
-    suspects_.clear();
-    unassigned_ = resolved_ = failedCount_ = 0;
-    nsPerItem_ = 0;
+    dispatch_.begin(0, {});
+    resolved_ = failedCount_ = 0;
     failures_.clear();
-    attempts_.clear();
-    restartTimes_.clear();
-    failedInARow_ = 0;
     nextStartAttempt_ = {};
     startBackoff_ = initialStartBackoff;
     progressBar_.reset();
@@ -410,7 +401,7 @@ private:
     s.pendingAt = 0;
   }
 
-  [[nodiscard]] bool hasWork() const noexcept { return !queue_.empty() || !suspects_.empty(); }
+  [[nodiscard]] bool hasWork() const noexcept { return dispatch_.hasWork(); }
   [[nodiscard]] bool anyAlive() const noexcept {
     return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.alive; });
   }
@@ -447,69 +438,32 @@ private:
   /// with `cause` instead of forking forever.
   void noteFailedStart(FailureKind kind, const std::string& cause) {
     const auto now = Clock::now();
-    restartTimes_.push_back(now);
-    while (!restartTimes_.empty() && now - restartTimes_.front() > opts_.restartBudget.period) restartTimes_.pop_front();
-    ++failedInARow_;
-    const auto limit = static_cast<std::size_t>(opts_.restartBudget.maxRestarts);
-    if (restartTimes_.size() > limit || failedInARow_ > limit) giveUp(kind, cause);
+    if (dispatch_.noteFailedStart(now)) giveUp(kind, cause);
   }
 
 
-  std::size_t nextBatchSize(const Slot& s) const {
-    std::size_t size;
-    if (opts_.chunkSize > 0) {
-      size = opts_.chunkSize;
-    } else {
-      // Guided: large batches first, single inputs at the end, but never batches so short that
-      // the ~40 us wake-up of a worker dominates (measured per input from finished batches).
-      size = (unassigned_ + 4 * slots_.size() - 1) / (4 * slots_.size());
-      if (nsPerItem_ > 0) {
-        auto minSize = static_cast<std::size_t>(200'000.0 / nsPerItem_);
-        size = std::max(size, minSize);
+  static Dispatch::WorkerView viewOf(const Slot& s) noexcept {
+    return {s.assigned, s.outstanding.size(), !s.outstanding.empty() && s.outstanding.front().suspect, s.stopping};
+  }
+
+  /// Every idle worker gets a batch first; then short batches are queued behind running ones
+  /// (see Dispatch::nextAhead). A worker that served maxTasksPerWorker is stopped.
+  void topUpAll() {
+    for (auto& s : slots_) {
+      if (!s.alive || !s.outstanding.empty()) continue;
+      if (auto b = dispatch_.nextForIdle(viewOf(s))) sendBatch(s, *b);
+      if (dispatch_.shouldRecycle(viewOf(s))) {
+        s.stopping = true;
+        sendStop(s);
       }
     }
-    if (opts_.maxTasksPerWorker > 0) size = std::min(size, opts_.maxTasksPerWorker - s.assigned);
-    return std::max<std::size_t>(size, 1);
-  }
-
-  /// Every idle worker gets a batch first; then, when batches are short enough that the ~40 us
-  /// wake-up between them would show, a second one is queued behind the first so the worker never
-  /// waits for the parent. Long batches are not queued ahead: that would unbalance the end.
-  void topUpAll() {
     for (auto& s : slots_)
-      if (s.alive && s.outstanding.empty()) assignBatch(s);
-    for (auto& s : slots_)
-      if (s.alive && s.outstanding.size() == 1 && !s.outstanding.front().suspect && suspects_.empty() && nsPerItem_ > 0 &&
-          nsPerItem_ * static_cast<double>(nextBatchSize(s)) < 2e6)
-        assignBatch(s);
-  }
-
-  void assignBatch(Slot& s) {
-    const bool room = !s.stopping && (opts_.maxTasksPerWorker == 0 || s.assigned < opts_.maxTasksPerWorker);
-    // A suspect runs alone on a worker with nothing else in flight, so that if the channel breaks
-    // again, the input that broke it is known.
-    if (room && !suspects_.empty() && s.outstanding.empty()) {
-      const std::size_t k = suspects_.front();
-      suspects_.pop_front();
-      sendBatch(s, Batch{k, k + 1, k, true});
-    } else if (room && suspects_.empty() && !queue_.empty()) {
-      auto& [b, e] = queue_.front();
-      std::size_t take = std::min(nextBatchSize(s), e - b);
-      Batch batch{b, b + take, b};
-      b += take;
-      if (b == e) queue_.pop_front();
-      sendBatch(s, batch);
-    }
-    if (opts_.maxTasksPerWorker > 0 && !s.stopping && s.outstanding.empty() && s.assigned >= opts_.maxTasksPerWorker) {
-      s.stopping = true;
-      sendStop(s);
-    }
+      if (s.alive)
+        if (auto b = dispatch_.nextAhead(viewOf(s))) sendBatch(s, *b);
   }
 
   void sendBatch(Slot& s, const Batch& batch) {
-    const std::size_t take = batch.end - batch.begin;
-    unassigned_ -= take;
-    s.assigned += take;
+    s.assigned += batch.end - batch.begin;
     s.outstanding.push_back(batch);
     if (job_->portable() && s.callEpoch != callEpoch_) {
       // A pool's worker learns the call's callable before its first batch of the call.
@@ -541,7 +495,7 @@ private:
   void resolve(Slot& s, std::size_t count) {
     resolved_ += count;
     s.finished += count;
-    failedInARow_ = 0;
+    dispatch_.noteFinished();
   }
 
   void addFailure(Failure f) {
@@ -683,11 +637,7 @@ private:
     auto& b = s.outstanding.front();
     if (v[0] != b.begin || v[1] != b.end) throw ProtocolError("flock: batch acknowledgement for the wrong batch");
     if (b.next != b.end) throw ProtocolError("flock: a worker acknowledged a batch with missing results");
-    const auto items = b.end - b.begin;
-    if (items > 0 && v[2] > 0) {
-      double per = static_cast<double>(v[2]) / static_cast<double>(items);
-      nsPerItem_ = nsPerItem_ == 0 ? per : 0.7 * nsPerItem_ + 0.3 * per;
-    }
+    dispatch_.batchFinished(b.end - b.begin, v[2]);
     s.outstanding.pop_front();
   }
 
@@ -734,67 +684,19 @@ private:
     s.channelLost = status && WIFEXITED(*status) && WEXITSTATUS(*status) == workerChannelLostExit;
     if (s.channelLost && control(i).serving.load(std::memory_order_acquire) == 0 && s.setupError.empty())
       s.setupError = "the initializer closed or replaced the worker's channel to the parent";
-    std::optional<std::size_t> culprit;
-    std::vector<std::pair<std::size_t, std::size_t>> requeue;
-    std::vector<std::size_t> suspects;
-    if (!s.protocolError.empty() || s.channelLost) {
-      // The channel broke: corrupt bytes arrived, or a task closed or replaced it. The input that
-      // did it has run or is running, and its result has not arrived: it is one of the inputs
-      // from the first unresolved one to the last one run. With one such input, that is the
-      // culprit; with several, each runs again alone (see assignBatch) until the culprit shows.
-      // The inputs after the last one run are innocent and simply run again.
-      const auto last = lastInputOf(current);
-      const auto holdsLast = [&](const Batch& b) { return last && *last >= b.next && *last < b.end; };
-      bool past = std::none_of(s.outstanding.begin(), s.outstanding.end(), holdsLast);
-      for (const auto& b : s.outstanding) {
-        if (past) {
-          if (b.next < b.end) requeue.emplace_back(b.next, b.end);
-          continue;
-        }
-        const std::size_t stop = holdsLast(b) ? *last + 1 : b.end;
-        for (std::size_t k = b.next; k < stop; ++k) suspects.push_back(k);
-        if (stop < b.end) requeue.emplace_back(stop, b.end);
-        past = holdsLast(b);
-      }
-      if (suspects.size() == 1) {
-        culprit = suspects.front();
-        suspects.clear();
-      }
-    } else {
-      const auto runningIn = [&](const Batch& b) {
-        return current >= 0 && static_cast<std::size_t>(current) >= b.next && static_cast<std::size_t>(current) < b.end;
-      };
-      for (auto& b : s.outstanding) {
-        if (runningIn(b)) {
-          const auto c = static_cast<std::size_t>(current);
-          if (c > b.next) requeue.emplace_back(b.next, c); // finished, but the results were not sent: run again
-          culprit = c;
-          if (c + 1 < b.end) requeue.emplace_back(c + 1, b.end);
-        } else if (b.next < b.end) {
-          requeue.emplace_back(b.next, b.end);
-        }
-      }
-    }
+    const DeathVerdict verdict = attributeDeath(s.outstanding, current, !s.protocolError.empty() || s.channelLost);
     s.outstanding.clear();
     s.direct = {};
-
+    const auto& culprit = verdict.culprit;
     if (culprit) {
       Failure f = deathFailure(s, *culprit, status, pid);
-      int& tries = attempts_[*culprit];
-      if (tries < opts_.retries && f.kind != FailureKind::protocol) {
-        ++tries;
-        requeue.emplace_back(*culprit, *culprit + 1);
-      } else {
+      if (!dispatch_.applyVerdict(verdict, f.kind != FailureKind::protocol)) {
         addFailure(std::move(f));
         resolve(s, 1);
       }
+    } else {
+      dispatch_.applyVerdict(verdict, false);
     }
-    for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) {
-      queue_.push_front(*it);
-      unassigned_ += it->second - it->first;
-    }
-    for (auto it = suspects.rbegin(); it != suspects.rend(); ++it) suspects_.push_front(*it);
-    unassigned_ += suspects.size();
     if (s.finished == 0 && !culprit) {
       // A worker that died outside any input without finishing anything (its initializer
       // failed, say): a fork storm is ended by the restart budget.
@@ -880,11 +782,7 @@ private:
       }
       resolved_ += e - b;
     };
-    for (auto [b, e] : queue_) add(b, e);
-    queue_.clear();
-    for (std::size_t k : suspects_) add(k, k + 1);
-    suspects_.clear();
-    unassigned_ = 0;
+    dispatch_.drainUnassigned(add);
     for (auto& s : slots_) {
       for (auto& b : s.outstanding) add(b.next, b.end);
       s.outstanding.clear();
@@ -897,7 +795,7 @@ private:
       if (s.alive) killAndReap(s);
     failUnresolved(kind, fmt::format("{} workers in a row ended or could not start without finishing any input "
                                      "(restart budget exhausted; last: {})",
-                                     std::max(restartTimes_.size(), failedInARow_), lastCause));
+                                     dispatch_.failedStarts(), lastCause));
   }
 
   /// Cancellation: every worker is asked to send the results it has finished and stop (after its
@@ -1044,16 +942,10 @@ private:
   std::unique_ptr<Launcher> launcher_;
   SharedRegion controls_;
   std::vector<Slot> slots_;
-  std::deque<std::pair<std::size_t, std::size_t>> queue_;
-  std::deque<std::size_t> suspects_; // inputs to run alone, one of which broke a channel
-  std::size_t unassigned_ = 0;
+  Dispatch dispatch_;
   std::size_t resolved_ = 0;
   std::size_t failedCount_ = 0;
-  double nsPerItem_ = 0;
   std::vector<Failure> failures_;
-  std::unordered_map<std::size_t, int> attempts_;
-  std::deque<Clock::time_point> restartTimes_;
-  std::size_t failedInARow_ = 0; // workers that ended or failed to start with no input finished since
   Clock::time_point nextStartAttempt_{};
   std::chrono::milliseconds startBackoff_{initialStartBackoff};
   Clock::time_point lastProgress_{};
