@@ -1,7 +1,8 @@
 // flock benchmark: the same workloads run serially, on in-process std::threads, and on flock's
 // worker processes, in one run, so the ratios compare like with like on this machine.
 //
-//   scripts/bench            (or: build-bench/bench/flock_bench [--quick] [--results-only] [--faults-only])
+//   scripts/bench            (or: build-bench/bench/flock_bench [--quick] [--results-only] [--faults-only]
+//                             [--pools-only])
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -11,17 +12,20 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <new>
 #include <numeric>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -86,6 +90,19 @@ std::uint64_t calibrateSpinPerMs() {
   }
 }
 
+/// Writes all of `n` bytes to `fd` (retrying short writes and EINTR); false on error.
+bool writeFully(int fd, const void* data, std::size_t n) {
+  const auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
 /// Bytes per second through a pipe between two processes, measured now so that the throughput
 /// ratio is against this machine (best of three: a shared VM's figure swings by 2x or more).
 double pipeBandwidthOnce(std::size_t chunk, std::size_t total) {
@@ -98,7 +115,7 @@ double pipeBandwidthOnce(std::size_t chunk, std::size_t total) {
     ::close(p[0]);
     std::vector<char> buf(chunk, 'x');
     for (std::size_t sent = 0; sent < total; sent += chunk)
-      if (!flockmp::writeAll(p[1], buf.data(), buf.size())) break;
+      if (!writeFully(p[1], buf.data(), buf.size())) break;
     ::_exit(0);
   }
   ::close(p[1]);
@@ -321,19 +338,332 @@ long anonHugeKb() {
   return kb;
 }
 
+/// 1 GiB resident in the calling process, as a large parent holds it: `smallPages` in 4 KiB pages
+/// as malloc gives it, `hugePages` in transparent huge pages (madvise). Meant for a fresh child
+/// that exits without freeing it. `hugeGib` is how much of it the kernel put in huge pages.
+enum class Ballast { none, smallPages, hugePages };
+struct BallastMemory {
+  std::vector<char> small;
+  double hugeGib = 0;
+  explicit BallastMemory(Ballast mode) {
+    const std::size_t gib = std::size_t{1} << 30;
+    if (mode == Ballast::smallPages) small.assign(gib, 1);
+    if (mode == Ballast::hugePages) {
+      void* huge = ::mmap(nullptr, gib + (2 << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (huge == MAP_FAILED) std::abort();
+      auto* aligned = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(huge) + (2 << 20) - 1) & ~std::uintptr_t((2 << 20) - 1));
+      ::madvise(aligned, gib, MADV_HUGEPAGE);
+      std::memset(aligned, 1, gib);
+      hugeGib = static_cast<double>(anonHugeKb()) / (1024.0 * 1024.0);
+    }
+  }
+};
+
+/// Runs `fn` (which returns a trivially copyable T) in a fresh child of this process and hands
+/// its value back; a value-initialised T when the child failed (its error is on stderr).
+template <class T, class F>
+T inFreshChild(F&& fn) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  T v{};
+  int p[2];
+  if (::pipe(p) != 0) return v;
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    int code = 0;
+    try {
+      const T r = fn();
+      if (!writeFully(p[1], &r, sizeof r)) code = 1;
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "flock_bench: a measuring child failed: {}\n", e.what());
+      code = 1;
+    }
+    std::fflush(nullptr);
+    ::_exit(code);
+  }
+  ::close(p[1]);
+  T got{};
+  std::size_t have = 0;
+  for (ssize_t r; have < sizeof got && (r = ::read(p[0], reinterpret_cast<char*>(&got) + have, sizeof got - have)) > 0;)
+    have += static_cast<std::size_t>(r);
+  ::close(p[0]);
+  ::waitpid(pid, nullptr, 0);
+  return have == sizeof got ? got : v;
+}
+
+double percentile(std::vector<double> t, double q) {
+  if (t.empty()) return 0;
+  std::sort(t.begin(), t.end());
+  return t[std::min(t.size() - 1, static_cast<std::size_t>(static_cast<double>(t.size()) * q))];
+}
+
+// ---- Persistent pools (BaseMultiProc), under each Context ----
+
+constexpr std::array<flockmp::Context, 3> poolContexts = {flockmp::Context::fork, flockmp::Context::forkserver,
+                                                          flockmp::Context::spawn};
+
+int squareInt(int x) { return x * x; }
+
+/// One pool per context, in poolContexts order. A plain array of pools: std::optional or
+/// std::unique_ptr of a BaseMultiProc trips clang's -Wdelete-non-abstract-non-virtual-dtor.
+struct PoolTrio {
+  explicit PoolTrio(int size)
+      : pools{flockmp::BaseMultiProc{{.poolSize = size, .context = poolContexts[0]}},
+              flockmp::BaseMultiProc{{.poolSize = size, .context = poolContexts[1]}},
+              flockmp::BaseMultiProc{{.poolSize = size, .context = poolContexts[2]}}} {}
+  flockmp::BaseMultiProc pools[3];
+};
+
+/// What one fresh child measures of pools, from a parent small or holding 1 GiB (Ballast).
+struct PoolCallFigures {
+  double oneShotMedian = 0, oneShotP90 = 0; // FunctionAsync::apply of 2 tiny inputs (forks 2 workers per call)
+  struct PerContext {
+    double warmMedian = 0, warmP90 = 0; // a started, warmed-up pool of 2: apply of 2 tiny inputs
+    double startReturns = 0;            // constructor + start() of a pool of 1, until start() returns
+    double startFirstCall = 0;          // constructor + start() + the first apply of 1 tiny input
+    double warmOneInput = 0;            // the next apply of 1 tiny input on that pool
+  };
+  std::array<PerContext, 3> ctx{};
+};
+
+/// The best (lowest) of two rounds' figures, field by field: a shared machine's load only adds.
+PoolCallFigures lowerOf(const PoolCallFigures& a, const PoolCallFigures& b) {
+  auto low = [](double x, double y) { return x <= 0 ? y : y <= 0 ? x : std::min(x, y); }; // 0: not measured
+  PoolCallFigures f;
+  f.oneShotMedian = low(a.oneShotMedian, b.oneShotMedian);
+  f.oneShotP90 = low(a.oneShotP90, b.oneShotP90);
+  for (std::size_t c = 0; c < f.ctx.size(); ++c) {
+    const auto &x = a.ctx[c], &y = b.ctx[c];
+    f.ctx[c] = {low(x.warmMedian, y.warmMedian), low(x.warmP90, y.warmP90), low(x.startReturns, y.startReturns),
+                low(x.startFirstCall, y.startFirstCall), low(x.warmOneInput, y.warmOneInput)};
+  }
+  return f;
+}
+
+struct PoolCounts {
+  int oneShotCalls, warmCalls, starts; // warmCalls and starts: per context
+};
+
+/// Runs in a fresh child. The contexts are interleaved call by call (and start by start), so that
+/// the load of a shared machine falls on all three alike.
+PoolCallFigures measurePoolCalls(Ballast mode, PoolCounts counts) {
+  PoolCallFigures f;
+  const BallastMemory ballast(mode);
+  const std::vector<int> two = {1, 2}, one = {3};
+  {
+    std::vector<double> t;
+    for (int i = 0; i < counts.oneShotCalls; ++i) {
+      const auto t0 = Clock::now();
+      auto r = flockmp::FunctionAsync::apply(two, squareInt, {.poolSize = 2});
+      t.push_back(seconds(Clock::now() - t0));
+      if (r[1] != 4) std::abort();
+    }
+    f.oneShotMedian = percentile(t, 0.5);
+    f.oneShotP90 = percentile(t, 0.9);
+  }
+  {
+    PoolTrio trio(2);
+    for (auto& pool : trio.pools) {
+      pool.start();
+      if (pool.apply(two, [](int x) { return x * x; }) != std::vector<int>{1, 4}) std::abort(); // warm-up
+    }
+    std::array<std::vector<double>, 3> t;
+    for (int i = 0; i < counts.warmCalls; ++i) {
+      for (std::size_t c = 0; c < poolContexts.size(); ++c) {
+        const auto t0 = Clock::now();
+        auto r = trio.pools[c].apply(two, [](int x) { return x * x; });
+        t[c].push_back(seconds(Clock::now() - t0));
+        if (r[1] != 4) std::abort();
+      }
+    }
+    for (std::size_t c = 0; c < poolContexts.size(); ++c) {
+      f.ctx[c].warmMedian = percentile(t[c], 0.5);
+      f.ctx[c].warmP90 = percentile(t[c], 0.9);
+    }
+  }
+  std::array<std::vector<double>, 3> returns, first, warm;
+  for (int k = 0; k < counts.starts; ++k) {
+    for (std::size_t c = 0; c < poolContexts.size(); ++c) {
+      const auto t0 = Clock::now();
+      flockmp::BaseMultiProc p{{.poolSize = 1, .context = poolContexts[c]}};
+      p.start();
+      const auto t1 = Clock::now();
+      auto a = p.apply(one, [](int x) { return x * x; });
+      const auto t2 = Clock::now();
+      auto b = p.apply(one, [](int x) { return x * x; });
+      const auto t3 = Clock::now();
+      if (a[0] != 9 || b[0] != 9) std::abort();
+      returns[c].push_back(seconds(t1 - t0));
+      first[c].push_back(seconds(t2 - t0));
+      warm[c].push_back(seconds(t3 - t2));
+    } // the pool closes here, outside the timed span
+  }
+  for (std::size_t c = 0; c < poolContexts.size(); ++c) {
+    f.ctx[c].startReturns = percentile(returns[c], 0.5);
+    f.ctx[c].startFirstCall = percentile(first[c], 0.5);
+    f.ctx[c].warmOneInput = percentile(warm[c], 0.5);
+  }
+  return f;
+}
+
+struct PoolRow {
+  std::string workload;
+  std::array<double, 3> byContext; // seconds, per poolContexts entry; negative: not measured
+  double reference;                // seconds; negative: none
+  std::string note;
+};
+
+void printPoolTable(const std::vector<PoolRow>& rows) {
+  fmt::print("\npersistent pools (BaseMultiProc; workers started and warmed up before the timed calls unless the "
+             "row says start)\n");
+  fmt::print("{:<64} {:>11} {:>11} {:>11} {:>11}\n", "workload", "fork", "forkserver", "spawn", "reference");
+  auto cell = [](double s) { return s < 0 ? fmt::format("{:>11}", "-") : fmt::format("{:>9.3f}ms", s * 1e3); };
+  for (const auto& r : rows) {
+    fmt::print("{:<64} {} {} {} {}\n", r.workload, cell(r.byContext[0]), cell(r.byContext[1]), cell(r.byContext[2]),
+               cell(r.reference));
+    // The note, one clause ("; "-separated) a line.
+    for (std::size_t b = 0; b < r.note.size();) {
+      const std::size_t e = std::min(r.note.find("; ", b), r.note.size());
+      fmt::print("    {}\n", r.note.substr(b, e - b));
+      b = e + 2;
+    }
+  }
+}
+
+/// "fork 0.05, forkserver 0.05, spawn 0.06": a figure per context, formatted by `fn(i)`.
+template <class F>
+std::string perContext(F&& fn) {
+  return fmt::format("fork {}, forkserver {}, spawn {}", fn(std::size_t{0}), fn(std::size_t{1}), fn(std::size_t{2}));
+}
+
+/// The rows of persistent pools. Call and start figures come from fresh children of this process,
+/// a small one and one holding 1 GiB, alternated for a few rounds (each figure the best round's
+/// median); the throughput row runs here.
+std::vector<PoolRow> poolSection(bool quick) {
+  std::vector<PoolRow> rows;
+  const int rounds = quick ? 1 : 3;
+  const PoolCounts smallCounts{quick ? 20 : 100, quick ? 200 : 1000, quick ? 5 : 20};
+  const PoolCounts bigCounts{quick ? 0 : 5, smallCounts.warmCalls, quick ? 0 : 5};
+  PoolCallFigures small, big;
+  for (int round = 0; round < rounds; ++round) {
+    small = lowerOf(small, inFreshChild<PoolCallFigures>([&] { return measurePoolCalls(Ballast::none, smallCounts); }));
+    if (!quick)
+      big = lowerOf(big, inFreshChild<PoolCallFigures>([&] { return measurePoolCalls(Ballast::smallPages, bigCounts); }));
+  }
+  const std::string ofRounds = rounds == 1 ? "" : fmt::format(", best of {}", rounds);
+
+  // (a) The call overhead of a warm pool against a one-shot call, which forks its workers.
+  {
+    PoolRow r{fmt::format("2 x tiny, warm pool of 2 (median of {}{})", smallCounts.warmCalls, ofRounds), {},
+              small.oneShotMedian, ""};
+    for (std::size_t c = 0; c < 3; ++c) r.byContext[c] = small.ctx[c].warmMedian;
+    r.note = fmt::format("reference: one-shot FunctionAsync::apply, same 2 inputs (median of {}{}, p90 {:.3f} ms); "
+                         "pool / one-shot: {}; pool p90: {}; target <= 0.100 ms",
+                         smallCounts.oneShotCalls, ofRounds, small.oneShotP90 * 1e3,
+                         perContext([&](std::size_t c) { return fmt::format("{:.3f}", small.ctx[c].warmMedian / small.oneShotMedian); }),
+                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", small.ctx[c].warmP90 * 1e3); }));
+    rows.push_back(r);
+  }
+
+  // (b) Throughput of a warm pool: 1,000,000 x x*x (int64), inputs and results through the
+  // pool's sockets, against two threads over the same data in this process.
+  {
+    const std::size_t n = 1'000'000;
+    const int reps = quick ? 3 : 10;
+    std::vector<std::int64_t> xs(n);
+    std::iota(xs.begin(), xs.end(), std::int64_t{0});
+    const auto* in = xs.data();
+    auto check = [&](const std::vector<std::int64_t>& out) {
+      if (out.size() != n || out[n - 1] != in[n - 1] * in[n - 1] || out[n / 2] != in[n / 2] * in[n / 2]) std::abort();
+    };
+    PoolTrio trio(2);
+    for (auto& pool : trio.pools) {
+      pool.start();
+      check(pool.apply(xs, [](std::int64_t x) { return x * x; })); // warm-up
+    }
+    // The methods alternate rep by rep (best of each), so that a shared machine's load falls on all.
+    double threads = 1e300, oneShot = 1e300;
+    PoolRow r{fmt::format("1,000,000 x  x*x (int64), warm pool of 2 (best of {})", reps), {1e300, 1e300, 1e300}, 0, ""};
+    double inputsOnly = 1e300; // the fork pool with a void callable: only the inputs travel
+    for (int rep = 0; rep < reps; ++rep) {
+      threads = std::min(threads, bestOf(1, [&] {
+        check(threadMap<std::int64_t>(n, 2, [in](std::size_t i) { return in[i] * in[i]; }));
+      }));
+      oneShot = std::min(oneShot, bestOf(1, [&] {
+        check(flockmp::FunctionAsync::apply(xs, [](std::int64_t x) { return x * x; }, {.poolSize = 2}));
+      }));
+      for (std::size_t c = 0; c < poolContexts.size(); ++c)
+        r.byContext[c] = std::min(r.byContext[c], bestOf(1, [&] {
+          check(trio.pools[c].apply(xs, [](std::int64_t x) { return x * x; }));
+        }));
+      inputsOnly = std::min(inputsOnly, bestOf(1, [&] { trio.pools[0].apply(xs, [](std::int64_t) {}); }));
+    }
+    r.reference = threads;
+    r.note = fmt::format("reference: 2 std::threads over the same data; pool / threads: {}; one-shot apply {:.2f} ms "
+                         "(pool / one-shot: {}); the same call on the fork pool with a void callable (8 MB of inputs "
+                         "sent, no results back): {:.2f} ms; target pool / threads <= 5",
+                         perContext([&](std::size_t c) { return fmt::format("{:.2f}", r.byContext[c] / threads); }),
+                         oneShot * 1e3,
+                         perContext([&](std::size_t c) { return fmt::format("{:.2f}", r.byContext[c] / oneShot); }),
+                         inputsOnly * 1e3);
+    rows.push_back(r);
+  }
+
+  // (c) The same warm call from a parent with 1 GiB resident (4 KiB pages): no fork happens
+  // in a warm call, so the target is the small parent's figure.
+  if (!quick) {
+    PoolRow r{fmt::format("2 x tiny, warm pool, 1 GiB parent (median of {}{})", bigCounts.warmCalls, ofRounds),
+              {}, big.oneShotMedian, ""};
+    for (std::size_t c = 0; c < 3; ++c) r.byContext[c] = big.ctx[c].warmMedian;
+    r.note = fmt::format("reference: one-shot apply from the same 1 GiB parent (median of {}{}); 1 GiB / small parent: {}; "
+                         "target 1.00; p90: {}",
+                         bigCounts.oneShotCalls, ofRounds,
+                         perContext([&](std::size_t c) { return fmt::format("{:.2f}", big.ctx[c].warmMedian / small.ctx[c].warmMedian); }),
+                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", big.ctx[c].warmP90 * 1e3); }));
+    rows.push_back(r);
+  }
+
+  // (d) Starting a worker: a fresh pool of 1, constructed, started, and its first call of one
+  // tiny input answered; minus the next (warm) call of one input on it, that is the start.
+  auto startRow = [&](const PoolCallFigures& f, const PoolCounts& counts, const char* parent) {
+    PoolRow r{fmt::format("worker start, {} parent (median of {} pools{})", parent, counts.starts, ofRounds), {}, -1, ""};
+    for (std::size_t c = 0; c < 3; ++c) r.byContext[c] = f.ctx[c].startFirstCall - f.ctx[c].warmOneInput;
+    r.note = fmt::format("= (pool of 1 constructed + start() + first 1-input apply) - (a warm 1-input apply): "
+                         "first {}; warm {}; start() alone returns after {}",
+                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", f.ctx[c].startFirstCall * 1e3); }),
+                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", f.ctx[c].warmOneInput * 1e3); }),
+                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", f.ctx[c].startReturns * 1e3); }));
+    return r;
+  };
+  PoolRow s = startRow(small, smallCounts, "small");
+  s.note += "; targets: forkserver <= 1 ms, spawn <= 10 ms";
+  rows.push_back(s);
+  if (!quick) rows.push_back(startRow(big, bigCounts, "1 GiB"));
+  return rows;
+}
+
 int main(int argc, char** argv) {
-  bool quick = false, resultsOnly = false, faultsOnly = false;
+  // First: a process started by Context::spawn becomes a pool worker here; the parent starts the
+  // forkserver (Context::forkserver) while it has no other thread.
+  flockmp::init(argc, argv);
+  bool quick = false, resultsOnly = false, faultsOnly = false, poolsOnly = false;
   double pythonNsPerItem = 0, pythonTinyMs = 0;
   std::string pythonFaults;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--results-only") == 0) resultsOnly = true; // only the encoded-result rows
     else if (std::strcmp(argv[i], "--faults-only") == 0) faultsOnly = true;   // only goodput under faults
+    else if (std::strcmp(argv[i], "--pools-only") == 0) poolsOnly = true;     // only the persistent-pool rows
     else if (std::strcmp(argv[i], "--python-faults") == 0 && i + 1 < argc) pythonFaults = argv[++i];
     else if (std::strcmp(argv[i], "--python-ns-per-item") == 0 && i + 1 < argc) pythonNsPerItem = std::atof(argv[++i]);
     else if (std::strcmp(argv[i], "--python-tiny-ms") == 0 && i + 1 < argc) pythonTinyMs = std::atof(argv[++i]);
   }
   if (faultsOnly) return faultsSection(quick, pythonFaults) ? 0 : 1;
+  if (poolsOnly) {
+    printPoolTable(poolSection(quick));
+    return 0;
+  }
   const unsigned workers = 2;
   const int reps = quick ? 1 : 3;
   std::vector<Row> rows;
@@ -343,25 +673,9 @@ int main(int argc, char** argv) {
   // huge pages (each in its own fresh child, so that the huge pages are not denied by memory the
   // first one fragmented), is measured last so that freeing that memory does not slow the rest.
   // measureCalls(mode) runs in a fresh child: {median, p90, GiB in huge pages}.
-  enum class Ballast { none, smallPages, hugePages };
   auto measureCalls = [quick](Ballast mode) {
-    std::array<double, 3> v{};
-    int p[2];
-    if (::pipe(p) != 0) return v;
-    std::fflush(nullptr);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      std::array<double, 3> r{};
-      const std::size_t gib = std::size_t{1} << 30;
-      std::vector<char> small;
-      if (mode == Ballast::smallPages) small.assign(gib, 1); // 1 GiB resident, in 4 KiB pages as malloc gives it
-      if (mode == Ballast::hugePages) {
-        void* huge = ::mmap(nullptr, gib + (2 << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        auto* aligned = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(huge) + (2 << 20) - 1) & ~std::uintptr_t((2 << 20) - 1));
-        ::madvise(aligned, gib, MADV_HUGEPAGE);
-        std::memset(aligned, 1, gib);
-        r[2] = static_cast<double>(anonHugeKb()) / (1024.0 * 1024.0);
-      }
+    return inFreshChild<std::array<double, 3>>([&] {
+      const BallastMemory ballast(mode);
       std::vector<double> t;
       const int calls = mode == Ballast::none ? (quick ? 20 : 200) : 10;
       for (int i = 0; i < calls; ++i) {
@@ -369,19 +683,13 @@ int main(int argc, char** argv) {
         (void)flockmp::FunctionAsync::apply(std::vector<int>{1, 2}, [](int x) { return x + 1; }, {.poolSize = 2});
         t.push_back(seconds(Clock::now() - t0));
       }
-      std::sort(t.begin(), t.end());
-      r[0] = t[t.size() / 2];
-      r[1] = t[t.size() * 9 / 10];
-      [[maybe_unused]] auto w = ::write(p[1], r.data(), sizeof(double) * r.size());
-      ::_exit(0);
-    }
-    ::close(p[1]);
-    [[maybe_unused]] auto got = ::read(p[0], v.data(), sizeof(double) * v.size());
-    ::close(p[0]);
-    ::waitpid(pid, nullptr, 0);
-    return v;
+      return std::array<double, 3>{percentile(t, 0.5), percentile(t, 0.9), ballast.hugeGib};
+    });
   };
   const auto small = resultsOnly ? std::array<double, 3>{} : measureCalls(Ballast::none);
+  // Persistent pools next, while this process is still small (their calls and starts are timed
+  // in fresh children of it); printed after the main table.
+  const std::vector<PoolRow> poolRows = resultsOnly ? std::vector<PoolRow>{} : poolSection(quick);
 
   // (a) Tiny tasks: x*x over int64. Results are raw (trivially copyable): the parent reads them
   // from the workers' sockets straight into the returned vector, with no codec.
@@ -514,6 +822,7 @@ int main(int argc, char** argv) {
     rows.insert(rows.begin(), r);
   }
   printTable(rows, workers);
+  if (!poolRows.empty()) printPoolTable(poolRows);
   if (!resultsOnly && !faultsSection(quick, pythonFaults)) return 1;
   return 0;
 }
