@@ -269,8 +269,8 @@ TEST_CASE("a truncated frame does not hang the parent", "[faults][protocol]") {
     if (x == 3) {
       // A valid header announcing 4096 bytes, followed by far fewer.
       std::vector<std::byte> frame;
-      flockmp::FrameWriter w(frame);
-      w.begin(flockmp::FrameKind::result);
+      flockmp::detail::FrameWriter w(frame);
+      w.begin(flockmp::detail::FrameKind::result);
       w.append("0123456789", 10);
       std::uint64_t len = 4096;
       std::memcpy(frame.data() + 8, &len, sizeof len);
@@ -298,9 +298,9 @@ TEST_CASE("random frames from a worker are rejected, never crash the parent", "[
       if (x == 1) {
         std::mt19937 rng(seed);
         std::vector<std::byte> bytes;
-        flockmp::FrameWriter w(bytes);
+        flockmp::detail::FrameWriter w(bytes);
         for (int k = 0; k < 4; ++k) {
-          w.begin(static_cast<flockmp::FrameKind>(1 + rng() % 5));
+          w.begin(static_cast<flockmp::detail::FrameKind>(1 + rng() % 5));
           const std::size_t n = rng() % 40;
           for (std::size_t j = 0; j < n; ++j) {
             auto b = static_cast<std::byte>(rng() % 4 == 0 ? 0xff : rng() % 3);

@@ -33,7 +33,7 @@
 #include "error.hpp"
 #include "options.hpp"
 #include "pool.hpp"
-#include "worker.hpp"
+#include "detail/worker.hpp"
 
 namespace flockmp {
 

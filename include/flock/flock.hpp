@@ -2,14 +2,13 @@
 // order. Include this header to get everything.
 #pragma once
 
-#include "channel.hpp"      // IWYU pragma: export
 #include "codec.hpp"        // IWYU pragma: export
 #include "database.hpp"     // IWYU pragma: export
 #include "dataframe.hpp"    // IWYU pragma: export
 #include "dataframe_async.hpp" // IWYU pragma: export
 #include "error.hpp"        // IWYU pragma: export
 #include "function_async.hpp" // IWYU pragma: export
-#include "launcher.hpp"     // IWYU pragma: export
+#include "init.hpp"         // IWYU pragma: export
 #include "list_async.hpp"   // IWYU pragma: export
 #include "options.hpp"      // IWYU pragma: export
 #include "pool.hpp"         // IWYU pragma: export

@@ -28,7 +28,7 @@
 #include "detail/posix.hpp"
 #include "error.hpp"
 #include "options.hpp"
-#include "worker.hpp"
+#include "detail/worker.hpp"
 
 namespace flockmp {
 
@@ -104,6 +104,13 @@ void runResultsEncoded(std::size_t begin, std::size_t end, Call&& call, WorkerCo
 }
 
 
+/// A pool's inputs of this type travel as raw bytes (one block per batch), not one by one.
+template <class Codec, class In>
+constexpr bool rawInputFor() {
+  if constexpr (requires { Codec::template isRaw<In>; }) return Codec::template isRaw<In> && std::is_default_constructible_v<In>;
+  else return false;
+}
+
 /// The input type a pool's worker decodes for a range: its values, without const.
 template <class It>
 using InputOf = std::remove_cv_t<std::iter_value_t<It>>;
@@ -164,25 +171,35 @@ public:
     if constexpr (Portable) {
       using Fn = std::remove_cvref_t<F>;
       static const CodeRef thunk = codeRefOf(reinterpret_cast<const void*>(&poolThunk<Codec, Fn, InputOf<It>, R>));
-      thunk.encode(w);
+      encodeCallHead(w, thunk);
       encodeCallable<Codec, Fn>(w, fn_);
     } else {
       (void)w;
     }
   }
-  void encodeInputs(std::size_t begin, std::size_t end, ByteWriter& w) override {
+  std::size_t encodeInputs(std::size_t begin, std::size_t end, ByteWriter& w, std::exception_ptr& error) override {
     if constexpr (Portable) {
       using In = InputOf<It>;
-      if constexpr (Codec::template isRaw<In> && std::contiguous_iterator<It>) {
+      if constexpr (rawInputFor<Codec, In>() && std::contiguous_iterator<It>) {
         w.write(std::to_address(first_ + static_cast<Diff>(begin)), (end - begin) * sizeof(In));
       } else {
-        for (std::size_t i = begin; i < end; ++i) Codec::encode(w, static_cast<const In&>(first_[static_cast<Diff>(i)]));
+        for (std::size_t i = begin; i < end; ++i) {
+          const std::size_t mark = w.size();
+          try {
+            Codec::encode(w, static_cast<const In&>(first_[static_cast<Diff>(i)]));
+          } catch (...) {
+            w.buffer().resize(mark);
+            error = std::current_exception();
+            return i;
+          }
+        }
       }
     } else {
       (void)begin;
-      (void)end;
       (void)w;
+      (void)error;
     }
+    return end;
   }
 
   void acceptResult(std::size_t index, ByteReader& payload) override {
@@ -248,7 +265,7 @@ void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size
   const std::size_t count = end - begin;
   std::vector<In> xs;
   ByteReader ir(inputs);
-  if constexpr (Codec::template isRaw<In> && std::is_default_constructible_v<In>) {
+  if constexpr (rawInputFor<Codec, In>()) {
     if (ir.remaining() != count * sizeof(In))
       throw CodecError(fmt::format("flock: a batch of {} inputs arrived with {} bytes", count, ir.remaining()));
     xs.resize(count);

@@ -537,3 +537,39 @@ TEST_CASE("a pool's workers started from a thread that ends are not tied to that
   flockmp::BaseMultiProc fromMain{{.poolSize = 1, .context = context}};
   CHECK(fromMain.apply(std::vector<int>{0}, parentDeathSignal) != std::vector<int>{0});
 }
+
+namespace {
+/// A codec that refuses to encode the int 13 (a user codec with a precondition).
+struct PickyCodec {
+  template <class T>
+  static void encode(flockmp::ByteWriter& w, const T& v) {
+    if constexpr (std::is_same_v<T, int>)
+      if (v == 13) throw std::domain_error("13 is not carried");
+    flockmp::BinaryCodec::encode(w, v);
+  }
+  template <class T>
+  static T decode(flockmp::ByteReader& r) {
+    return flockmp::BinaryCodec::decode<T>(r);
+  }
+};
+} // namespace
+
+TEST_CASE("an input the codec cannot encode fails alone, with its index; the others run", "[pool][codec]") {
+  const auto context = GENERATE(Context::fork, Context::spawn);
+  CAPTURE(nameOf(context));
+  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context}};
+  auto out = pool.tryApply<PickyCodec>(flockmp::test::range(40), square);
+  REQUIRE(out.size() == 40);
+  for (int i = 0; i < 40; ++i) {
+    const auto& o = out[static_cast<std::size_t>(i)];
+    if (i == 13) {
+      // Catches the whole call failing, or the batch around 13 lost.
+      REQUIRE_FALSE(o.hasValue());
+      CHECK(o.failure().kind == FailureKind::codec);
+      CHECK_THAT(o.failure().message, Catch::Matchers::Contains("13 is not carried"));
+    } else {
+      REQUIRE(o.hasValue());
+      CHECK(*o == i * i);
+    }
+  }
+}

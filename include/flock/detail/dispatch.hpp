@@ -173,6 +173,13 @@ public:
     return take(w);
   }
 
+  /// Inputs [begin, end) taken but not sent go back to the front of the queue.
+  void giveBack(std::size_t begin, std::size_t end) {
+    if (begin >= end) return;
+    queue_.emplace_front(begin, end);
+    unassigned_ += end - begin;
+  }
+
   /// A batch of `items` inputs took `ns` in its worker: the per-input estimate follows.
   void batchFinished(std::size_t items, std::uint64_t ns) noexcept {
     if (items == 0 || ns == 0) return;

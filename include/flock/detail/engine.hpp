@@ -27,12 +27,12 @@
 
 #include <fmt/format.h>
 
-#include "../channel.hpp"
 #include "../error.hpp"
-#include "../launcher.hpp"
+#include "backend.hpp"
 #include "../options.hpp"
 #include "../progress.hpp"
-#include "../worker.hpp"
+#include "worker.hpp"
+#include "protocol.hpp"
 #include "dispatch.hpp"
 #include "posix.hpp"
 
@@ -462,27 +462,49 @@ private:
         if (auto b = dispatch_.nextAhead(viewOf(s))) sendBatch(s, *b);
   }
 
-  void sendBatch(Slot& s, const Batch& batch) {
-    s.assigned += batch.end - batch.begin;
-    s.outstanding.push_back(batch);
+  void sendBatch(Slot& s, Batch batch) {
+    FrameWriter frames(s.pending);
     if (job_->portable() && s.callEpoch != callEpoch_) {
       // A pool's worker learns the call's callable before its first batch of the call.
       s.callEpoch = callEpoch_;
-      const std::size_t at = s.pending.size();
-      s.pending.resize(at + sizeof(FrameHeader));
+      frames.begin(FrameKind::call);
       ByteWriter w(s.pending);
       job_->encodeCall(w);
-      const FrameHeader h{FrameHeader::magicValue, FrameKind::call, s.pending.size() - at - sizeof(FrameHeader)};
-      std::memcpy(s.pending.data() + at, &h, sizeof h);
+      frames.end();
     }
-    const std::size_t at = s.pending.size();
-    s.pending.resize(at + sizeof(FrameHeader));
-    ByteWriter w(s.pending);
-    w.writeRaw(static_cast<std::uint64_t>(batch.begin));
-    w.writeRaw(static_cast<std::uint64_t>(batch.end));
-    if (job_->portable()) job_->encodeInputs(batch.begin, batch.end, w);
-    const FrameHeader h{FrameHeader::magicValue, FrameKind::run, s.pending.size() - at - sizeof(FrameHeader)};
-    std::memcpy(s.pending.data() + at, &h, sizeof h);
+    frames.begin(FrameKind::run);
+    frames.appendRaw(RunHead{batch.begin, batch.end});
+    if (job_->portable()) {
+      ByteWriter w(s.pending);
+      std::exception_ptr error;
+      const std::size_t encoded = job_->encodeInputs(batch.begin, batch.end, w, error);
+      if (encoded < batch.end) {
+        // An input the codec could not encode fails alone; the batch stops before it and the
+        // inputs after it go back to the queue.
+        std::exception_ptr failed = error;
+        auto [type, message] = [&] {
+          try {
+            std::rethrow_exception(failed);
+          } catch (...) {
+            return describeCurrentException();
+          }
+        }();
+        addFailure({encoded, FailureKind::codec, "the input could not be encoded: " + message, type, 0, std::nullopt, 0});
+        resolved_ += 1;
+        dispatch_.giveBack(encoded + 1, batch.end);
+        batch.end = encoded;
+        if (batch.end == batch.begin) {
+          frames.abandon();
+          flushPending(s);
+          return;
+        }
+        const RunHead head{batch.begin, batch.end};
+        std::memcpy(s.pending.data() + frames.start() + sizeof(FrameHeader), &head, sizeof head);
+      }
+    }
+    frames.end();
+    s.assigned += batch.end - batch.begin;
+    s.outstanding.push_back(batch);
     // A dead peer is noticed through its pidfd; its batches are then requeued.
     flushPending(s);
   }
@@ -556,7 +578,7 @@ private:
       }
     }
     // A large raw block: copy what has arrived and read the rest straight into the results.
-    if (auto p = s.reader.partial(); p && p->kind == FrameKind::rawBlock && p->payload.size() >= 16) {
+    if (auto p = s.reader.partial(); p && p->kind == FrameKind::rawBlock && p->payload.size() >= sizeof(RawBlockHead)) {
       onRawBlock(s, p->payload, false);
       s.reader.discardPartial();
     }
@@ -572,12 +594,11 @@ private:
   }
 
   void onResult(Slot& s, std::span<const std::byte> payload) {
-    if (job_->rawResults() || payload.size() < 8) throw ProtocolError("flock: unexpected result frame from a worker");
-    std::uint64_t index;
-    std::memcpy(&index, payload.data(), 8);
+    if (job_->rawResults()) throw ProtocolError("flock: unexpected result frame from a worker");
+    const std::uint64_t index = headOf<ResultHead>(payload).index;
     auto& b = expectIndex(s, index);
     if (index != b.next) throw ProtocolError("flock: a worker sent results out of order");
-    ByteReader r(payload.data() + 8, payload.size() - 8);
+    ByteReader r(afterHead<ResultHead>(payload));
     try {
       job_->acceptResult(static_cast<std::size_t>(index), r);
     } catch (...) {
@@ -593,18 +614,16 @@ private:
   /// otherwise the received part is copied and the rest is read directly (see drain).
   void onRawBlock(Slot& s, std::span<const std::byte> payload, bool complete) {
     if (!job_->rawResults()) throw ProtocolError("flock: unexpected raw result block from a worker");
-    std::uint64_t head[2];
-    std::memcpy(head, payload.data(), sizeof head);
-    const std::uint64_t begin = head[0], count = head[1];
+    const auto [begin, count] = headOf<RawBlockHead>(payload);
     auto& b = expectIndex(s, begin);
     const std::size_t elem = job_->rawElementSize();
     if (begin != b.next || count == 0 || count > b.end - b.next)
       throw ProtocolError(fmt::format("flock: raw result block [{}, +{}) does not continue batch [{}, {})", begin, count, b.next, b.end));
     const std::size_t bytes = static_cast<std::size_t>(count) * elem;
-    const std::size_t have = payload.size() - sizeof head;
+    const std::size_t have = payload.size() - sizeof(RawBlockHead);
     if (complete ? have != bytes : have >= bytes) throw ProtocolError("flock: raw result block of the wrong size");
     std::byte* dst = job_->rawDestination(static_cast<std::size_t>(begin));
-    if (have > 0) std::memcpy(dst, payload.data() + sizeof head, have);
+    if (have > 0) std::memcpy(dst, afterHead<RawBlockHead>(payload).data(), have);
     s.direct = {dst + have, bytes - have, static_cast<std::size_t>(count)};
     if (complete) finishRawBlock(s);
   }
@@ -631,13 +650,13 @@ private:
   }
 
   void onBatchDone(Slot& s, std::span<const std::byte> payload) {
-    if (payload.size() != 24 || s.outstanding.empty()) throw ProtocolError("flock: malformed batch acknowledgement");
-    std::uint64_t v[3];
-    std::memcpy(v, payload.data(), sizeof v);
+    if (payload.size() != sizeof(BatchDoneBody) || s.outstanding.empty())
+      throw ProtocolError("flock: malformed batch acknowledgement");
+    const auto done = headOf<BatchDoneBody>(payload);
     auto& b = s.outstanding.front();
-    if (v[0] != b.begin || v[1] != b.end) throw ProtocolError("flock: batch acknowledgement for the wrong batch");
+    if (done.begin != b.begin || done.end != b.end) throw ProtocolError("flock: batch acknowledgement for the wrong batch");
     if (b.next != b.end) throw ProtocolError("flock: a worker acknowledged a batch with missing results");
-    dispatch_.batchFinished(b.end - b.begin, v[2]);
+    dispatch_.batchFinished(b.end - b.begin, done.ns);
     s.outstanding.pop_front();
   }
 

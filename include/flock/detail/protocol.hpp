@@ -1,4 +1,5 @@
-// flock: framed messages over pipes and sockets between the parent and its workers.
+// flock internals: the protocol between the parent and its workers. Every frame and every payload
+// layout is defined here, once, and both sides encode and decode through it.
 //
 // A frame is a 16-byte header (magic, kind, payload length) followed by the payload. Writes
 // handle partial writes and EINTR; reads handle partial reads, EINTR and EOF. The parent never
@@ -16,14 +17,18 @@
 #include <cstring>
 #include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
 
-#include "detail/posix.hpp"
-#include "error.hpp"
+#include "../codec.hpp"
+#include "../error.hpp"
+#include "portable.hpp"
+#include "posix.hpp"
 
-namespace flockmp {
+namespace flockmp::detail {
 
 /// What a frame carries.
 enum class FrameKind : std::uint32_t {
@@ -49,6 +54,38 @@ static_assert(sizeof(FrameHeader) == 16);
 
 /// Largest payload accepted; a larger length in a header means the stream is corrupt.
 inline constexpr std::uint64_t maxFramePayload = std::uint64_t{1} << 36;
+
+
+/// Fixed heads of payloads, as object bytes (both ends run the same binary on the same machine).
+struct RunHead {          ///< run: inputs [begin, end); on a pool their encoded values follow
+  std::uint64_t begin = 0, end = 0;
+};
+struct ResultHead {       ///< result: the encoded value of input `index` follows
+  std::uint64_t index = 0;
+};
+struct RawBlockHead {     ///< rawBlock: the object bytes of `count` results for [begin, begin + count) follow
+  std::uint64_t begin = 0, count = 0;
+};
+struct BatchDoneBody {    ///< batchDone: the whole payload; `ns` is the batch's time in the worker
+  std::uint64_t begin = 0, end = 0, ns = 0;
+};
+
+/// The fixed head of a payload; throws ProtocolError (naming `Head`'s frame) when it is shorter.
+template <class Head>
+Head headOf(std::span<const std::byte> payload) {
+  if (payload.size() < sizeof(Head))
+    throw ProtocolError(fmt::format("flock: a frame of {} bytes is shorter than its {}-byte head", payload.size(),
+                                    sizeof(Head)));
+  Head h;
+  std::memcpy(&h, payload.data(), sizeof h);
+  return h;
+}
+
+/// What follows the fixed head.
+template <class Head>
+std::span<const std::byte> afterHead(std::span<const std::byte> payload) {
+  return payload.subspan(sizeof(Head));
+}
 
 /// A complete frame inside a reader's buffer (valid until the next fill()).
 struct FrameView {
@@ -78,7 +115,7 @@ inline bool writeAll(int fd, const void* data, std::size_t n, bool noSignal = fa
         continue;
       }
       if (errno == EPIPE || errno == ECONNRESET) return false;
-      detail::throwErrno("write to a worker channel");
+      throwErrno("write to a worker channel");
     }
     p += w;
     n -= static_cast<std::size_t>(w);
@@ -95,7 +132,7 @@ inline bool readExact(int fd, void* data, std::size_t n) {
     ssize_t r = ::read(fd, p + got, n - got);
     if (r < 0) {
       if (errno == EINTR) continue;
-      detail::throwErrno("read from a flock channel");
+      throwErrno("read from a flock channel");
     }
     if (r == 0) {
       if (got == 0) return false;
@@ -132,6 +169,8 @@ public:
   }
   /// Drop the frame begun last (e.g. its payload failed to encode).
   void abandon() noexcept { buf_.resize(start_); }
+  /// Where the frame begun last starts in the buffer.
+  [[nodiscard]] std::size_t start() const noexcept { return start_; }
   [[nodiscard]] std::vector<std::byte>& buffer() noexcept { return buf_; }
 
 private:
@@ -158,7 +197,7 @@ public:
         if (errno == EAGAIN || errno == EWOULDBLOCK) return Fill::wouldBlock;
         // A worker that died with commands unread resets the connection: that is its end.
         if (errno == ECONNRESET) return Fill::eof;
-        detail::throwErrno("read from a worker");
+        throwErrno("read from a worker");
       }
       if (r == 0) return Fill::eof;
       end_ += static_cast<std::size_t>(r);
@@ -233,4 +272,92 @@ private:
   std::size_t end_ = 0;
 };
 
-} // namespace flockmp
+/// failure: [u64 index][u32 kind][u32 len][type][u32 len][message].
+inline void appendFailure(FrameWriter& w, std::size_t index, FailureKind kind, std::string_view type,
+                          std::string_view message) {
+  w.begin(FrameKind::failure);
+  w.appendRaw(static_cast<std::uint64_t>(index));
+  w.appendRaw(static_cast<std::uint32_t>(kind));
+  w.appendRaw(static_cast<std::uint32_t>(type.size()));
+  w.append(type.data(), type.size());
+  w.appendRaw(static_cast<std::uint32_t>(message.size()));
+  w.append(message.data(), message.size());
+  w.end();
+}
+
+/// Parent side: decodes a failure record; throws ProtocolError on malformed bytes.
+inline Failure parseFailure(std::span<const std::byte> payload) {
+  auto fail = [] { return ProtocolError("flock: malformed failure record from a worker"); };
+  std::size_t pos = 0;
+  auto take = [&](void* dst, std::size_t n) {
+    if (payload.size() - pos < n) throw fail();
+    std::memcpy(dst, payload.data() + pos, n);
+    pos += n;
+  };
+  std::uint64_t index = 0;
+  std::uint32_t kind = 0, len = 0;
+  take(&index, sizeof index);
+  take(&kind, sizeof kind);
+  if (kind > static_cast<std::uint32_t>(FailureKind::notRun)) throw fail();
+  Failure f;
+  f.index = static_cast<std::size_t>(index);
+  f.kind = static_cast<FailureKind>(kind);
+  take(&len, sizeof len);
+  if (payload.size() - pos < len) throw fail();
+  f.type.assign(reinterpret_cast<const char*>(payload.data() + pos), len);
+  pos += len;
+  take(&len, sizeof len);
+  if (payload.size() - pos < len) throw fail();
+  f.message.assign(reinterpret_cast<const char*>(payload.data() + pos), len);
+  pos += len;
+  if (pos != payload.size()) throw fail();
+  return f;
+}
+
+
+/// setup: [u8 has][CodeRef] for the initializer, then for the finalizer. Sent first to a
+/// forkserver or spawn worker, which did not inherit std::functions: both are plain functions.
+inline constexpr std::uint64_t maxSetupPayload = std::uint64_t{1} << 16;
+
+inline std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalizer)()) {
+  std::vector<std::byte> payload;
+  ByteWriter w(payload);
+  for (auto fn : {initializer, finalizer}) {
+    w.writeRaw(static_cast<std::uint8_t>(fn != nullptr));
+    if (fn) codeRefOf(reinterpret_cast<const void*>(fn)).encode(w);
+  }
+  return payload;
+}
+
+struct Setup {
+  void (*initializer)() = nullptr;
+  void (*finalizer)() = nullptr;
+};
+
+/// Worker side: the functions a setup frame names (throws flockmp::Error when one is not loaded).
+inline Setup decodeSetup(std::span<const std::byte> payload) {
+  Setup s;
+  ByteReader r(payload);
+  for (auto* fn : {&s.initializer, &s.finalizer})
+    if (r.readRaw<std::uint8_t>() != 0) *fn = reinterpret_cast<void (*)()>(resolveCodeRef(CodeRef::decode(r)));
+  r.expectEnd();
+  return s;
+}
+
+/// call: [CodeRef of the thunk] then the bytes that rebuild the callable (see portable.hpp).
+inline void encodeCallHead(ByteWriter& w, const CodeRef& thunk) { thunk.encode(w); }
+
+struct CallView {
+  CodeRef thunk;
+  std::span<const std::byte> callable;
+};
+
+inline CallView decodeCall(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  CallView v;
+  v.thunk = CodeRef::decode(r);
+  v.callable = payload.subspan(payload.size() - r.remaining());
+  return v;
+}
+
+} // namespace flockmp::detail

@@ -1,4 +1,4 @@
-// flock: the loop that runs inside a worker process, and the job interface it serves.
+// flock internals: the loop that runs inside a worker process, and the job interface it serves.
 //
 // A worker reads `run [begin, end)` commands, runs the callable on those inputs (already in its
 // copy-on-write memory under Context::fork), and sends back results or failures. Before each
@@ -29,13 +29,13 @@
 #include <utility>
 #include <vector>
 
-#include "channel.hpp"
-#include "codec.hpp"
-#include "detail/dispatch.hpp"
-#include "detail/portable.hpp"
-#include "detail/posix.hpp"
-#include "detail/type_name.hpp"
-#include "error.hpp"
+#include "../codec.hpp"
+#include "../error.hpp"
+#include "dispatch.hpp"
+#include "portable.hpp"
+#include "posix.hpp"
+#include "protocol.hpp"
+#include "type_name.hpp"
 
 namespace flockmp::detail {
 
@@ -77,48 +77,6 @@ inline std::pair<std::string, std::string> describeCurrentException() {
   }
 }
 
-/// Encodes a failure record: [u64 index][u32 kind][u32 len][type][u32 len][message].
-inline void appendFailure(FrameWriter& w, std::size_t index, FailureKind kind, std::string_view type,
-                          std::string_view message) {
-  w.begin(FrameKind::failure);
-  w.appendRaw(static_cast<std::uint64_t>(index));
-  w.appendRaw(static_cast<std::uint32_t>(kind));
-  w.appendRaw(static_cast<std::uint32_t>(type.size()));
-  w.append(type.data(), type.size());
-  w.appendRaw(static_cast<std::uint32_t>(message.size()));
-  w.append(message.data(), message.size());
-  w.end();
-}
-
-/// Parent side: decodes a failure record; throws ProtocolError on malformed bytes.
-inline Failure parseFailure(std::span<const std::byte> payload) {
-  auto fail = [] { return ProtocolError("flock: malformed failure record from a worker"); };
-  std::size_t pos = 0;
-  auto take = [&](void* dst, std::size_t n) {
-    if (payload.size() - pos < n) throw fail();
-    std::memcpy(dst, payload.data() + pos, n);
-    pos += n;
-  };
-  std::uint64_t index = 0;
-  std::uint32_t kind = 0, len = 0;
-  take(&index, sizeof index);
-  take(&kind, sizeof kind);
-  if (kind > static_cast<std::uint32_t>(FailureKind::notRun)) throw fail();
-  Failure f;
-  f.index = static_cast<std::size_t>(index);
-  f.kind = static_cast<FailureKind>(kind);
-  take(&len, sizeof len);
-  if (payload.size() - pos < len) throw fail();
-  f.type.assign(reinterpret_cast<const char*>(payload.data() + pos), len);
-  pos += len;
-  take(&len, sizeof len);
-  if (payload.size() - pos < len) throw fail();
-  f.message.assign(reinterpret_cast<const char*>(payload.data() + pos), len);
-  pos += len;
-  if (pos != payload.size()) throw fail();
-  return f;
-}
-
 /// Worker side: frames waiting to go to the parent, written in few large writes.
 class WorkerOutput {
 public:
@@ -132,7 +90,7 @@ public:
   template <class Codec, class R>
   void result(std::size_t index, const R& value) {
     writer_.begin(FrameKind::result);
-    writer_.appendRaw(static_cast<std::uint64_t>(index));
+    writer_.appendRaw(ResultHead{index});
     try {
       ByteWriter bw(buf_);
       Codec::encode(bw, value);
@@ -153,9 +111,8 @@ public:
   /// first one goes; the caller constructs them in place, then calls rawBlockEnd.
   std::byte* rawBlockBegin(std::size_t begin, std::size_t count, std::size_t elementSize) {
     writer_.begin(FrameKind::rawBlock);
-    writer_.appendRaw(static_cast<std::uint64_t>(begin));
-    countAt_ = buf_.size();
-    writer_.appendRaw(static_cast<std::uint64_t>(count));
+    countAt_ = buf_.size() + offsetof(RawBlockHead, count);
+    writer_.appendRaw(RawBlockHead{begin, count});
     const std::size_t at = buf_.size();
     buf_.resize(at + count * elementSize);
     return buf_.data() + at;
@@ -165,16 +122,14 @@ public:
   void rawBlockEnd(std::size_t count, std::size_t elementSize) {
     const auto c = static_cast<std::uint64_t>(count);
     std::memcpy(buf_.data() + countAt_, &c, sizeof c);
-    buf_.resize(countAt_ + sizeof c + count * elementSize);
+    buf_.resize(countAt_ + sizeof c + count * elementSize); // the count closes the head
     if (count == 0) writer_.abandon();
     else writer_.end();
   }
 
   void batchDone(std::size_t begin, std::size_t end, std::uint64_t ns) {
     writer_.begin(FrameKind::batchDone);
-    writer_.appendRaw(static_cast<std::uint64_t>(begin));
-    writer_.appendRaw(static_cast<std::uint64_t>(end));
-    writer_.appendRaw(ns);
+    writer_.appendRaw(BatchDoneBody{begin, end, ns});
     writer_.end();
   }
 
@@ -296,8 +251,9 @@ public:
   [[nodiscard]] virtual bool portable() const noexcept { return false; }
   /// Parent side, pools: the thunk's CodeRef and the bytes that rebuild the callable.
   virtual void encodeCall(ByteWriter&) {}
-  /// Parent side, pools: the encoded inputs [begin, end).
-  virtual void encodeInputs(std::size_t, std::size_t, ByteWriter&) {}
+  /// Parent side, pools: appends the encoded inputs [begin, end) and returns `end`; when input k
+  /// cannot be encoded, the bytes of inputs [begin, k) stay, `error` holds why, and k is returned.
+  virtual std::size_t encodeInputs(std::size_t, std::size_t end, ByteWriter&, std::exception_ptr&) { return end; }
 };
 
 /// Index used in a failure record that concerns the worker itself, not an input.
@@ -341,11 +297,10 @@ public:
   void onCall(std::span<const std::byte> payload) override {
     thunk_ = nullptr;
     error_.clear();
-    ByteReader r(payload);
     try {
-      const auto ref = CodeRef::decode(r);
-      thunk_ = reinterpret_cast<PoolThunk>(resolveCodeRef(ref));
-      callable_.assign(payload.begin() + static_cast<std::ptrdiff_t>(payload.size() - r.remaining()), payload.end());
+      const auto call = decodeCall(payload);
+      thunk_ = reinterpret_cast<PoolThunk>(resolveCodeRef(call.thunk));
+      callable_.assign(call.callable.begin(), call.callable.end());
     } catch (const std::exception& e) {
       error_ = e.what();
     }
@@ -436,16 +391,15 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
         runner.onCall(payload);
         continue;
       }
-      if (h.kind != FrameKind::run || payload.size() < 16) ::_exit(workerInternalErrorExit);
-      std::uint64_t range[2];
-      std::memcpy(range, payload.data(), sizeof range);
-      if (range[1] <= range[0]) ::_exit(workerInternalErrorExit);
+      if (h.kind != FrameKind::run || payload.size() < sizeof(RunHead)) ::_exit(workerInternalErrorExit);
+      const auto run = headOf<RunHead>(payload);
+      if (run.end <= run.begin) ::_exit(workerInternalErrorExit);
       const std::uint64_t t0 = monotonicNs();
       out.batchStarted();
-      runner.run(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]),
-                 std::span<const std::byte>(payload).subspan(sizeof range), ctl, out);
-      ctl.current.store(idleAfter(static_cast<std::size_t>(range[1] - 1)), std::memory_order_relaxed);
-      out.batchDone(static_cast<std::size_t>(range[0]), static_cast<std::size_t>(range[1]), monotonicNs() - t0);
+      const auto begin = static_cast<std::size_t>(run.begin), end = static_cast<std::size_t>(run.end);
+      runner.run(begin, end, afterHead<RunHead>(payload), ctl, out);
+      ctl.current.store(idleAfter(end - 1), std::memory_order_relaxed);
+      out.batchDone(begin, end, monotonicNs() - t0);
       // What the tasks printed goes out with their results (stdout to a file or a pipe is fully
       // buffered, and the worker leaves with _exit).
       flushStdio();
@@ -454,18 +408,6 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
   } catch (const StopRequested&) {
     ctl.current.store(-1, std::memory_order_relaxed);
   }
-}
-
-/// Encodes the setup frame of a forkserver or spawn worker: its initializer and finalizer, each a
-/// plain function (the worker did not inherit a std::function), or absent.
-inline std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalizer)()) {
-  std::vector<std::byte> payload;
-  ByteWriter w(payload);
-  for (auto fn : {initializer, finalizer}) {
-    w.writeRaw(static_cast<std::uint8_t>(fn != nullptr));
-    if (fn) codeRefOf(reinterpret_cast<const void*>(fn)).encode(w);
-  }
-  return payload;
 }
 
 /// The life of a worker that was not forked from its pool (forkserver, spawn): map the control
@@ -481,7 +423,7 @@ inline std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalize
   std::vector<std::byte> payload;
   try {
     if (!readExact(commandFd, &h, sizeof h)) ::_exit(0);
-    if (h.magic != FrameHeader::magicValue || h.kind != FrameKind::setup || h.length > 1u << 16)
+    if (h.magic != FrameHeader::magicValue || h.kind != FrameKind::setup || h.length > maxSetupPayload)
       ::_exit(workerInternalErrorExit);
     payload.resize(static_cast<std::size_t>(h.length));
     if (!readExact(commandFd, payload.data(), payload.size())) ::_exit(0);
@@ -490,10 +432,9 @@ inline std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalize
   }
   std::string setupError;
   try {
-    ByteReader r(payload);
-    for (auto* fn : {&initializer, &finalizer}) {
-      if (r.readRaw<std::uint8_t>() != 0) *fn = reinterpret_cast<void (*)()>(resolveCodeRef(CodeRef::decode(r)));
-    }
+    const auto setup = decodeSetup(payload);
+    if (setup.initializer) initializer = setup.initializer;
+    if (setup.finalizer) finalizer = setup.finalizer;
   } catch (const std::exception& e) {
     setupError = e.what();
   }

@@ -1,4 +1,4 @@
-// flock: how a worker process comes to exist. The pool asks a Launcher for a worker and gets a
+// flock internals: the backend seam, how a worker process comes to exist. The pool asks a Launcher for a worker and gets a
 // WorkerProcess (pid, pidfd, command and result channels); what happens inside the worker is the
 // WorkerMain it hands over. Context::fork is implemented here; forkserver and spawn are further
 // Launcher implementations behind the same seam.
@@ -29,20 +29,20 @@
 
 #include <fmt/format.h>
 
-#include "detail/posix.hpp"
-#include "error.hpp"
-#include "options.hpp"
+#include "../error.hpp"
+#include "../options.hpp"
+#include "posix.hpp"
 #include "worker.hpp"
 
-namespace flockmp {
+namespace flockmp::detail {
 
 /// The parent's handle on one worker process. Destroying it does not kill the process; the pool
 /// does that explicitly (kill the process group, then reap), so that order is always right.
 struct WorkerProcess {
   pid_t pid = -1;
-  detail::Fd pidfd;      ///< readable when the process has exited
-  detail::Fd commands;   ///< parent writes frames here (a socket: MSG_NOSIGNAL, no SIGPIPE)
-  detail::Fd results;    ///< parent reads frames here (non-blocking socket end)
+  Fd pidfd;      ///< readable when the process has exited
+  Fd commands;   ///< parent writes frames here (a socket: MSG_NOSIGNAL, no SIGPIPE)
+  Fd results;    ///< parent reads frames here (non-blocking socket end)
 };
 
 /// What runs inside a worker: reads commands from `commandFd`, writes frames to `resultFd`.
@@ -73,12 +73,11 @@ public:
   virtual WorkerProcess launch(const WorkerStart& start) = 0;
   /// The wait status of a worker that has exited or was killed; nullopt when another wait call
   /// collected it.
-  virtual std::optional<int> reap(WorkerProcess& w) noexcept { return detail::reapPidfd(w.pidfd.get()); }
+  virtual std::optional<int> reap(WorkerProcess& w) noexcept { return reapPidfd(w.pidfd.get()); }
   /// True when workers did not inherit the pool (forkserver, spawn): they need a setup frame.
   [[nodiscard]] virtual bool portable() const noexcept { return false; }
 };
 
-namespace detail {
 
 /// The signal a worker receives when the thread that forked it exits (PR_SET_PDEATHSIG). Not
 /// SIGKILL: the worker's handler kills its whole process group, so that what the task started
@@ -214,7 +213,6 @@ inline pid_t cloneWithPidfd(int* pidfd) noexcept {
 #endif
 }
 
-} // namespace detail
 
 /// Context::fork: workers are forked from the calling process when the call starts, so the
 /// callable (with its captures) and the inputs are already in their copy-on-write memory.
@@ -227,10 +225,10 @@ inline pid_t cloneWithPidfd(int* pidfd) noexcept {
 class ForkLauncher final : public Launcher {
 public:
   WorkerProcess launch(const WorkerStart& start) override {
-    auto c = detail::makeChannels();
+    auto c = makeChannels();
     // Buffered output must not be printed twice (once by the parent, once by the child).
     std::fflush(nullptr);
-    const bool plainFork = detail::sigchldIsDefault();
+    const bool plainFork = sigchldIsDefault();
     // Block signals across fork so the child cannot run one of the parent's handlers before it
     // has reset them.
     sigset_t all, old;
@@ -238,49 +236,48 @@ public:
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     const pid_t parent = ::getpid();
     int pfd = -1;
-    const pid_t pid = plainFork ? ::fork() : detail::cloneWithPidfd(&pfd);
+    const pid_t pid = plainFork ? ::fork() : cloneWithPidfd(&pfd);
     if (pid < 0) {
       int err = errno;
       ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-      detail::throwErrno("fork of a worker process", err);
+      throwErrno("fork of a worker process", err);
     }
     if (pid == 0) {
-      detail::prepareForkedChild(parent, start.dieWithThread);
+      prepareForkedChild(parent, start.dieWithThread);
       // Close the parent's end of every flock channel in this process (other workers' too),
       // keep only this worker's own ends, and register those: a call made inside a task has
       // workers of its own, which must not hold this worker's channel.
-      detail::FdRegistry::closeAllInChild();
+      FdRegistry::closeAllInChild();
       int in = c.childCommands.release(), out = c.childResults.release();
       c.parentCommands.release();
       c.parentResults.release();
-      detail::FdRegistry::add(in);
-      detail::FdRegistry::add(out);
+      FdRegistry::add(in);
+      FdRegistry::add(out);
       int code = 0;
       try {
         start.main(start.context, in, out);
       } catch (...) {
-        code = detail::workerInternalErrorExit;
+        code = workerInternalErrorExit;
       }
-      detail::flushStdio();
+      flushStdio();
       ::_exit(code);
     }
     ::setpgid(pid, pid); // also done in the child; whichever runs first wins the race
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 
     if (plainFork) {
-      pfd = detail::pidfdOpen(pid);
+      pfd = pidfdOpen(pid);
       if (pfd < 0) {
         int err = errno;
         ::kill(pid, SIGKILL);
         ::waitpid(pid, nullptr, 0);
-        detail::throwErrno("pidfd_open for a worker", err);
+        throwErrno("pidfd_open for a worker", err);
       }
     }
-    return detail::adoptWorker(pid, pfd, c);
+    return adoptWorker(pid, pfd, c);
   }
 };
 
-namespace detail {
 
 /// The environment variable that tells a program image started by Context::spawn that it is a
 /// worker: "commandFd,resultFd,controlFd,controlBytes,slot,parentPid,dieWithThread".
@@ -489,26 +486,6 @@ inline Error initMissing(Context c) {
       c == Context::spawn ? "spawn" : "forkserver"));
 }
 
-} // namespace detail
-
-/// Call first thing in `main`, before the program starts threads, to use Context::forkserver and
-/// Context::spawn:
-///
-///   int main(int argc, char** argv) {
-///     flockmp::init(argc, argv);
-///     ...
-///
-/// In a worker started by Context::spawn it does not return: the worker serves its pool and
-/// exits. Otherwise it starts the forkserver (a small process that forks workers on request) and
-/// returns. Calling it again does nothing. Throws flockmp::Error if the forkserver cannot start.
-inline void init(int argc, char** argv) {
-  if (const char* spec = std::getenv(detail::spawnedWorkerVariable)) detail::becomeSpawnedWorker(spec);
-  auto& rt = detail::runtime();
-  if (rt.initialized) return;
-  rt.program = argc > 0 && argv != nullptr && argv[0] != nullptr ? argv[0] : "flock-worker";
-  detail::startForkServer();
-  rt.initialized = true;
-}
 
 /// Context::forkserver: workers are forked by the forkserver that flockmp::init started, so they
 /// hold no lock another thread of the application held, and cost no page-table copy of a large
@@ -516,15 +493,15 @@ inline void init(int argc, char** argv) {
 class ForkserverLauncher final : public Launcher {
 public:
   ForkserverLauncher() {
-    if (!detail::runtime().initialized) throw detail::initMissing(Context::forkserver);
+    if (!runtime().initialized) throw initMissing(Context::forkserver);
   }
 
   WorkerProcess launch(const WorkerStart& start) override {
-    auto c = detail::makeChannels();
-    auto& rt = detail::runtime();
-    detail::ServerRequest req{detail::ServerRequest::launch, 0, start.controlBytes, start.slot};
+    auto c = makeChannels();
+    auto& rt = runtime();
+    ServerRequest req{ServerRequest::launch, 0, start.controlBytes, start.slot};
     const int fds[3] = {c.childCommands.get(), c.childResults.get(), start.controlFd};
-    detail::ServerReply reply;
+    ServerReply reply;
     int pidfd = -1;
     {
       std::lock_guard lock(rt.serverMutex);
@@ -532,16 +509,16 @@ public:
     }
     if (reply.value <= 0) {
       if (pidfd >= 0) ::close(pidfd);
-      detail::throwErrno("fork of a worker by the forkserver", static_cast<int>(-reply.value));
+      throwErrno("fork of a worker by the forkserver", static_cast<int>(-reply.value));
     }
     if (pidfd < 0) throw Error("flock: the forkserver started a worker but sent no pidfd for it");
-    return detail::adoptWorker(static_cast<pid_t>(reply.value), pidfd, c);
+    return adoptWorker(static_cast<pid_t>(reply.value), pidfd, c);
   }
 
   std::optional<int> reap(WorkerProcess& w) noexcept override {
-    auto& rt = detail::runtime();
-    detail::ServerRequest req{detail::ServerRequest::reap, 0, static_cast<std::uint64_t>(w.pid), 0};
-    detail::ServerReply reply;
+    auto& rt = runtime();
+    ServerRequest req{ServerRequest::reap, 0, static_cast<std::uint64_t>(w.pid), 0};
+    ServerReply reply;
     try {
       std::lock_guard lock(rt.serverMutex);
       exchange(req, nullptr, 0, reply, nullptr);
@@ -555,15 +532,15 @@ public:
   [[nodiscard]] bool portable() const noexcept override { return true; }
 
 private:
-  static void exchange(const detail::ServerRequest& req, const int* fds, int count, detail::ServerReply& reply,
+  static void exchange(const ServerRequest& req, const int* fds, int count, ServerReply& reply,
                        int* pidfd) {
-    auto& rt = detail::runtime();
+    auto& rt = runtime();
     const int sock = rt.server.get();
-    if (sock < 0 || !detail::sendWithFds(sock, &req, sizeof req, fds, count))
+    if (sock < 0 || !sendWithFds(sock, &req, sizeof req, fds, count))
       throw Error("flock: the forkserver is gone (was it killed?); workers of Context::forkserver cannot start");
     int got[3];
     int n = 0;
-    const ssize_t r = detail::receiveWithFds(sock, &reply, sizeof reply, got, n);
+    const ssize_t r = receiveWithFds(sock, &reply, sizeof reply, got, n);
     for (int i = 0; i < n; ++i) {
       if (pidfd && *pidfd < 0) *pidfd = got[i];
       else ::close(got[i]);
@@ -578,17 +555,17 @@ private:
 class SpawnLauncher final : public Launcher {
 public:
   SpawnLauncher() {
-    if (!detail::runtime().initialized) throw detail::initMissing(Context::spawn);
+    if (!runtime().initialized) throw initMissing(Context::spawn);
   }
 
   WorkerProcess launch(const WorkerStart& start) override {
-    auto c = detail::makeChannels();
+    auto c = makeChannels();
     const int in = c.childCommands.get(), out = c.childResults.get();
-    const std::string spec = fmt::format("{}={},{},{},{},{},{},{}", detail::spawnedWorkerVariable, in, out,
+    const std::string spec = fmt::format("{}={},{},{},{},{},{},{}", spawnedWorkerVariable, in, out,
                                          start.controlFd, start.controlBytes, start.slot, ::getpid(),
                                          start.dieWithThread ? 1 : 0);
     std::vector<char*> env;
-    const std::string_view prefix = std::string_view(detail::spawnedWorkerVariable);
+    const std::string_view prefix = std::string_view(spawnedWorkerVariable);
     for (char** e = environ; e && *e; ++e) {
       const std::string_view entry(*e);
       if (entry.starts_with(prefix) && entry.size() > prefix.size() && entry[prefix.size()] == '=') continue;
@@ -621,19 +598,19 @@ public:
     ::posix_spawnattr_setsigdefault(&attr, &defaults);
     ::posix_spawnattr_setpgroup(&attr, 0);
     ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    std::string program = detail::runtime().program;
+    std::string program = runtime().program;
     char* argv[] = {program.data(), nullptr};
     pid_t pid = -1;
     const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, env.data());
-    if (rc != 0) detail::throwErrno("posix_spawn of a worker (Context::spawn)", rc);
-    const int pfd = detail::pidfdOpen(pid);
+    if (rc != 0) throwErrno("posix_spawn of a worker (Context::spawn)", rc);
+    const int pfd = pidfdOpen(pid);
     if (pfd < 0) {
       const int err = errno;
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
-      detail::throwErrno("pidfd_open for a worker", err);
+      throwErrno("pidfd_open for a worker", err);
     }
-    return detail::adoptWorker(pid, pfd, c);
+    return adoptWorker(pid, pfd, c);
   }
 
   [[nodiscard]] bool portable() const noexcept override { return true; }
@@ -650,4 +627,4 @@ inline std::unique_ptr<Launcher> makeLauncher(Context c) {
   throw Error("flock: unknown Context value");
 }
 
-} // namespace flockmp
+} // namespace flockmp::detail
