@@ -184,6 +184,12 @@ struct DatabaseOptions {
   /// onProgress, stopToken... An `initializer` here runs after the connections are open, a
   /// `finalizer` before they are closed.
   Options pool{};
+  /// Keep the workers, and the connections they opened, from one apply to the next: the
+  /// DatabaseAsync runs its calls on a pool of Context::fork workers started at its first call and
+  /// stopped (connections closed) when the last copy of it is destroyed. The callable must then
+  /// be one a pool can carry (a function pointer, a captureless lambda, an empty or codable
+  /// function object, or a member function with a codable object); another is an OptionError.
+  bool persistent = false;
 };
 
 namespace detail {
@@ -297,6 +303,35 @@ private:
   }
 };
 
+/// A persistent DatabaseAsync's per-worker state: the connections its pool's workers opened, and
+/// the DatabaseAsync they came from (in the worker's copy of the caller's memory).
+template <class Owner, class Slots>
+struct PooledConnections {
+  Slots slots;
+  const Owner* owner = nullptr;
+  static PooledConnections& get() {
+    static PooledConnections state;
+    return state;
+  }
+};
+
+/// A persistent DatabaseAsync's call: the user's (portable) callable, given the worker's
+/// connections. Travels to the workers as that callable (see WrapsCallable).
+template <class F, class Owner, class... Conns>
+struct PooledDatabaseCall {
+  using WrappedCallable = F;
+  F wrapped;
+
+  template <class T>
+    requires CallableWithConnections<F&, T, Conns...>
+  decltype(auto) operator()(T&& x) {
+    auto& state = PooledConnections<Owner, ConnectionSlots<Conns...>>::get();
+    if (state.owner == nullptr) throw Error("flock: DatabaseAsync: this worker has no connections");
+    const WithConnections<F, Owner, Conns...> call{&wrapped, &state.slots, state.owner};
+    return call(std::forward<T>(x));
+  }
+};
+
 template <class F, class T, class... Conns>
 struct DatabaseCallableCheck {
   static_assert(
@@ -359,11 +394,21 @@ public:
   explicit DatabaseAsync(DatabaseOptions options, Setups... setups)
       : setups_(std::move(setups)...), options_(std::move(options)) {
     validate();
+    if (options_.persistent) shared_ = std::make_shared<Shared>();
   }
   /// The seed's shape: `DatabaseAsync(std::tuple{sqlite, pg}, {.numProcesses = 4})`.
   explicit DatabaseAsync(std::tuple<Setups...> setups, DatabaseOptions options = {})
       : setups_(std::move(setups)), options_(std::move(options)) {
     validate();
+    if (options_.persistent) shared_ = std::make_shared<Shared>();
+  }
+
+  /// With DatabaseOptions::persistent, the pids of the running workers (empty before the first
+  /// call); otherwise empty.
+  [[nodiscard]] std::vector<pid_t> workerPids() const {
+    if (!shared_) return {};
+    std::lock_guard lock(shared_->mutex);
+    return shared_->pool ? shared_->pool->workerPids() : std::vector<pid_t>{};
   }
 
   /// Run `fn(input, conn...)` for every input (a tuple input is unpacked first when `fn` takes
@@ -387,7 +432,7 @@ public:
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
     requires std::is_member_function_pointer_v<M>
   auto apply(Range&& items, M method, Obj&& obj) const {
-    auto fn = std::bind_front(method, std::forward<Obj>(obj));
+    detail::MemberCall<M, std::decay_t<Obj>> fn{method, std::forward<Obj>(obj)};
     return call<false, Codec>(std::forward<Range>(items), fn);
   }
 
@@ -395,7 +440,7 @@ public:
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
     requires std::is_member_function_pointer_v<M>
   auto tryApply(Range&& items, M method, Obj&& obj) const {
-    auto fn = std::bind_front(method, std::forward<Obj>(obj));
+    detail::MemberCall<M, std::decay_t<Obj>> fn{method, std::forward<Obj>(obj)};
     return call<true, Codec>(std::forward<Range>(items), fn);
   }
 
@@ -436,6 +481,39 @@ private:
       throw OptionError(
           "flock: setupTimeout must be a positive duration (or std::nullopt for none)");
     detail::validateOptions(options_.pool);
+    if (options_.persistent) {
+      if (options_.pool.context != Context::fork)
+        throw OptionError("flock: a persistent DatabaseAsync runs on Context::fork workers (they inherit the "
+                          "setups); leave pool.context at its default");
+    }
+  }
+
+  /// A persistent DatabaseAsync's pool, shared by its copies; started at the first call.
+  struct Shared {
+    std::mutex mutex;
+    std::unique_ptr<BaseMultiProc> pool;
+  };
+  using WorkerState = detail::PooledConnections<DatabaseAsync, detail::ConnectionSlots<ConnectionOf<Setups>...>>;
+
+  BaseMultiProc& persistentPool() const {
+    std::lock_guard lock(shared_->mutex);
+    if (!shared_->pool) {
+      Options o = poolOptions();
+      o.initializer = [this, user = std::move(o.initializer)] {
+        auto& state = WorkerState::get();
+        state.owner = this; // this DatabaseAsync, as the worker's copy of memory holds it
+        openAll(state.slots);
+        if (user) user();
+      };
+      o.finalizer = [user = std::move(o.finalizer)] {
+        struct Close {
+          ~Close() { WorkerState::get().slots.closeFirst(sizeof...(Setups)); }
+        } close;
+        if (user) user();
+      };
+      shared_->pool = std::make_unique<BaseMultiProc>(std::move(o));
+    }
+    return *shared_->pool;
   }
 
   template <bool Try, class Codec, class Range, class F>
@@ -445,6 +523,19 @@ private:
       (void)detail::DatabaseCallableCheck<F, Ref, ConnectionOf<Setups>...>{};
       return;
     } else {
+      if (options_.persistent) {
+        using Fn = std::decay_t<F>;
+        if constexpr (detail::PortableCallable<Codec, Fn>) {
+          detail::PooledDatabaseCall<Fn, DatabaseAsync, ConnectionOf<Setups>...> pooled{fn};
+          if constexpr (Try) return persistentPool().template tryApply<Codec>(std::forward<Range>(items), pooled);
+          else return persistentPool().template apply<Codec>(std::forward<Range>(items), pooled);
+        } else {
+          throw OptionError(
+              "flock: a persistent DatabaseAsync needs a callable its workers can rebuild (a function pointer, a "
+              "captureless lambda, an empty or codable function object, or a member function with a codable "
+              "object); this one holds state such as a lambda capture");
+        }
+      }
       Slots slots;
       Options o = poolOptions();
       o.initializer = [this, &slots, user = std::move(o.initializer)] {
@@ -657,6 +748,7 @@ private:
   }
 
   std::tuple<Setups...> setups_;
+  std::shared_ptr<Shared> shared_; // DatabaseOptions::persistent only
   DatabaseOptions options_;
 };
 

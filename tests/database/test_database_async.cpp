@@ -596,3 +596,49 @@ TEST_CASE("bad DatabaseOptions are rejected", "[database][options]") {
       {.setupTimeout = 2s, .pool = {.restartBudget = {.maxRestarts = 4, .period = 1s}}}, con};
   CHECK(db.poolOptions().restartBudget.period >= 10s);
 }
+
+namespace {
+std::tuple<int, int, int> tracedRow(int x, Traced& a) { return std::tuple{x, static_cast<int>(::getpid()), a.serial()}; }
+} // namespace
+
+TEST_CASE("a persistent DatabaseAsync keeps its workers and their connections across calls, and closes them with "
+          "it",
+          "[database][lifecycle][pool]") {
+  DeadlockGuard guard(120);
+  TempDir dir;
+  std::set<int> pids;
+  {
+    flockmp::DatabaseAsync db{{.numProcesses = 2, .persistent = true}, tracedSetup("first", dir.path)};
+    CHECK(db.workerPids().empty()); // nothing starts before the first call
+    for (int call = 0; call < 3; ++call) {
+      auto seen = call == 1 ? db.apply(range(20), tracedRow)
+                            : db.apply(range(20), [](int x, Traced& a) { return tracedRow(x, a); });
+      REQUIRE(seen.size() == 20);
+      for (int i = 0; i < 20; ++i) {
+        const auto& [x, pid, serial] = seen[static_cast<std::size_t>(i)];
+        CHECK(x == i);
+        CHECK(serial == 1); // catches connections opened again per call
+        pids.insert(pid);
+      }
+    }
+    // Two workers over three calls: catches workers forked per call.
+    CHECK(pids.size() == 2);
+    CHECK(filesWithPrefix(dir.path, "open-").size() == 2);
+    CHECK(filesWithPrefix(dir.path, "close-").empty()); // still open between calls
+  }
+  // Destroying the DatabaseAsync stopped its workers, which closed their connections.
+  CHECK(filesWithPrefix(dir.path, "close-") == filesWithPrefix(dir.path, "open-"));
+  CHECK(flockmp::test::childProcessCount() == 0);
+}
+
+TEST_CASE("a persistent DatabaseAsync refuses a callable its workers cannot rebuild, naming the rule",
+          "[database][options][pool]") {
+  TempDir dir;
+  flockmp::DatabaseAsync db{{.numProcesses = 1, .persistent = true}, tracedSetup("first", dir.path)};
+  int offset = 1;
+  CHECK_THROWS_WITH(db.apply(range(3), [offset](int x, Traced&) { return x + offset; }),
+                    contains("needs a callable its workers can rebuild"));
+  CHECK_THROWS_AS(flockmp::DatabaseAsync({.pool = {.context = flockmp::Context::spawn}, .persistent = true},
+                                         tracedSetup("first", dir.path)),
+                  flockmp::OptionError);
+}

@@ -121,6 +121,14 @@ struct MemberCall {
   }
 };
 
+/// A wrapper that adds behaviour around a callable it holds as `wrapped` (a DatabaseAsync's
+/// connections, say) travels as that callable: it is portable when the callable is.
+template <class F>
+concept WrapsCallable = requires(F& f) {
+  typename F::WrappedCallable;
+  requires std::is_same_v<decltype(f.wrapped), typename F::WrappedCallable>;
+};
+
 template <class T>
 struct IsMemberCall : std::false_type {};
 template <class M, class Obj>
@@ -139,6 +147,8 @@ template <class Codec, class F>
 consteval Portability portabilityOf() {
   if constexpr (FunctionPointer<F>) {
     return Portability::functionPointer;
+  } else if constexpr (WrapsCallable<F>) {
+    return portabilityOf<Codec, typename F::WrappedCallable>();
   } else if constexpr (IsMemberCall<F>::value) {
     if constexpr (CodecFor<Codec, decltype(F::object)>) return Portability::member;
     else return Portability::none;
@@ -194,7 +204,9 @@ M decodeMemberPointer(ByteReader& r) {
 template <class Codec, class F>
 void encodeCallable(ByteWriter& w, const F& fn) {
   constexpr Portability p = portabilityOf<Codec, F>();
-  if constexpr (p == Portability::functionPointer) {
+  if constexpr (WrapsCallable<F>) {
+    encodeCallable<Codec, typename F::WrappedCallable>(w, fn.wrapped);
+  } else if constexpr (p == Portability::functionPointer) {
     codeRefOf(reinterpret_cast<const void*>(fn)).encode(w);
   } else if constexpr (p == Portability::member) {
     encodeMemberPointer(w, fn.method);
@@ -211,7 +223,9 @@ void encodeCallable(ByteWriter& w, const F& fn) {
 template <class Codec, class F>
 F decodeCallable(ByteReader& r) {
   constexpr Portability p = portabilityOf<Codec, F>();
-  if constexpr (p == Portability::functionPointer) {
+  if constexpr (WrapsCallable<F>) {
+    return F{decodeCallable<Codec, typename F::WrappedCallable>(r)};
+  } else if constexpr (p == Portability::functionPointer) {
     return reinterpret_cast<F>(resolveCodeRef(CodeRef::decode(r)));
   } else if constexpr (p == Portability::member) {
     auto method = decodeMemberPointer<decltype(F::method)>(r);
