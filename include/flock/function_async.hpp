@@ -6,9 +6,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "codec.hpp"
-#include "options.hpp"
-#include "pool.hpp"
+#include "detail/facade.hpp"
 
 namespace flockmp {
 
@@ -17,38 +15,6 @@ namespace flockmp {
 ///   auto squares = flockmp::FunctionAsync::apply(xs, [](int x) { return x * x; });
 ///   auto powers  = flockmp::FunctionAsync::apply(pairs, &Test::compute, inst); // pairs unpacked
 ///   auto halves  = flockmp::FunctionAsync::apply(xs, half, {.poolSize = 4});
-struct FunctionAsync {
-  /// Run `fn(item)` for every item (a tuple-like item is unpacked when `fn` takes its members).
-  /// Returns `std::vector<R>` in input order, nothing for a void `fn`. Throws flockmp::TaskError
-  /// when an input fails, flockmp::OptionError for bad options, flockmp::Error when workers
-  /// cannot be started.
-  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
-  static auto apply(Range&& items, F&& fn, const Options& options = {}) {
-    return detail::run<false, Codec>(fn, std::forward<Range>(items), options);
-  }
-
-  /// Convenience for instance methods: `apply(items, &T::method, obj)` is
-  /// `apply(items, std::bind_front(&T::method, obj))`.
-  template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
-    requires std::is_member_function_pointer_v<M>
-  static auto apply(Range&& items, M method, Obj&& obj, const Options& options = {}) {
-    auto fn = std::bind_front(method, std::forward<Obj>(obj));
-    return detail::run<false, Codec>(fn, std::forward<Range>(items), options);
-  }
-
-  /// Like apply, but never throws for failed inputs: one flockmp::Outcome per input.
-  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
-  static auto tryApply(Range&& items, F&& fn, const Options& options = {}) {
-    return detail::run<true, Codec>(fn, std::forward<Range>(items), options);
-  }
-
-  /// tryApply for instance methods.
-  template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
-    requires std::is_member_function_pointer_v<M>
-  static auto tryApply(Range&& items, M method, Obj&& obj, const Options& options = {}) {
-    auto fn = std::bind_front(method, std::forward<Obj>(obj));
-    return detail::run<true, Codec>(fn, std::forward<Range>(items), options);
-  }
-};
+struct FunctionAsync : detail::OneShotApply {};
 
 } // namespace flockmp

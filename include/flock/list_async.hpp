@@ -1,12 +1,7 @@
 // flock: ListAsync, the seed's chunked apply over a list.
 #pragma once
 
-#include <ranges>
-#include <utility>
-
-#include "codec.hpp"
-#include "options.hpp"
-#include "pool.hpp"
+#include "detail/facade.hpp"
 
 namespace flockmp {
 
@@ -16,18 +11,8 @@ namespace flockmp {
 /// FunctionAsync::apply give the same results; ListAsync keeps the seed's name.
 ///
 ///   auto r = flockmp::ListAsync::apply(xs, [](int x) { return x * x / 10.0; }, {.poolSize = 4});
-struct ListAsync {
-  /// Results in input order; throws flockmp::TaskError when an input fails.
-  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
-  static auto apply(Range&& list, F&& fn, const Options& options = {}) {
-    return detail::run<false, Codec>(fn, std::forward<Range>(list), options);
-  }
-
-  /// One flockmp::Outcome per input; never throws for failed inputs.
-  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
-  static auto tryApply(Range&& list, F&& fn, const Options& options = {}) {
-    return detail::run<true, Codec>(fn, std::forward<Range>(list), options);
-  }
-};
+/// Its apply and tryApply take a callable, or a member function and its object, as
+/// FunctionAsync's do.
+struct ListAsync : detail::OneShotApply {};
 
 } // namespace flockmp

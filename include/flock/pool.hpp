@@ -26,6 +26,7 @@
 #include "detail/invoke.hpp"
 #include "detail/portable.hpp"
 #include "detail/posix.hpp"
+#include "detail/sinks.hpp"
 #include "error.hpp"
 #include "options.hpp"
 #include "detail/worker.hpp"
@@ -33,16 +34,6 @@
 namespace flockmp {
 
 namespace detail {
-
-/// Results of this type travel as raw bytes: the worker constructs them in its output buffer
-/// and the parent reads them straight into the result vector, with no codec on either side.
-template <class Codec, class R>
-constexpr bool rawResultFor() {
-  if constexpr (std::is_void_v<R>) return true;
-  else if constexpr (std::is_same_v<R, bool>) return false; // std::vector<bool> has no data() to read into
-  else if constexpr (requires { Codec::template isRaw<R>; }) return Codec::template isRaw<R>;
-  else return false;
-}
 
 /// Worker side: run inputs [begin, end) through `call(i)` (which invokes the callable on input i)
 /// and buffer their results or failures in `out`, raw blocks or encoded, as Job<...>::raw says.
@@ -119,46 +110,17 @@ template <class Codec, class F, class In, class R>
 void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
                std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out);
 
-/// A typed job: inputs at `first[0..n)`, the callable, and result storage. A one-shot job's
+/// A typed job: inputs at `first[0..n)`, the callable, and where the results go. A one-shot job's
 /// workers inherit all of it; a `Portable` job (a pool's call) sends the callable and the inputs.
 template <class Codec, class It, class F, class R, bool Portable = false>
 class Job final : public JobBase {
 public:
   static constexpr bool raw = rawResultFor<Codec, R>();
-  /// Encoded results are stored as R itself (no std::optional around it, so the vector is
-  /// handed over as is) when an empty R is cheap: a noexcept default constructor, as std::string
-  /// and the standard containers have.
-  static constexpr bool direct = [] {
-    if constexpr (std::is_void_v<R> || raw) return true;
-    else if constexpr (std::is_same_v<R, bool>) return false; // std::vector<bool> packs bits
-    else return std::is_nothrow_default_constructible_v<R> && std::is_nothrow_move_assignable_v<R>;
-  }();
-  static constexpr std::size_t elementSize = [] {
-    if constexpr (std::is_void_v<R>) return std::size_t{0};
-    else return sizeof(R);
-  }();
 
-  Job(It first, std::size_t n, F& fn) : first_(std::move(first)), n_(n), fn_(fn) {}
+  Job(It first, std::size_t n, F& fn) : first_(std::move(first)), n_(n), fn_(fn), sink_(n) {}
 
   [[nodiscard]] std::size_t size() const noexcept override { return n_; }
-  [[nodiscard]] bool rawResults() const noexcept override { return raw; }
-  [[nodiscard]] std::size_t rawElementSize() const noexcept override { return elementSize; }
-  [[nodiscard]] std::byte* rawDestination(std::size_t index) noexcept override {
-    if constexpr (raw && !std::is_void_v<R>) return reinterpret_cast<std::byte*>(values_.data() + index);
-    else {
-      (void)index;
-      return nullptr;
-    }
-  }
-  void reserveParent() override {
-    if constexpr (!std::is_void_v<R>) {
-      values_.reserve(n_);
-      resultPages_ = ResultPages(values_.data(), n_ * sizeof(typename decltype(values_)::value_type));
-    }
-  }
-  void prepareParent() override {
-    if constexpr (!std::is_void_v<R>) values_.resize(n_); // within the reserved capacity: same pages
-  }
+  [[nodiscard]] VectorSink<Codec, R>& sink() noexcept override { return sink_; }
 
   void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
     auto call = [this](std::size_t i) -> decltype(auto) { return invokeOn(fn_, first_[static_cast<Diff>(i)]); };
@@ -202,48 +164,6 @@ public:
     return end;
   }
 
-  void acceptResult(std::size_t index, ByteReader& payload) override {
-    if constexpr (!raw) {
-      if constexpr (direct) values_[index] = Codec::template decode<R>(payload);
-      else values_[index].emplace(Codec::template decode<R>(payload));
-      payload.expectEnd();
-    } else {
-      (void)index;
-      (void)payload;
-    }
-  }
-
-  /// One outcome per input; `failures` sorted by index.
-  std::vector<Outcome<R>> outcomes(const std::vector<Failure>& failures) {
-    std::vector<Outcome<R>> out;
-    out.reserve(n_);
-    auto f = failures.begin();
-    for (std::size_t i = 0; i < n_; ++i) {
-      if (f != failures.end() && f->index == i) {
-        out.emplace_back(*f);
-        while (f != failures.end() && f->index == i) ++f;
-        continue;
-      }
-      if constexpr (std::is_void_v<R>) out.emplace_back();
-      else if constexpr (direct) out.emplace_back(std::move(values_[i]));
-      else out.emplace_back(std::move(*values_[i]));
-    }
-    return out;
-  }
-
-  /// All results, when no input failed: stored as R, they are handed over without a copy.
-  std::vector<R> values() {
-    resultPages_.release();
-    if constexpr (direct) {
-      return std::move(values_);
-    } else {
-      std::vector<R> v;
-      v.reserve(n_);
-      for (auto& o : values_) v.push_back(std::move(*o));
-      return v;
-    }
-  }
-
 private:
   using Diff = std::iter_difference_t<It>;
 
@@ -251,8 +171,7 @@ private:
   It first_;
   std::size_t n_;
   F& fn_;
-  std::conditional_t<std::is_void_v<R>, char, std::conditional_t<direct, std::vector<R>, std::vector<std::optional<R>>>> values_{};
-  ResultPages resultPages_; // declared after values_: released before the buffer is freed
+  VectorSink<Codec, R> sink_;
 };
 
 /// A pool worker's code for one batch of a call: rebuild the callable and the inputs, then run
@@ -317,14 +236,14 @@ auto runOn(It first, std::size_t n, F& fn, const Options& opts, PoolCaller* pool
     failures = engine.takeFailures();
   }
   if constexpr (Try) {
-    return job.outcomes(failures);
+    return job.sink().outcomes(failures);
   } else {
     if (!failures.empty()) {
-      auto outcomes = job.outcomes(failures);
+      auto outcomes = job.sink().outcomes(failures);
       throw TaskError(std::move(failures), std::move(outcomes));
     }
     if constexpr (std::is_void_v<R>) return;
-    else return job.values();
+    else return job.sink().values();
   }
 }
 

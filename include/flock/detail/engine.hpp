@@ -136,11 +136,11 @@ public:
       stopCb.emplace(opts_.stopToken, StopSignal{efd});
     }
 
-    job_->reserveParent();
+    job_->sink().reserve();
     noticeIdleDeaths();
     startMissing();
     topUpAll();
-    job_->prepareParent();
+    job_->sink().prepare();
 
     lastProgress_ = Clock::now();
     progressBar_ = ProgressBar::forOptions(opts_);
@@ -594,13 +594,13 @@ private:
   }
 
   void onResult(Slot& s, std::span<const std::byte> payload) {
-    if (job_->rawResults()) throw ProtocolError("flock: unexpected result frame from a worker");
+    if (job_->sink().rawResults()) throw ProtocolError("flock: unexpected result frame from a worker");
     const std::uint64_t index = headOf<ResultHead>(payload).index;
     auto& b = expectIndex(s, index);
     if (index != b.next) throw ProtocolError("flock: a worker sent results out of order");
     ByteReader r(afterHead<ResultHead>(payload));
     try {
-      job_->acceptResult(static_cast<std::size_t>(index), r);
+      job_->sink().accept(static_cast<std::size_t>(index), r);
     } catch (...) {
       auto [type, message] = describeCurrentException();
       addFailure({static_cast<std::size_t>(index), FailureKind::codec, "the result could not be decoded: " + message, type, 0,
@@ -613,16 +613,16 @@ private:
   /// A block of raw results for [begin, begin + count). `complete`: the whole payload is here;
   /// otherwise the received part is copied and the rest is read directly (see drain).
   void onRawBlock(Slot& s, std::span<const std::byte> payload, bool complete) {
-    if (!job_->rawResults()) throw ProtocolError("flock: unexpected raw result block from a worker");
+    if (!job_->sink().rawResults()) throw ProtocolError("flock: unexpected raw result block from a worker");
     const auto [begin, count] = headOf<RawBlockHead>(payload);
     auto& b = expectIndex(s, begin);
-    const std::size_t elem = job_->rawElementSize();
+    const std::size_t elem = job_->sink().rawElementSize();
     if (begin != b.next || count == 0 || count > b.end - b.next)
       throw ProtocolError(fmt::format("flock: raw result block [{}, +{}) does not continue batch [{}, {})", begin, count, b.next, b.end));
     const std::size_t bytes = static_cast<std::size_t>(count) * elem;
     const std::size_t have = payload.size() - sizeof(RawBlockHead);
     if (complete ? have != bytes : have >= bytes) throw ProtocolError("flock: raw result block of the wrong size");
-    std::byte* dst = job_->rawDestination(static_cast<std::size_t>(begin));
+    std::byte* dst = job_->sink().rawDestination(static_cast<std::size_t>(begin));
     if (have > 0) std::memcpy(dst, afterHead<RawBlockHead>(payload).data(), have);
     s.direct = {dst + have, bytes - have, static_cast<std::size_t>(count)};
     if (complete) finishRawBlock(s);

@@ -35,6 +35,7 @@
 #include "portable.hpp"
 #include "posix.hpp"
 #include "protocol.hpp"
+#include "sinks.hpp"
 #include "type_name.hpp"
 
 namespace flockmp::detail {
@@ -229,23 +230,10 @@ class JobBase {
 public:
   virtual ~JobBase() = default;
   [[nodiscard]] virtual std::size_t size() const noexcept = 0;
-  /// True when results are trivially copyable and travel as raw blocks that the parent reads
-  /// straight into the result vector; false when each result is encoded by the codec.
-  [[nodiscard]] virtual bool rawResults() const noexcept = 0;
-  /// Bytes per raw result (0 for a void callable).
-  [[nodiscard]] virtual std::size_t rawElementSize() const noexcept = 0;
-  /// Parent side: where the raw result of input `index` goes.
-  [[nodiscard]] virtual std::byte* rawDestination(std::size_t index) noexcept = 0;
-  /// Parent side, before any worker is forked: reserve result storage (untouched) and keep it
-  /// out of the workers, so that filling it never copies a page on write.
-  virtual void reserveParent() {}
-  /// Parent side, once the workers are running: initialize result storage (the writes overlap
-  /// the workers' first batch).
-  virtual void prepareParent() = 0;
+  /// Where the results go.
+  [[nodiscard]] virtual ResultSink& sink() noexcept = 0;
   /// Worker side: run inputs [begin, end) in order, storing `current` before each.
   virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) = 0;
-  /// Parent side: decode the result of input `index` (throws CodecError on bad bytes).
-  virtual void acceptResult(std::size_t index, ByteReader& payload) = 0;
   /// True for a pool's call: the workers did not inherit the job, so each gets the callable
   /// (encodeCall) and each batch carries its inputs (encodeInputs).
   [[nodiscard]] virtual bool portable() const noexcept { return false; }
