@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -400,6 +401,35 @@ double percentile(std::vector<double> t, double q) {
 
 // ---- Persistent pools (BaseMultiProc), under each Context ----
 
+/// Median round trip of one byte between this process and a child over a socket pair, measured
+/// now: the floor under any call that wakes a worker and waits for its answer (on a shared VM it
+/// moves by 10x from one minute to the next, and a warm pool's call moves with it).
+double socketRoundTrip(int trips) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(sv[0]);
+    char c;
+    while (::read(sv[1], &c, 1) == 1)
+      if (::write(sv[1], &c, 1) != 1) break;
+    ::_exit(0);
+  }
+  ::close(sv[1]);
+  std::vector<double> t;
+  char c = 0;
+  for (int i = 0; i < trips; ++i) {
+    const auto t0 = Clock::now();
+    if (::write(sv[0], &c, 1) != 1 || ::read(sv[0], &c, 1) != 1) break;
+    t.push_back(seconds(Clock::now() - t0));
+  }
+  ::close(sv[0]); // the child reads end-of-file and leaves
+  ::waitpid(pid, nullptr, 0);
+  return percentile(t, 0.5);
+}
+
+
 constexpr std::array<flockmp::Context, 3> poolContexts = {flockmp::Context::fork, flockmp::Context::forkserver,
                                                           flockmp::Context::spawn};
 
@@ -418,6 +448,7 @@ struct PoolTrio {
 /// What one fresh child measures of pools, from a parent small or holding 1 GiB (Ballast).
 struct PoolCallFigures {
   double oneShotMedian = 0, oneShotP90 = 0; // FunctionAsync::apply of 2 tiny inputs (forks 2 workers per call)
+  double roundTrip = 0;                     // socketRoundTrip, next to the warm calls
   struct PerContext {
     double warmMedian = 0, warmP90 = 0; // a started, warmed-up pool of 2: apply of 2 tiny inputs
     double startReturns = 0;            // constructor + start() of a pool of 1, until start() returns
@@ -433,6 +464,7 @@ PoolCallFigures lowerOf(const PoolCallFigures& a, const PoolCallFigures& b) {
   PoolCallFigures f;
   f.oneShotMedian = low(a.oneShotMedian, b.oneShotMedian);
   f.oneShotP90 = low(a.oneShotP90, b.oneShotP90);
+  f.roundTrip = low(a.roundTrip, b.roundTrip);
   for (std::size_t c = 0; c < f.ctx.size(); ++c) {
     const auto &x = a.ctx[c], &y = b.ctx[c];
     f.ctx[c] = {low(x.warmMedian, y.warmMedian), low(x.warmP90, y.warmP90), low(x.startReturns, y.startReturns),
@@ -468,6 +500,7 @@ PoolCallFigures measurePoolCalls(Ballast mode, PoolCounts counts) {
       pool.start();
       if (pool.apply(two, [](int x) { return x * x; }) != std::vector<int>{1, 4}) std::abort(); // warm-up
     }
+    f.roundTrip = socketRoundTrip(counts.warmCalls);
     std::array<std::vector<double>, 3> t;
     for (int i = 0; i < counts.warmCalls; ++i) {
       for (std::size_t c = 0; c < poolContexts.size(); ++c) {
@@ -555,14 +588,17 @@ std::vector<PoolRow> poolSection(bool quick) {
 
   // (a) The call overhead of a warm pool against a one-shot call, which forks its workers.
   {
+    const double trip = small.roundTrip;
     PoolRow r{fmt::format("2 x tiny, warm pool of 2 (median of {}{})", smallCounts.warmCalls, ofRounds), {},
               small.oneShotMedian, ""};
     for (std::size_t c = 0; c < 3; ++c) r.byContext[c] = small.ctx[c].warmMedian;
     r.note = fmt::format("reference: one-shot FunctionAsync::apply, same 2 inputs (median of {}{}, p90 {:.3f} ms); "
-                         "pool / one-shot: {}; pool p90: {}; target <= 0.100 ms",
+                         "pool / one-shot: {}; pool p90: {}; target <= 0.100 ms; the floor of a call, one socket round trip "
+                         "between two processes (median, same child): {:.1f} us",
                          smallCounts.oneShotCalls, ofRounds, small.oneShotP90 * 1e3,
                          perContext([&](std::size_t c) { return fmt::format("{:.3f}", small.ctx[c].warmMedian / small.oneShotMedian); }),
-                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", small.ctx[c].warmP90 * 1e3); }));
+                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", small.ctx[c].warmP90 * 1e3); }),
+                         trip * 1e6);
     rows.push_back(r);
   }
 
@@ -617,10 +653,11 @@ std::vector<PoolRow> poolSection(bool quick) {
               {}, big.oneShotMedian, ""};
     for (std::size_t c = 0; c < 3; ++c) r.byContext[c] = big.ctx[c].warmMedian;
     r.note = fmt::format("reference: one-shot apply from the same 1 GiB parent (median of {}{}); 1 GiB / small parent: {}; "
-                         "target 1.00; p90: {}",
+                         "target 1.00; p90: {}; socket round trip {:.1f} us",
                          bigCounts.oneShotCalls, ofRounds,
                          perContext([&](std::size_t c) { return fmt::format("{:.2f}", big.ctx[c].warmMedian / small.ctx[c].warmMedian); }),
-                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", big.ctx[c].warmP90 * 1e3); }));
+                         perContext([&](std::size_t c) { return fmt::format("{:.3f} ms", big.ctx[c].warmP90 * 1e3); }),
+                         big.roundTrip * 1e6);
     rows.push_back(r);
   }
 
