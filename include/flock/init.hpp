@@ -2,7 +2,11 @@
 // need (it plays the role of Python's `if __name__ == "__main__"`).
 #pragma once
 
+#include <sys/wait.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <mutex>
 
 #include "detail/backend.hpp"
 
@@ -25,6 +29,17 @@ inline void init(int argc, char** argv) {
   rt.program = argc > 0 && argv != nullptr && argv[0] != nullptr ? argv[0] : "flock-worker";
   detail::startForkServer();
   rt.initialized = true;
+  // At a normal exit, close the server's channel and reap it (it kills what it still runs and
+  // leaves): no process outlives the program, not even as a zombie for init to collect.
+  std::atexit([] {
+    auto& state = detail::runtime();
+    if (state.serverPid <= 0) return;
+    std::lock_guard lock(state.serverMutex);
+    state.server = detail::Fd();
+    while (::waitpid(state.serverPid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    state.serverPid = -1;
+  });
 }
 
 } // namespace flockmp

@@ -216,9 +216,9 @@ constexpr void requireCallable() {
 class PoolCaller {
 public:
   virtual std::vector<Failure> call(JobBase& job, const Options& callOpts) = 0;
-
-protected:
-  ~PoolCaller() = default;
+  // Virtual: a class deriving from BaseMultiProc (the seed's base class) may be deleted through a
+  // pointer to BaseMultiProc, which then has a virtual destructor too.
+  virtual ~PoolCaller() = default;
 };
 
 /// Run `fn` over `first[0..n)` and hand back either outcomes (Try) or values/TaskError. With
