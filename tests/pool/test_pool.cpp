@@ -264,7 +264,12 @@ TEST_CASE("the fault matrix on a pool: each fault costs its input only, and the 
   const auto context = GENERATE(Context::fork, Context::forkserver, Context::spawn);
   CAPTURE(nameOf(context));
   flockmp::test::TempDir dir;
-  flockmp::BaseMultiProc pool{{.poolSize = 2, .timeOutError = std::chrono::seconds(2), .context = context}};
+  // setupTimeout apart from timeOutError: a worker start slowed by a loaded machine (a sanitized
+  // program image under spawn) must not count as a failed setup.
+  flockmp::BaseMultiProc pool{{.poolSize = 2,
+                               .timeOutError = std::chrono::seconds(2),
+                               .context = context,
+                               .setupTimeout = std::chrono::seconds(120)}};
   checkFaultMatrix(pool.tryApply(faultMatrixJobs(dir.path.string()), runJob));
   // The dead workers were replaced: the next call on the same pool gets every result.
   std::vector<Job> clean;
@@ -281,7 +286,7 @@ TEST_CASE("the fault matrix on one-shot calls, under every context", "[oneshot][
   const int children = flockmp::test::childProcessCount();
   checkFaultMatrix(flockmp::FunctionAsync::tryApply(
       faultMatrixJobs(dir.path.string()), runJob,
-      {.poolSize = 2, .timeOutError = std::chrono::seconds(2), .context = context}));
+      {.poolSize = 2, .timeOutError = std::chrono::seconds(2), .context = context, .setupTimeout = std::chrono::seconds(120)}));
   // A one-shot call under forkserver or spawn is a pool that lives for the call: nothing is left.
   CHECK(flockmp::test::childProcessCount() == children);
 }
