@@ -139,6 +139,16 @@ public:
       (void)w;
     }
   }
+  [[nodiscard]] std::span<const std::byte> rawInputBytes(std::size_t begin, std::size_t end) const noexcept override {
+    if constexpr (Portable && rawInputFor<Codec, InputOf<It>>() && std::contiguous_iterator<It>) {
+      return {reinterpret_cast<const std::byte*>(std::to_address(first_ + static_cast<Diff>(begin))),
+              (end - begin) * sizeof(InputOf<It>)};
+    } else {
+      (void)begin;
+      (void)end;
+      return {};
+    }
+  }
   std::size_t encodeInputs(std::size_t begin, std::size_t end, ByteWriter& w, std::exception_ptr& error) override {
     if constexpr (Portable) {
       using In = InputOf<It>;
@@ -187,6 +197,14 @@ void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size
   if constexpr (rawInputFor<Codec, In>()) {
     if (ir.remaining() != count * sizeof(In))
       throw CodecError(fmt::format("flock: a batch of {} inputs arrived with {} bytes", count, ir.remaining()));
+    if (reinterpret_cast<std::uintptr_t>(inputs.data()) % alignof(In) == 0) {
+      // Aligned (the shared input area, or a frame's payload): run on the bytes where they are.
+      In* direct = reinterpret_cast<In*>(const_cast<std::byte*>(inputs.data()));
+      auto call = [&](std::size_t i) -> decltype(auto) { return invokeOn(fn, direct[i - begin]); };
+      if constexpr (rawResultFor<Codec, R>()) runResultsRaw<R>(begin, end, call, ctl, out);
+      else runResultsEncoded<Codec, R>(begin, end, call, ctl, out);
+      return;
+    }
     xs.resize(count);
     if (count > 0) ir.read(xs.data(), count * sizeof(In));
   } else {

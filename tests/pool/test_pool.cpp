@@ -578,3 +578,40 @@ TEST_CASE("an input the codec cannot encode fails alone, with its index; the oth
     }
   }
 }
+
+namespace {
+long crashOnMultiplesOf5000(long x) {
+  if (x > 0 && x % 5000 == 0) flockmp::test::segfault();
+  return x * 3;
+}
+} // namespace
+
+TEST_CASE("raw inputs through the shared input areas: every batch size, queued batches, and crashes that requeue",
+          "[pool][shared]") {
+  const auto context = GENERATE(Context::fork, Context::forkserver, Context::spawn);
+  CAPTURE(nameOf(context));
+  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context}};
+  std::vector<long> xs(20'000);
+  for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<long>(i);
+  // Small batches (many queued behind running ones, both areas of a worker in use), guided
+  // batches, and batches too large for an area (sent through the socket instead).
+  for (std::size_t chunk : {std::size_t{7}, std::size_t{0}, std::size_t{300'000}}) {
+    CAPTURE(chunk);
+    std::vector<long> big;
+    if (chunk == 300'000) big.assign(600'000, 2); // 300,000 x 8 bytes > one area
+    const auto& in = chunk == 300'000 ? big : xs;
+    auto out = pool.tryApply(in, crashOnMultiplesOf5000, {.chunkSize = chunk});
+    REQUIRE(out.size() == in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      if (in[i] > 0 && in[i] % 5000 == 0) {
+        // Catches an area reused while a requeued batch still needed it: a crash's neighbours
+        // would then run on another batch's inputs.
+        REQUIRE_FALSE(out[i].hasValue());
+        CHECK(out[i].failure().signal == SIGSEGV);
+      } else {
+        REQUIRE(out[i].hasValue());
+        REQUIRE(*out[i] == in[i] * 3);
+      }
+    }
+  }
+}

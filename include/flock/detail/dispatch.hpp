@@ -21,6 +21,7 @@ namespace flockmp::detail {
 struct Batch {
   std::size_t begin = 0, end = 0, next = 0;
   bool suspect = false; ///< a single input that may have broken a channel, run alone
+  int inputArea = -1;   ///< the worker's shared input area holding its raw inputs (pools), or -1
 };
 
 /// The value of WorkerControl::current between batches, once input `last` has run.

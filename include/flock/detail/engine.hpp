@@ -270,7 +270,8 @@ private:
       workerLoop(runner, e.control(c->slot), commandFd, resultFd, e.opts_.initializer, e.opts_.finalizer);
     } else {
       PoolRunner runner;
-      workerLoop(runner, e.control(c->slot), commandFd, resultFd, e.opts_.initializer, e.opts_.finalizer);
+      workerLoop(runner, e.control(c->slot), commandFd, resultFd, e.opts_.initializer, e.opts_.finalizer,
+                 std::span<std::byte>(static_cast<std::byte*>(e.controls_.data()), e.controls_.size()));
     }
   }
 
@@ -301,7 +302,11 @@ private:
   void ensureSlots(std::size_t inputs) {
     if (!slots_.empty()) return;
     const std::size_t count = life_ == Lifetime::oneCall ? workerCount(opts_, inputs) : workerCount(opts_, sizeLimit_);
-    const std::size_t bytes = sizeof(WorkerControl) * count;
+    // The control blocks, then (pools) each worker's two shared input areas, page-aligned. Their
+    // pages are touched only when a batch uses them.
+    const std::size_t page = 4096;
+    controlBytes_ = (sizeof(WorkerControl) * count + page - 1) / page * page;
+    const std::size_t bytes = controlBytes_ + (life_ == Lifetime::pool ? count * 2 * sharedInputBytes : 0);
     controls_ = launcher_->portable() ? SharedRegion::withFd(bytes) : SharedRegion(bytes);
     slots_.resize(count);
   }
@@ -471,6 +476,28 @@ private:
       ByteWriter w(s.pending);
       job_->encodeCall(w);
       frames.end();
+    }
+    if (const auto raw = job_->portable() ? job_->rawInputBytes(batch.begin, batch.end) : std::span<const std::byte>{};
+        !raw.empty() && raw.size() <= sharedInputBytes && controls_.size() > controlBytes_) {
+      // Raw inputs go through shared memory: one copy, no socket. An area is free when no batch
+      // the worker holds uses it.
+      const std::size_t slot = static_cast<std::size_t>(&s - slots_.data());
+      for (int area = 0; area < 2; ++area) {
+        const bool busy = std::any_of(s.outstanding.begin(), s.outstanding.end(),
+                                      [&](const Batch& b) { return b.inputArea == area; });
+        if (busy) continue;
+        const std::size_t offset = controlBytes_ + (slot * 2 + static_cast<std::size_t>(area)) * sharedInputBytes;
+        std::memcpy(static_cast<std::byte*>(controls_.data()) + offset, raw.data(), raw.size());
+        frames.begin(FrameKind::runShared);
+        frames.appendRaw(RunHead{batch.begin, batch.end});
+        frames.appendRaw(SharedInputs{offset, raw.size()});
+        frames.end();
+        batch.inputArea = area;
+        s.assigned += batch.end - batch.begin;
+        s.outstanding.push_back(batch);
+        flushPending(s);
+        return;
+      }
     }
     frames.begin(FrameKind::run);
     frames.appendRaw(RunHead{batch.begin, batch.end});
@@ -960,6 +987,7 @@ private:
   std::size_t sizeLimit_ = SIZE_MAX; // most workers a pool starts
   std::unique_ptr<Launcher> launcher_;
   SharedRegion controls_;
+  std::size_t controlBytes_ = 0; // the control blocks' part of controls_; the input areas follow
   std::vector<Slot> slots_;
   Dispatch dispatch_;
   std::size_t resolved_ = 0;

@@ -42,6 +42,8 @@ enum class FrameKind : std::uint32_t {
                  ///< trivially copyable results, read by the parent straight into the result
   call = 7,      ///< parent -> pool worker: the thunk of a call (a CodeRef) + the callable's bytes
   setup = 8,     ///< parent -> forkserver/spawn worker, first: its initializer and finalizer
+  runShared = 9, ///< parent -> pool worker: run [begin, end), whose raw inputs are in the region
+                 ///< both sides map ([RunHead][SharedInputs])
 };
 
 struct FrameHeader {
@@ -60,6 +62,13 @@ inline constexpr std::uint64_t maxFramePayload = std::uint64_t{1} << 36;
 struct RunHead {          ///< run: inputs [begin, end); on a pool their encoded values follow
   std::uint64_t begin = 0, end = 0;
 };
+struct SharedInputs {     ///< runShared, after RunHead: where the raw inputs are in the shared region
+  std::uint64_t offset = 0, bytes = 0;
+};
+/// A pool's worker has two input areas of this size in the shared region (one for the batch it
+/// runs, one for a batch queued behind it): raw inputs of a batch that fits are copied there
+/// once instead of crossing its socket.
+inline constexpr std::size_t sharedInputBytes = std::size_t{2} << 20;
 struct ResultHead {       ///< result: the encoded value of input `index` follows
   std::uint64_t index = 0;
 };

@@ -242,6 +242,9 @@ public:
   /// Parent side, pools: appends the encoded inputs [begin, end) and returns `end`; when input k
   /// cannot be encoded, the bytes of inputs [begin, k) stay, `error` holds why, and k is returned.
   virtual std::size_t encodeInputs(std::size_t, std::size_t end, ByteWriter&, std::exception_ptr&) { return end; }
+  /// Parent side, pools: the object bytes of inputs [begin, end) when they are raw and contiguous
+  /// in the caller's range (they can then be copied into shared memory whole); empty otherwise.
+  [[nodiscard]] virtual std::span<const std::byte> rawInputBytes(std::size_t, std::size_t) const noexcept { return {}; }
 };
 
 /// Index used in a failure record that concerns the worker itself, not an input.
@@ -324,7 +327,8 @@ private:
 /// The worker's main loop. Leaves by returning (the launcher then _exits) on stop or EOF, after
 /// running the finalizer.
 inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, int resultFd,
-                       const std::function<void()>& initializer, const std::function<void()>& finalizer) {
+                       const std::function<void()>& initializer, const std::function<void()>& finalizer,
+                       std::span<std::byte> shared = {}) {
   struct Finally {
     const std::function<void()>& fn;
     ~Finally() {
@@ -379,13 +383,21 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
         runner.onCall(payload);
         continue;
       }
-      if (h.kind != FrameKind::run || payload.size() < sizeof(RunHead)) ::_exit(workerInternalErrorExit);
+      if ((h.kind != FrameKind::run && h.kind != FrameKind::runShared) || payload.size() < sizeof(RunHead))
+        ::_exit(workerInternalErrorExit);
       const auto run = headOf<RunHead>(payload);
       if (run.end <= run.begin) ::_exit(workerInternalErrorExit);
+      std::span<const std::byte> inputs = afterHead<RunHead>(payload);
+      if (h.kind == FrameKind::runShared) {
+        if (inputs.size() != sizeof(SharedInputs)) ::_exit(workerInternalErrorExit);
+        const auto where = headOf<SharedInputs>(inputs);
+        if (where.offset > shared.size() || where.bytes > shared.size() - where.offset) ::_exit(workerInternalErrorExit);
+        inputs = shared.subspan(static_cast<std::size_t>(where.offset), static_cast<std::size_t>(where.bytes));
+      }
       const std::uint64_t t0 = monotonicNs();
       out.batchStarted();
       const auto begin = static_cast<std::size_t>(run.begin), end = static_cast<std::size_t>(run.end);
-      runner.run(begin, end, afterHead<RunHead>(payload), ctl, out);
+      runner.run(begin, end, inputs, ctl, out);
       ctl.current.store(idleAfter(end - 1), std::memory_order_relaxed);
       out.batchDone(begin, end, monotonicNs() - t0);
       // What the tasks printed goes out with their results (stdout to a file or a pipe is fully
@@ -434,7 +446,8 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
   PoolRunner runner;
   int code = 0;
   try {
-    workerLoop(runner, ctl, commandFd, resultFd, initializer, finalizer);
+    workerLoop(runner, ctl, commandFd, resultFd, initializer, finalizer,
+               std::span<std::byte>(static_cast<std::byte*>(blocks), controlBytes));
   } catch (...) {
     code = workerInternalErrorExit;
   }
