@@ -40,6 +40,33 @@ namespace detail {
 template <class R, class Call>
 void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, WorkerOutput& out) {
   constexpr std::size_t elementSize = std::is_void_v<R> ? 0 : sizeof(std::conditional_t<std::is_void_v<R>, char, R>);
+  if constexpr (elementSize > 0) {
+    if (std::byte* area = out.sharedResults(); area && out.sharedResultBytes() >= (end - begin) * elementSize) {
+      // A pool's batch with a shared result area: each result is stored at its place there, and
+      // sharedBlock frames announce the ones written so far (an input that throws ends a block).
+      std::size_t from = begin;
+      for (std::size_t i = begin; i < end; ++i) {
+        ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+        try {
+          const R value = call(i);
+          std::memcpy(area + (i - begin) * elementSize, &value, elementSize);
+        } catch (...) {
+          out.sharedBlock(from, i - from);
+          auto [type, message] = describeCurrentException();
+          out.failure(i, FailureKind::exception, type, message);
+          from = i + 1;
+          continue;
+        }
+        if (out.due()) {
+          out.sharedBlock(from, i + 1 - from);
+          from = i + 1;
+          out.flush();
+        }
+      }
+      out.sharedBlock(from, end - from);
+      return;
+    }
+  }
   // Results are constructed in the output buffer in blocks; an input that throws closes its
   // block early, is reported, and a new block starts after it.
   constexpr std::size_t perBlock = elementSize == 0 ? std::size_t{1} << 20 : WorkerOutput::flushBytes / elementSize + 1;

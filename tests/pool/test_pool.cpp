@@ -582,8 +582,11 @@ TEST_CASE("an input the codec cannot encode fails alone, with its index; the oth
 namespace {
 long crashOnMultiplesOf5000(long x) {
   if (x > 0 && x % 5000 == 0) flockmp::test::segfault();
+  if (x > 0 && x % 7919 == 0) throw std::range_error("multiple of 7919");
   return x * 3;
 }
+
+std::size_t lengthOf(const std::string& s) { return s.size(); }
 } // namespace
 
 TEST_CASE("raw inputs through the shared input areas: every batch size, queued batches, and crashes that requeue",
@@ -608,10 +611,26 @@ TEST_CASE("raw inputs through the shared input areas: every batch size, queued b
         // would then run on another batch's inputs.
         REQUIRE_FALSE(out[i].hasValue());
         CHECK(out[i].failure().signal == SIGSEGV);
+      } else if (in[i] > 0 && in[i] % 7919 == 0) {
+        // An exception ends a block of results stored in the shared area: catches the results
+        // after it announced at the wrong place.
+        REQUIRE_FALSE(out[i].hasValue());
+        CHECK(out[i].failure().kind == FailureKind::exception);
       } else {
         REQUIRE(out[i].hasValue());
         REQUIRE(*out[i] == in[i] * 3);
       }
     }
   }
+}
+
+TEST_CASE("encoded inputs with raw results: the results come back through the shared area", "[pool][shared]") {
+  const auto context = GENERATE(Context::fork, Context::spawn);
+  CAPTURE(nameOf(context));
+  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context}};
+  std::vector<std::string> words;
+  for (int i = 0; i < 5000; ++i) words.push_back(std::string(static_cast<std::size_t>(i % 97), 'w'));
+  auto lengths = pool.apply(words, lengthOf);
+  REQUIRE(lengths.size() == words.size());
+  for (std::size_t i = 0; i < words.size(); ++i) REQUIRE(lengths[i] == i % 97);
 }

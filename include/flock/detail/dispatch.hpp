@@ -21,7 +21,8 @@ namespace flockmp::detail {
 struct Batch {
   std::size_t begin = 0, end = 0, next = 0;
   bool suspect = false; ///< a single input that may have broken a channel, run alone
-  int inputArea = -1;   ///< the worker's shared input area holding its raw inputs (pools), or -1
+  int area = -1;             ///< the worker's shared area this batch uses (pools), or -1
+  std::size_t resultOffset = 0; ///< where in the shared region its raw results go (0: not there)
 };
 
 /// The value of WorkerControl::current between batches, once input `last` has run.

@@ -306,7 +306,7 @@ private:
     // pages are touched only when a batch uses them.
     const std::size_t page = 4096;
     controlBytes_ = (sizeof(WorkerControl) * count + page - 1) / page * page;
-    const std::size_t bytes = controlBytes_ + (life_ == Lifetime::pool ? count * 2 * sharedInputBytes : 0);
+    const std::size_t bytes = controlBytes_ + (life_ == Lifetime::pool ? count * 2 * 2 * sharedAreaBytes : 0);
     controls_ = launcher_->portable() ? SharedRegion::withFd(bytes) : SharedRegion(bytes);
     slots_.resize(count);
   }
@@ -467,6 +467,35 @@ private:
         if (auto b = dispatch_.nextAhead(viewOf(s))) sendBatch(s, *b);
   }
 
+  /// Appends a pool batch's encoded inputs to the frame begun last. An input the codec cannot
+  /// encode fails alone; the batch stops before it and the inputs after it go back to the queue.
+  /// Returns false when nothing is left to send (the frame was dropped).
+  bool encodeBatchInputs(Slot& s, Batch& batch, FrameWriter& frames) {
+    ByteWriter w(s.pending);
+    std::exception_ptr error;
+    const std::size_t encoded = job_->encodeInputs(batch.begin, batch.end, w, error);
+    if (encoded == batch.end) return true;
+    auto [type, message] = [&] {
+      try {
+        std::rethrow_exception(error);
+      } catch (...) {
+        return describeCurrentException();
+      }
+    }();
+    addFailure({encoded, FailureKind::codec, "the input could not be encoded: " + message, type, 0, std::nullopt, 0});
+    resolved_ += 1;
+    dispatch_.giveBack(encoded + 1, batch.end);
+    batch.end = encoded;
+    if (batch.end == batch.begin) {
+      frames.abandon();
+      flushPending(s);
+      return false;
+    }
+    const RunHead head{batch.begin, batch.end};
+    std::memcpy(s.pending.data() + frames.start() + sizeof(FrameHeader), &head, sizeof head);
+    return true;
+  }
+
   void sendBatch(Slot& s, Batch batch) {
     FrameWriter frames(s.pending);
     if (job_->portable() && s.callEpoch != callEpoch_) {
@@ -477,22 +506,35 @@ private:
       job_->encodeCall(w);
       frames.end();
     }
-    if (const auto raw = job_->portable() ? job_->rawInputBytes(batch.begin, batch.end) : std::span<const std::byte>{};
-        !raw.empty() && raw.size() <= sharedInputBytes && controls_.size() > controlBytes_) {
-      // Raw inputs go through shared memory: one copy, no socket. An area is free when no batch
-      // the worker holds uses it.
+    if (job_->portable() && controls_.size() > controlBytes_) {
+      // Raw inputs and raw results that fit go through the worker's shared area: one copy each,
+      // no socket. An area is free when no batch the worker holds uses it.
+      const auto raw = job_->rawInputBytes(batch.begin, batch.end);
+      const bool inputsFit = !raw.empty() && raw.size() <= sharedAreaBytes;
+      const std::size_t resultBytes = (batch.end - batch.begin) * job_->sink().rawElementSize();
+      const bool resultsFit = job_->sink().rawResults() && resultBytes > 0 && resultBytes <= sharedAreaBytes;
       const std::size_t slot = static_cast<std::size_t>(&s - slots_.data());
-      for (int area = 0; area < 2; ++area) {
-        const bool busy = std::any_of(s.outstanding.begin(), s.outstanding.end(),
-                                      [&](const Batch& b) { return b.inputArea == area; });
-        if (busy) continue;
-        const std::size_t offset = controlBytes_ + (slot * 2 + static_cast<std::size_t>(area)) * sharedInputBytes;
-        std::memcpy(static_cast<std::byte*>(controls_.data()) + offset, raw.data(), raw.size());
+      for (int area = 0; area < 2 && (inputsFit || resultsFit); ++area) {
+        if (std::any_of(s.outstanding.begin(), s.outstanding.end(), [&](const Batch& b) { return b.area == area; }))
+          continue;
+        const std::size_t at = controlBytes_ + (slot * 2 + static_cast<std::size_t>(area)) * 2 * sharedAreaBytes;
+        SharedArea shared;
+        if (inputsFit) {
+          std::memcpy(static_cast<std::byte*>(controls_.data()) + at, raw.data(), raw.size());
+          shared.inputOffset = at;
+          shared.inputBytes = raw.size();
+        }
+        if (resultsFit) {
+          shared.resultOffset = at + sharedAreaBytes;
+          shared.resultBytes = resultBytes;
+          batch.resultOffset = at + sharedAreaBytes;
+        }
         frames.begin(FrameKind::runShared);
         frames.appendRaw(RunHead{batch.begin, batch.end});
-        frames.appendRaw(SharedInputs{offset, raw.size()});
+        frames.appendRaw(shared);
+        if (!inputsFit && !encodeBatchInputs(s, batch, frames)) return;
         frames.end();
-        batch.inputArea = area;
+        batch.area = area;
         s.assigned += batch.end - batch.begin;
         s.outstanding.push_back(batch);
         flushPending(s);
@@ -501,34 +543,7 @@ private:
     }
     frames.begin(FrameKind::run);
     frames.appendRaw(RunHead{batch.begin, batch.end});
-    if (job_->portable()) {
-      ByteWriter w(s.pending);
-      std::exception_ptr error;
-      const std::size_t encoded = job_->encodeInputs(batch.begin, batch.end, w, error);
-      if (encoded < batch.end) {
-        // An input the codec could not encode fails alone; the batch stops before it and the
-        // inputs after it go back to the queue.
-        std::exception_ptr failed = error;
-        auto [type, message] = [&] {
-          try {
-            std::rethrow_exception(failed);
-          } catch (...) {
-            return describeCurrentException();
-          }
-        }();
-        addFailure({encoded, FailureKind::codec, "the input could not be encoded: " + message, type, 0, std::nullopt, 0});
-        resolved_ += 1;
-        dispatch_.giveBack(encoded + 1, batch.end);
-        batch.end = encoded;
-        if (batch.end == batch.begin) {
-          frames.abandon();
-          flushPending(s);
-          return;
-        }
-        const RunHead head{batch.begin, batch.end};
-        std::memcpy(s.pending.data() + frames.start() + sizeof(FrameHeader), &head, sizeof head);
-      }
-    }
+    if (job_->portable() && !encodeBatchInputs(s, batch, frames)) return;
     frames.end();
     s.assigned += batch.end - batch.begin;
     s.outstanding.push_back(batch);
@@ -601,6 +616,7 @@ private:
       case FrameKind::rawBlock: onRawBlock(s, f->payload, true); break;
       case FrameKind::failure: onFailure(s, f->payload); break;
       case FrameKind::batchDone: onBatchDone(s, f->payload); break;
+      case FrameKind::sharedBlock: onSharedBlock(s, f->payload); break;
       default: throw ProtocolError(fmt::format("flock: unexpected frame kind {} from a worker", static_cast<unsigned>(f->kind)));
       }
     }
@@ -653,6 +669,25 @@ private:
     if (have > 0) std::memcpy(dst, afterHead<RawBlockHead>(payload).data(), have);
     s.direct = {dst + have, bytes - have, static_cast<std::size_t>(count)};
     if (complete) finishRawBlock(s);
+  }
+
+  /// Raw results the worker stored in its batch's shared result area: copied into the sink now,
+  /// before the area can serve another batch (see sendBatch).
+  void onSharedBlock(Slot& s, std::span<const std::byte> payload) {
+    if (payload.size() != sizeof(RawBlockHead)) throw ProtocolError("flock: malformed shared result block");
+    const auto [begin, count] = headOf<RawBlockHead>(payload);
+    auto& b = expectIndex(s, begin);
+    if (!job_->sink().rawResults() || b.resultOffset == 0)
+      throw ProtocolError("flock: a worker announced results in a shared area its batch does not have");
+    if (begin != b.next || count == 0 || count > b.end - b.next)
+      throw ProtocolError(fmt::format("flock: shared result block [{}, +{}) does not continue batch [{}, {})", begin, count,
+                                      b.next, b.end));
+    const std::size_t elem = job_->sink().rawElementSize();
+    std::memcpy(job_->sink().rawDestination(static_cast<std::size_t>(begin)),
+                static_cast<const std::byte*>(controls_.data()) + b.resultOffset + (begin - b.begin) * elem,
+                static_cast<std::size_t>(count) * elem);
+    b.next += count;
+    resolve(s, static_cast<std::size_t>(count));
   }
 
   void finishRawBlock(Slot& s) {

@@ -42,9 +42,14 @@ enum class FrameKind : std::uint32_t {
                  ///< trivially copyable results, read by the parent straight into the result
   call = 7,      ///< parent -> pool worker: the thunk of a call (a CodeRef) + the callable's bytes
   setup = 8,     ///< parent -> forkserver/spawn worker, first: its initializer and finalizer
-  runShared = 9, ///< parent -> pool worker: run [begin, end), whose raw inputs are in the region
-                 ///< both sides map ([RunHead][SharedInputs])
+  runShared = 9, ///< parent -> pool worker: run [begin, end) with a shared area of the region both
+                 ///< sides map for its raw inputs and/or raw results ([RunHead][SharedArea])
+  sharedBlock = 10, ///< worker -> parent: [RawBlockHead]: `count` raw results for [begin, begin + count)
+                    ///< are in the batch's shared result area, at (begin - batch begin) * size
 };
+
+/// The highest FrameKind value; a header with a kind above it is corrupt.
+inline constexpr FrameKind lastFrameKind = FrameKind::sharedBlock;
 
 struct FrameHeader {
   static constexpr std::uint32_t magicValue = 0x314B4C46; // "FLK1"
@@ -62,13 +67,15 @@ inline constexpr std::uint64_t maxFramePayload = std::uint64_t{1} << 36;
 struct RunHead {          ///< run: inputs [begin, end); on a pool their encoded values follow
   std::uint64_t begin = 0, end = 0;
 };
-struct SharedInputs {     ///< runShared, after RunHead: where the raw inputs are in the shared region
-  std::uint64_t offset = 0, bytes = 0;
+struct SharedArea {       ///< runShared, after RunHead: a batch's parts of the shared region
+  std::uint64_t inputOffset = 0, inputBytes = 0;   ///< its raw inputs (0 bytes: they are not there)
+  std::uint64_t resultOffset = 0, resultBytes = 0; ///< room for its raw results (0 bytes: none)
 };
-/// A pool's worker has two input areas of this size in the shared region (one for the batch it
-/// runs, one for a batch queued behind it): raw inputs of a batch that fits are copied there
-/// once instead of crossing its socket.
-inline constexpr std::size_t sharedInputBytes = std::size_t{2} << 20;
+/// A pool's worker has two areas in the shared region (one for the batch it runs, one for a batch
+/// queued behind it), each with this many bytes for raw inputs and as many for raw results. A
+/// batch whose raw inputs or results fit has them copied there once instead of crossing a socket;
+/// an area is reused only after its batch is acknowledged, so neither side waits for the other.
+inline constexpr std::size_t sharedAreaBytes = std::size_t{2} << 20;
 struct ResultHead {       ///< result: the encoded value of input `index` follows
   std::uint64_t index = 0;
 };
@@ -255,7 +262,7 @@ private:
     if (h.magic != FrameHeader::magicValue)
       throw ProtocolError(fmt::format("flock: corrupt frame from a worker (bad magic 0x{:08x})", h.magic));
     auto k = static_cast<std::uint32_t>(h.kind);
-    if (k < 1 || k > 6) throw ProtocolError(fmt::format("flock: corrupt frame from a worker (unknown kind {})", k));
+    if (k < 1 || k > static_cast<std::uint32_t>(lastFrameKind)) throw ProtocolError(fmt::format("flock: corrupt frame from a worker (unknown kind {})", k));
     if (h.length > maxFramePayload)
       throw ProtocolError(fmt::format("flock: corrupt frame from a worker (length {})", h.length));
   }

@@ -128,6 +128,22 @@ public:
     else writer_.end();
   }
 
+  /// Raw results of this batch go to `area` (room for `bytes`) in the shared region, announced
+  /// by sharedBlock frames; nullptr: in the frames themselves.
+  void useSharedResults(std::byte* area, std::size_t bytes) noexcept {
+    sharedResults_ = area;
+    sharedResultBytes_ = bytes;
+  }
+  [[nodiscard]] std::byte* sharedResults() const noexcept { return sharedResults_; }
+  [[nodiscard]] std::size_t sharedResultBytes() const noexcept { return sharedResultBytes_; }
+  /// Announce `count` results from input `begin` on, already written to the shared result area.
+  void sharedBlock(std::size_t begin, std::size_t count) {
+    if (count == 0) return;
+    writer_.begin(FrameKind::sharedBlock);
+    writer_.appendRaw(RawBlockHead{begin, count});
+    writer_.end();
+  }
+
   void batchDone(std::size_t begin, std::size_t end, std::uint64_t ns) {
     writer_.begin(FrameKind::batchDone);
     writer_.appendRaw(BatchDoneBody{begin, end, ns});
@@ -219,6 +235,8 @@ private:
   std::vector<std::byte> buf_;
   FrameWriter writer_;
   std::size_t countAt_ = 0;
+  std::byte* sharedResults_ = nullptr;
+  std::size_t sharedResultBytes_ = 0;
   std::uint64_t lastFlush_ = monotonicNs();
   std::uint64_t lastCheck_ = monotonicNs();
   std::uint64_t countdown_ = 1;
@@ -388,11 +406,21 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       const auto run = headOf<RunHead>(payload);
       if (run.end <= run.begin) ::_exit(workerInternalErrorExit);
       std::span<const std::byte> inputs = afterHead<RunHead>(payload);
+      out.useSharedResults(nullptr, 0);
       if (h.kind == FrameKind::runShared) {
-        if (inputs.size() != sizeof(SharedInputs)) ::_exit(workerInternalErrorExit);
-        const auto where = headOf<SharedInputs>(inputs);
-        if (where.offset > shared.size() || where.bytes > shared.size() - where.offset) ::_exit(workerInternalErrorExit);
-        inputs = shared.subspan(static_cast<std::size_t>(where.offset), static_cast<std::size_t>(where.bytes));
+        if (inputs.size() < sizeof(SharedArea)) ::_exit(workerInternalErrorExit);
+        const auto area = headOf<SharedArea>(inputs);
+        const auto within = [&](std::uint64_t offset, std::uint64_t bytes) {
+          return offset <= shared.size() && bytes <= shared.size() - offset;
+        };
+        if (!within(area.inputOffset, area.inputBytes) || !within(area.resultOffset, area.resultBytes))
+          ::_exit(workerInternalErrorExit);
+        // The inputs are in the area, or (not raw, or too large) follow its description.
+        inputs = area.inputBytes > 0
+                     ? shared.subspan(static_cast<std::size_t>(area.inputOffset), static_cast<std::size_t>(area.inputBytes))
+                     : afterHead<SharedArea>(inputs);
+        if (area.resultBytes > 0)
+          out.useSharedResults(shared.data() + area.resultOffset, static_cast<std::size_t>(area.resultBytes));
       }
       const std::uint64_t t0 = monotonicNs();
       out.batchStarted();
