@@ -47,7 +47,7 @@ int main() {
                                         },
                                     .parameters = {{"path", audit}}};
 
-  flockmp::DatabaseAsync dbAsync{{.numProcesses = 3}, shopSetup, auditSetup};
+  flockmp::DatabaseAsync dbAsync{{.poolSize = 3}, shopSetup, auditSetup};
   std::vector<int> customers;
   for (int c = 1; c <= 40; ++c) customers.push_back(c);
 
@@ -72,7 +72,7 @@ int main() {
   fmt::print("audit rows: {}, each input once: {}\n", rows, rows == 40 && distinct == 40);
 
   // A database that cannot be opened: every input is reported with the setup's name.
-  flockmp::DatabaseAsync broken{{.numProcesses = 2, .pool = {.restartBudget = {.maxRestarts = 2}}},
+  flockmp::DatabaseAsync broken{{.poolSize = 2, .pool = {.restartBudget = {.maxRestarts = 2}}},
                                 flockmp::sqlite::setup("sqlite_con", tmp + "/missing/dir/shop.db")};
   try {
     broken.apply(customers, [](int c, Connection&) { return c; });

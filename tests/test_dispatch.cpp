@@ -61,7 +61,7 @@ TEST_CASE("a broken channel makes suspects of the inputs that may have broken it
   CHECK(v.requeue == Ranges{{0, 3}, {3, 6}});
 }
 
-TEST_CASE("guided batches shrink toward single inputs and respect chunkSize and maxTasksPerWorker",
+TEST_CASE("guided batches shrink toward single inputs and respect batchSize and maxTasksPerWorker",
           "[dispatch][batches]") {
   Dispatch d;
   d.begin(1000, {2, 0, 0, 0, {}});
@@ -82,7 +82,7 @@ TEST_CASE("guided batches shrink toward single inputs and respect chunkSize and 
 
   Dispatch fixed;
   fixed.begin(100, {2, 7, 0, 0, {}});
-  CHECK(fixed.nextForIdle(idle)->end == 7); // chunkSize wins over guided
+  CHECK(fixed.nextForIdle(idle)->end == 7); // batchSize wins over guided
   Dispatch capped;
   capped.begin(100, {2, 0, 10, 0, {}});
   // 8 of a worker's 10 served: at most 2 more; at 10 it gets nothing and is recycled.

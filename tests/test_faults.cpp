@@ -277,7 +277,7 @@ TEST_CASE("a truncated frame does not hang the parent", "[faults][protocol]") {
       for (int fd : writablePipes()) [[maybe_unused]] auto n = ::write(fd, frame.data(), frame.size());
     }
     return x;
-  }, {.poolSize = 1, .chunkSize = 1});
+  }, {.poolSize = 1, .batchSize = 1});
   REQUIRE_FALSE(outcomes[3].hasValue());
   CHECK(outcomes[3].failure().kind == FailureKind::protocol);
   CHECK_THAT(outcomes[3].failure().message, contains("truncated frame"));
@@ -313,7 +313,7 @@ TEST_CASE("random frames from a worker are rejected, never crash the parent", "[
         ::pause();
       }
       return std::to_string(x);
-    }, {.poolSize = 1, .chunkSize = 1});
+    }, {.poolSize = 1, .batchSize = 1});
     REQUIRE(outcomes.size() == 4);
     // Whatever the bytes were, every input has an outcome and the others are right.
     CHECK_FALSE(outcomes[1].hasValue());
@@ -428,7 +428,7 @@ void runSleepingWorkers(int pidPipe) {
     [[maybe_unused]] auto w = ::write(pidPipe, &me, sizeof me);
     ::pause();
     return 0;
-  }, {.poolSize = 2, .chunkSize = 1});
+  }, {.poolSize = 2, .batchSize = 1});
 }
 } // namespace
 
@@ -684,7 +684,7 @@ TEST_CASE("cancellation through a stop_token reports unfinished inputs and stops
   auto outcomes = flockmp::FunctionAsync::tryApply(range(200), [](int x) {
     std::this_thread::sleep_for(20ms);
     return x;
-  }, {.poolSize = 2, .chunkSize = 1, .stopToken = source.get_token(), .onProgress = [&](const flockmp::Progress& p) {
+  }, {.poolSize = 2, .batchSize = 1, .stopToken = source.get_token(), .onProgress = [&](const flockmp::Progress& p) {
         if (p.done >= 4) source.request_stop();
       }});
   std::size_t done = 0, cancelled = 0;

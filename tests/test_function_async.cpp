@@ -201,7 +201,7 @@ TEST_CASE("work really runs in other processes", "[api][process]") {
     throw std::runtime_error("no second worker ran an input at the same time");
   };
   std::vector<int> xs(64);
-  auto pids = flockmp::FunctionAsync::apply(xs, rendezvous, {.poolSize = 2, .chunkSize = 1});
+  auto pids = flockmp::FunctionAsync::apply(xs, rendezvous, {.poolSize = 2, .batchSize = 1});
   std::set<int> distinct(pids.begin(), pids.end());
   // Catches inputs run in the calling process (inline, no fork) for some or all of them.
   CHECK_FALSE(distinct.contains(static_cast<int>(::getpid())));
@@ -370,7 +370,7 @@ TEST_CASE("explicit chunk sizes give the same ordered results", "[api][batching]
   std::vector<int> xs(1001);
   std::iota(xs.begin(), xs.end(), 0);
   for (std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{5000}}) {
-    auto r = flockmp::FunctionAsync::apply(xs, [](int x) { return 3 * x; }, {.poolSize = 2, .chunkSize = chunk});
+    auto r = flockmp::FunctionAsync::apply(xs, [](int x) { return 3 * x; }, {.poolSize = 2, .batchSize = chunk});
     REQUIRE(r.size() == xs.size());
     for (std::size_t i = 0; i < r.size(); ++i) REQUIRE(r[i] == 3 * xs[i]);
   }
@@ -432,7 +432,7 @@ TEST_CASE("raw results after an exception in a batch are stored intact and align
   auto outcomes = flockmp::FunctionAsync::tryApply(std::views::iota(std::size_t{0}, std::size_t{100}), [](std::size_t i) {
     if (i == 7 || i == 42) throw std::runtime_error("no");
     return static_cast<long>(i) * 3;
-  }, {.chunkSize = 10});
+  }, {.batchSize = 10});
   std::size_t failures = 0;
   for (std::size_t i = 0; i < outcomes.size(); ++i) {
     if (i == 7 || i == 42) {

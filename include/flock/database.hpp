@@ -152,14 +152,14 @@ public:
 
 /// Options of a DatabaseAsync.
 ///
-///   flockmp::DatabaseAsync db{{.numProcesses = 4, .setupTimeout = 5s, .pool = {.maxTasksPerWorker
+///   flockmp::DatabaseAsync db{{.poolSize = 4, .setupTimeout = 5s, .pool = {.maxTasksPerWorker
 ///   = 1000}},
 ///                             sqlite, pg};
 struct DatabaseOptions {
-  /// Worker processes, each with its own connections (the seed's name; Options::poolSize is the
-  /// same thing, give one or the other). Default: the online CPU count. Never more than the
-  /// inputs. Zero or negative throws flockmp::OptionError.
-  std::optional<int> numProcesses{};
+  /// Worker processes, each with its own connections: the same as pool.poolSize, written here for
+  /// short (give one or the other). Default: the online CPU count. Never more than the inputs.
+  /// Zero or negative throws flockmp::OptionError.
+  std::optional<int> poolSize{};
   /// Longest time a worker may take to open all its connections. A setup still connecting then is
   /// abandoned, the worker reports a SetupError ("timed out") and exits, and a fresh worker tries
   /// again within the restart budget (stretched, if needed, so that workers whose setups keep
@@ -370,7 +370,7 @@ inline std::string describeDuration(std::chrono::nanoseconds d) {
 /// worker opens every setup's connection once and passes them to the callable after the input,
 /// in setup order. Results come back in input order.
 ///
-///   flockmp::DatabaseAsync db{{.numProcesses = 4}, sqlite, pg};
+///   flockmp::DatabaseAsync db{{.poolSize = 4}, sqlite, pg};
 ///   auto rows = db.apply(ids, [](int id, Sqlite& sqlite_con, PgConn& pg_con) { ... });
 ///
 /// Worker lifecycle: each worker opens its connections before its first input and closes them
@@ -396,7 +396,7 @@ public:
     validate();
     if (options_.persistent) shared_ = std::make_shared<Shared>();
   }
-  /// The seed's shape: `DatabaseAsync(std::tuple{sqlite, pg}, {.numProcesses = 4})`.
+  /// The seed's shape: `DatabaseAsync(std::tuple{sqlite, pg}, {.poolSize = 4})`.
   explicit DatabaseAsync(std::tuple<Setups...> setups, DatabaseOptions options = {})
       : setups_(std::move(setups)), options_(std::move(options)) {
     validate();
@@ -447,11 +447,11 @@ public:
   [[nodiscard]] const std::tuple<Setups...>& setups() const noexcept { return setups_; }
   [[nodiscard]] const DatabaseOptions& options() const noexcept { return options_; }
 
-  /// The pool options a call runs with: numProcesses as poolSize, the restart budget stretched
+  /// The pool options a call runs with: poolSize, the restart budget stretched
   /// for setupTimeout (the connection initializer and finalizer are added per call).
   [[nodiscard]] Options poolOptions() const {
     Options o = options_.pool;
-    if (options_.numProcesses) o.poolSize = options_.numProcesses;
+    if (options_.poolSize) o.poolSize = options_.poolSize;
     if (options_.setupTimeout) {
       // Workers whose setup times out die at most once per setupTimeout each; the budget must
       // remember enough of those deaths to end the call.
@@ -470,13 +470,13 @@ private:
   using Slots = detail::ConnectionSlots<ConnectionOf<Setups>...>;
 
   void validate() const {
-    if (options_.numProcesses && *options_.numProcesses <= 0)
+    if (options_.poolSize && *options_.poolSize <= 0)
       throw OptionError(
-          fmt::format("flock: numProcesses must be at least 1 (got {})", *options_.numProcesses));
-    if (options_.numProcesses && options_.pool.poolSize &&
-        *options_.pool.poolSize != *options_.numProcesses)
+          fmt::format("flock: poolSize must be at least 1 (got {})", *options_.poolSize));
+    if (options_.poolSize && options_.pool.poolSize &&
+        *options_.pool.poolSize != *options_.poolSize)
       throw OptionError(
-          "flock: DatabaseOptions: give numProcesses or pool.poolSize, not both");
+          "flock: DatabaseOptions: give poolSize or pool.poolSize, not both");
     if (options_.setupTimeout && options_.setupTimeout->count() <= 0)
       throw OptionError(
           "flock: setupTimeout must be a positive duration (or std::nullopt for none)");

@@ -144,7 +144,7 @@ enum class Style {
 /// Options of DataFrameAsync, in the seed's order:
 ///
 ///   DataFrameAsync::apply(df, fn, {.style = Style::rowLike, .chunksize = 100, .poolSize = 4});
-///   DataFrameAsync::apply(df, fn, {.base = {.timeOutError = std::chrono::seconds(5)}});
+///   DataFrameAsync::apply(df, fn, {.pool = {.timeOutError = std::chrono::seconds(5)}});
 struct DataFrameOptions {
   /// Row-like or block-like; see Style. A style that contradicts the callable's parameter
   /// throws flockmp::OptionError.
@@ -153,11 +153,11 @@ struct DataFrameOptions {
   /// each chunk is one task; row-like, one batch of rows. A table with fewer rows is split into
   /// single rows. Must be >= 1.
   std::size_t chunksize = 100;
-  /// Number of worker processes (default: `base.poolSize`, which defaults to the CPU count).
+  /// Number of worker processes (default: `pool.poolSize`, which defaults to the CPU count).
   std::optional<int> poolSize{};
   /// Every other flock option (timeOutError, retries, initializer, onProgress...). Leave its
-  /// `chunkSize` at 0: chunksize above sets the batches.
-  Options base{};
+  /// `batchSize` at 0: chunksize above sets the batches.
+  Options pool{};
 };
 
 namespace detail {
@@ -177,9 +177,9 @@ inline std::size_t chunkCount(std::size_t rows, const DataFrameOptions& o) {
 }
 
 inline Options poolOptions(const DataFrameOptions& o) {
-  Options opts = o.base;
+  Options opts = o.pool;
   if (o.poolSize) opts.poolSize = o.poolSize;
-  if (opts.chunkSize == 0) opts.chunkSize = 1;
+  if (opts.batchSize == 0) opts.batchSize = 1;
   return opts;
 }
 
@@ -266,9 +266,9 @@ R fromCarried(const C& c) {
 /// of chunks) becomes the pool's batch length.
 inline Options rowPoolOptions(std::size_t rows, const DataFrameOptions& o) {
   const std::size_t chunks = chunkCount(rows, o);
-  Options opts = o.base;
+  Options opts = o.pool;
   if (o.poolSize) opts.poolSize = o.poolSize;
-  if (opts.chunkSize == 0 && chunks != 0) opts.chunkSize = (rows + chunks - 1) / chunks;
+  if (opts.batchSize == 0 && chunks != 0) opts.batchSize = (rows + chunks - 1) / chunks;
   return opts;
 }
 

@@ -6,7 +6,7 @@
 namespace flockmp {
 
 /// Apply a callable over a list split into chunks, one chunk per batch sent to a worker (the
-/// seed's ListAsync). `chunkSize` sets the chunk length; by default chunks are adaptive (large
+/// seed's ListAsync). `batchSize` sets the chunk length; by default chunks are adaptive (large
 /// first, small at the end), which is what every flock call does, so ListAsync::apply and
 /// FunctionAsync::apply give the same results; ListAsync keeps the seed's name.
 ///

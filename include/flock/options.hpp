@@ -45,7 +45,7 @@ struct Options {
   Context context = Context::fork;
   /// Inputs per batch sent to a worker. 0 (default): adaptive, large batches first and single
   /// inputs at the end, so tiny tasks amortise the pipe and long tasks still balance.
-  std::size_t chunkSize = 0;
+  std::size_t batchSize = 0;
   /// Recycle a worker after this many inputs (for leaky libraries). 0 (default): never.
   std::size_t maxTasksPerWorker = 0;
   /// How many times an input whose worker crashed or timed out is tried again on a fresh

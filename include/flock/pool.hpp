@@ -414,7 +414,7 @@ auto runPortable(PoolCaller& pool, const F& fn, Range&& items, const Options& op
 /// each is described).
 struct CallOptions {
   std::optional<std::chrono::nanoseconds> timeOutError{};
-  std::optional<std::size_t> chunkSize{};
+  std::optional<std::size_t> batchSize{};
   std::optional<int> retries{};
   std::stop_token stopToken{};
   std::function<void(const Progress&)> onProgress{};
@@ -582,7 +582,7 @@ private:
   Options merged(const CallOptions& c) const {
     Options o = opts_;
     if (c.timeOutError) o.timeOutError = c.timeOutError;
-    if (c.chunkSize) o.chunkSize = *c.chunkSize;
+    if (c.batchSize) o.batchSize = *c.batchSize;
     if (c.retries) o.retries = *c.retries;
     if (c.stopToken.stop_possible()) o.stopToken = c.stopToken;
     if (c.onProgress) o.onProgress = c.onProgress;

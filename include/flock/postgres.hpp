@@ -3,7 +3,7 @@
 // exec/query helpers, and `flockmp::postgres::setup(name, conninfo)`, a DatabaseSetup that opens
 // one per worker.
 //
-//   flockmp::DatabaseAsync db{{.numProcesses = 4}, flockmp::postgres::setup("pg_con", "host=db
+//   flockmp::DatabaseAsync db{{.poolSize = 4}, flockmp::postgres::setup("pg_con", "host=db
 //   dbname=app")}; auto totals = db.apply(ids, [](int id, flockmp::postgres::Connection& pg) {
 //     return pg.scalar<long>("select sum(amount) from orders where customer = $1", id);
 //   });

@@ -2,7 +2,7 @@
 // flock::sqlite, which brings SQLite::SQLite3). A small RAII connection with exec/query helpers,
 // and `flockmp::sqlite::setup(name, path)`, a DatabaseSetup that opens one per worker.
 //
-//   flockmp::DatabaseAsync db{{.numProcesses = 4}, flockmp::sqlite::setup("sqlite_con",
+//   flockmp::DatabaseAsync db{{.poolSize = 4}, flockmp::sqlite::setup("sqlite_con",
 //   "/tmp/app.db")}; auto names = db.apply(ids, [](int id, flockmp::sqlite::Connection& con) {
 //     return con.scalar<std::string>("select name from users where id = ?", id);
 //   });

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
       if (o) sum += *o;
   } else if (mode == "database") {
 #if defined(FLOCK_PROBE_SQLITE)
-    flockmp::DatabaseAsync db{{.numProcesses = 2}, flockmp::sqlite::setup("mem", ":memory:")};
+    flockmp::DatabaseAsync db{{.poolSize = 2}, flockmp::sqlite::setup("mem", ":memory:")};
     for (int v : db.apply(xs, [](int x, flockmp::sqlite::Connection&c) {
            std::this_thread::sleep_for(40ms);
            return c.scalar<int>("select ? * ?", x, x);

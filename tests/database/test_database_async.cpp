@@ -131,7 +131,7 @@ TEST_CASE("every worker opens each connection once and closes it when it stops",
   TempDir dir;
   const int fdsBefore = flockmp::test::openFdCount();
   flockmp::DatabaseAsync db{
-      {.numProcesses = 3}, tracedSetup("first", dir.path), tracedSetup("second", dir.path)};
+      {.poolSize = 3}, tracedSetup("first", dir.path), tracedSetup("second", dir.path)};
   auto seen = db.apply(range(60), [](int x, Traced& a, Traced& b) {
     if (a.pid() != ::getpid() || b.pid() != ::getpid())
       throw std::logic_error("connection from another process");
@@ -162,7 +162,7 @@ TEST_CASE("tuple inputs are unpacked before the connections, which come in setup
   DeadlockGuard guard(60);
   TempDir dir;
   std::vector<std::pair<int, std::string>> items{{1, "a"}, {2, "b"}, {3, "c"}};
-  flockmp::DatabaseAsync db{{.numProcesses = 2}, CounterSetup{}, tracedSetup("t", dir.path)};
+  flockmp::DatabaseAsync db{{.poolSize = 2}, CounterSetup{}, tracedSetup("t", dir.path)};
   auto r = db.apply(items, [](int n, const std::string& s, Counter& c, Traced& t) {
     c.value += n; // a connection keeps its state between the inputs of one worker
     return s + std::to_string(n) + t.tag() + (c.pid == ::getpid() ? "" : "!");
@@ -185,7 +185,7 @@ struct Pricing {
 TEST_CASE("an instance method takes the input, then the connections", "[database][api]") {
   DeadlockGuard guard(60);
   const Pricing pricing{5};
-  flockmp::DatabaseAsync db{{.numProcesses = 2}, CounterSetup{}};
+  flockmp::DatabaseAsync db{{.poolSize = 2}, CounterSetup{}};
   const std::vector<std::pair<int, int>> orders{{10, 1}, {20, 2}, {30, 3}};
   CHECK(db.apply(orders, &Pricing::price, pricing) == std::vector<int>{115, 150, 205});
   auto outcomes = db.tryApply(orders, &Pricing::price, &pricing);
@@ -200,9 +200,9 @@ TEST_CASE("the seed's DatabaseAsync shapes construct", "[database][api]") {
       .name = "b",
       .server = [](const flockmp::Parameters& p) { return std::string(p.at("v")); },
       .parameters = {{"v", "x"}}};
-  flockmp::DatabaseAsync seedShape{std::tuple{a, b}, {.numProcesses = 2}};
+  flockmp::DatabaseAsync seedShape{std::tuple{a, b}, {.poolSize = 2}};
   flockmp::DatabaseAsync noOptions{a, b};
-  flockmp::DatabaseAsync optionsFirst{{.numProcesses = 2, .setupTimeout = std::nullopt}, a, b};
+  flockmp::DatabaseAsync optionsFirst{{.poolSize = 2, .setupTimeout = std::nullopt}, a, b};
   auto fn = [](int x, int& one, std::string& v) { return v + std::to_string(x + one); };
   const std::vector<std::string> expected{"x1", "x2", "x3"};
   CHECK(seedShape.apply(std::vector{0, 1, 2}, fn) == expected);
@@ -225,7 +225,7 @@ TEST_CASE("a handle with its close function is a connection", "[database][lifecy
                                    return File(std::fopen(name.c_str(), "w"), &std::fclose);
                                  },
                              .parameters = {{"dir", dir.path.string()}}};
-  flockmp::DatabaseAsync db{{.numProcesses = 2}, log};
+  flockmp::DatabaseAsync db{{.poolSize = 2}, log};
   db.apply(range(40), [](int x, File& f) { std::fprintf(f.get(), "%d\n", x); });
   // fclose at each worker's exit flushed its buffered lines: every input is in exactly one file.
   std::multiset<int> lines;
@@ -241,7 +241,7 @@ TEST_CASE("recycled workers close their connections and their replacements open 
           "[database][lifecycle]") {
   DeadlockGuard guard(120);
   TempDir dir;
-  flockmp::DatabaseAsync db{{.numProcesses = 2, .pool = {.maxTasksPerWorker = 5}},
+  flockmp::DatabaseAsync db{{.poolSize = 2, .pool = {.maxTasksPerWorker = 5}},
                             tracedSetup("c", dir.path)};
   auto serials = db.apply(range(30), [](int, Traced& t) {
     return std::pair{static_cast<int>(::getpid()), t.serial()};
@@ -265,7 +265,7 @@ TEST_CASE("a crashed worker is replaced and the replacement opens a fresh connec
   DeadlockGuard guard(120);
   TempDir dir;
   // One worker: inputs after the crash can only run on its replacement, whatever the timing.
-  flockmp::DatabaseAsync db{{.numProcesses = 1}, tracedSetup("c", dir.path)};
+  flockmp::DatabaseAsync db{{.poolSize = 1}, tracedSetup("c", dir.path)};
   auto outcomes = db.tryApply(range(20), [](int x, Traced&) {
     if (x == 7) std::abort();
     return static_cast<int>(::getpid());
@@ -308,7 +308,7 @@ TEST_CASE(
       .name = "bad_con", .server = []() -> int { throw std::runtime_error("connection refused"); }};
   SECTION("apply throws a TaskError listing every input") {
     flockmp::DatabaseAsync db{
-        {.numProcesses = 2, .pool = {.restartBudget = {.maxRestarts = 3, .period = 60s}}}, ok, bad};
+        {.poolSize = 2, .pool = {.restartBudget = {.maxRestarts = 3, .period = 60s}}}, ok, bad};
     try {
       db.apply(range(10), [](int x, int&, int&) { return x; });
       FAIL("no exception");
@@ -324,7 +324,7 @@ TEST_CASE(
     }
   }
   SECTION("without a setup timeout too, and with tryApply") {
-    flockmp::DatabaseAsync db{{.numProcesses = 2,
+    flockmp::DatabaseAsync db{{.poolSize = 2,
                                .setupTimeout = std::nullopt,
                                .pool = {.restartBudget = {.maxRestarts = 2}}},
                               bad};
@@ -346,7 +346,7 @@ TEST_CASE("a setup that hangs is ended by setupTimeout", "[database][faults][tim
                                 for (;;) std::this_thread::sleep_for(1h);
                               }};
   flockmp::DatabaseAsync db{
-      {.numProcesses = 2, .setupTimeout = 200ms, .pool = {.restartBudget = {.maxRestarts = 2}}},
+      {.poolSize = 2, .setupTimeout = 200ms, .pool = {.restartBudget = {.maxRestarts = 2}}},
       hang};
   const auto t0 = std::chrono::steady_clock::now();
   auto outcomes = db.tryApply(range(6), [](int x, int&) { return x; });
@@ -363,7 +363,7 @@ TEST_CASE("a setup that hangs is ended by setupTimeout", "[database][faults][tim
 
 TEST_CASE("a failure inside a task is that input's own exception", "[database][faults]") {
   DeadlockGuard guard(60);
-  flockmp::DatabaseAsync db{{.numProcesses = 2}, CounterSetup{}};
+  flockmp::DatabaseAsync db{{.poolSize = 2}, CounterSetup{}};
   // A string result travels through the codec (int results take the raw path, tested elsewhere).
   auto outcomes = db.tryApply(range(8), [](int x, Counter& c) {
     if (x == 3) throw std::runtime_error("lost the connection");
@@ -408,7 +408,7 @@ TEST_CASE("a connection that breaks is opened again before the worker's next inp
     return Fragile{opened};
   }};
   // One worker, one input per batch: the inputs run in order on the same connection slot.
-  flockmp::DatabaseAsync db{{.numProcesses = 1, .pool = {.chunkSize = 1}}, fragile};
+  flockmp::DatabaseAsync db{{.poolSize = 1, .pool = {.batchSize = 1}}, fragile};
   auto outcomes = db.tryApply(range(10), [](int i, Fragile& c) {
     if (i == 3) {
       c.broken = true;
@@ -428,7 +428,7 @@ TEST_CASE("a connection that breaks is opened again before the worker's next inp
   for (int i : {6, 7, 8, 9}) CHECK(*outcomes[static_cast<std::size_t>(i)] == 3);
 
   // A packaged setup's own alive() decides.
-  flockmp::DatabaseAsync checked{{.numProcesses = 1, .pool = {.chunkSize = 1}}, CheckedCounterSetup{}};
+  flockmp::DatabaseAsync checked{{.poolSize = 1, .pool = {.batchSize = 1}}, CheckedCounterSetup{}};
   auto values = checked.tryApply(range(5), [](int i, Counter& c) {
     if (i == 1) {
       c.value = -1;
@@ -453,7 +453,7 @@ TEST_CASE("waiting to reopen a connection never lets timeOutError kill the input
   // The reopen deadline (setupTimeout) is far away, but an input may wait only half its
   // timeOutError: then it fails with a SetupError saying so, instead of being killed.
   flockmp::DatabaseAsync db{
-      {.numProcesses = 1, .setupTimeout = 60s, .pool = {.timeOutError = 2s, .chunkSize = 1}}, once};
+      {.poolSize = 1, .setupTimeout = 60s, .pool = {.timeOutError = 2s, .batchSize = 1}}, once};
   auto outcomes = db.tryApply(range(4), [](int i, Fragile& c) {
     if (i == 1) {
       c.broken = true;
@@ -489,7 +489,7 @@ TEST_CASE("the caller's own initializer and finalizer run around the connections
   static int initialized = 0;
   const auto base = dir.path.string();
   flockmp::DatabaseAsync db{
-      {.numProcesses = 2,
+      {.poolSize = 2,
        .pool = {.initializer = [] { initialized = 1; },
                 .finalizer = [base] { std::fclose(std::fopen((base + "/final").c_str(), "w")); }}},
       CounterSetup{}};
@@ -522,7 +522,7 @@ std::multiset<int> recordedPids(const std::filesystem::path& file) {
 }
 } // namespace
 
-TEST_CASE("numProcesses is capped at the number of inputs (the seed's tests)",
+TEST_CASE("poolSize is capped at the number of inputs (the seed's tests)",
           "[database][options]") {
   DeadlockGuard guard(300);
   flockmp::DatabaseSetup con{.name = "con", .server = [] { return static_cast<int>(::getpid()); }};
@@ -532,14 +532,14 @@ TEST_CASE("numProcesses is capped at the number of inputs (the seed's tests)",
   // opened: the file counts the workers actually started. Nothing here crashes, times out or is
   // recycled, so no worker is replaced and the counts below are exact.
   SECTION("1,000 processes requested for 30 inputs") {
-    flockmp::DatabaseAsync db{{.numProcesses = 1000, .pool = {.initializer = recordStart(started)}},
+    flockmp::DatabaseAsync db{{.poolSize = 1000, .pool = {.initializer = recordStart(started)}},
                               con};
     auto r = db.apply(range(30), [](int x, int& pid) {
       return std::tuple{x, pid, static_cast<int>(::getpid())};
     });
     REQUIRE(r.size() == 30);
     const auto pids = recordedPids(started);
-    // Exactly 30 workers: more is numProcesses not capped at the inputs (up to 1,000 forks, each
+    // Exactly 30 workers: more is poolSize not capped at the inputs (up to 1,000 forks, each
     // opening connections), fewer is workers asked for and never started.
     CHECK(pids.size() == 30);
     // 30 different processes: fewer is a worker whose initializer (and connections) ran twice.
@@ -565,13 +565,13 @@ TEST_CASE("numProcesses is capped at the number of inputs (the seed's tests)",
     const int processes = 200;
 #endif
     flockmp::DatabaseAsync db{
-        {.numProcesses = processes, .pool = {.initializer = recordStart(started)}}, con};
+        {.poolSize = processes, .pool = {.initializer = recordStart(started)}}, con};
     auto r = db.apply(range(60'000), [](int x, int&) { return x * 2; });
     REQUIRE(r.size() == 60'000);
     for (int i = 0; i < 60'000; i += 997) CHECK(r[static_cast<std::size_t>(i)] == 2 * i);
     CHECK(r.back() == 119'998);
     const auto pids = recordedPids(started);
-    // Exactly numProcesses workers, each once: a pool that starts fewer or more workers than asked
+    // Exactly poolSize workers, each once: a pool that starts fewer or more workers than asked
     // (with inputs to spare), or runs a worker's setups twice.
     CHECK(pids.size() == static_cast<std::size_t>(processes));
     CHECK(std::set<int>(pids.begin(), pids.end()).size() == pids.size());
@@ -582,10 +582,10 @@ TEST_CASE("numProcesses is capped at the number of inputs (the seed's tests)",
 TEST_CASE("bad DatabaseOptions are rejected", "[database][options]") {
   flockmp::DatabaseSetup con{.name = "con", .server = [] { return 1; }};
   using flockmp::DatabaseOptions;
-  CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.numProcesses = 0}, con),
+  CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.poolSize = 0}, con),
                   flockmp::OptionError);
   CHECK_THROWS_AS(
-      flockmp::DatabaseAsync(DatabaseOptions{.numProcesses = 2, .pool = {.poolSize = 3}}, con),
+      flockmp::DatabaseAsync(DatabaseOptions{.poolSize = 2, .pool = {.poolSize = 3}}, con),
       flockmp::OptionError);
   CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.setupTimeout = 0s}, con),
                   flockmp::OptionError);
@@ -608,7 +608,7 @@ TEST_CASE("a persistent DatabaseAsync keeps its workers and their connections ac
   TempDir dir;
   std::set<int> pids;
   {
-    flockmp::DatabaseAsync db{{.numProcesses = 2, .persistent = true}, tracedSetup("first", dir.path)};
+    flockmp::DatabaseAsync db{{.poolSize = 2, .persistent = true}, tracedSetup("first", dir.path)};
     CHECK(db.workerPids().empty()); // nothing starts before the first call
     for (int call = 0; call < 3; ++call) {
       auto seen = call == 1 ? db.apply(range(20), tracedRow)
@@ -634,7 +634,7 @@ TEST_CASE("a persistent DatabaseAsync keeps its workers and their connections ac
 TEST_CASE("a persistent DatabaseAsync refuses a callable its workers cannot rebuild, naming the rule",
           "[database][options][pool]") {
   TempDir dir;
-  flockmp::DatabaseAsync db{{.numProcesses = 1, .persistent = true}, tracedSetup("first", dir.path)};
+  flockmp::DatabaseAsync db{{.poolSize = 1, .persistent = true}, tracedSetup("first", dir.path)};
   int offset = 1;
   CHECK_THROWS_WITH(db.apply(range(3), [offset](int x, Traced&) { return x + offset; }),
                     contains("needs a callable its workers can rebuild"));

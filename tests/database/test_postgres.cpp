@@ -120,7 +120,7 @@ TEST_CASE("postgres: parallel inserts and selects through libpq, one connection 
   resetTables();
   const int fdsBefore = flockmp::test::openFdCount();
   const int n = 300;
-  flockmp::DatabaseAsync db{{.numProcesses = 4, .pool = {.chunkSize = 10}},
+  flockmp::DatabaseAsync db{{.poolSize = 4, .pool = {.batchSize = 10}},
                             trackedSetup(cluster().conninfo())};
   const auto backends = db.apply(range(n), [](int id, Tracked& t) {
     t.con.exec("insert into items values($1, $2, $3)", id, static_cast<int>(::getpid()),
@@ -155,7 +155,7 @@ TEST_CASE("postgres: the ready-made setup, recycled workers open fresh connectio
           "[database][postgres]") {
   DeadlockGuard guard(240);
   resetTables();
-  flockmp::DatabaseAsync db{{.numProcesses = 2, .pool = {.maxTasksPerWorker = 10}},
+  flockmp::DatabaseAsync db{{.poolSize = 2, .pool = {.maxTasksPerWorker = 10}},
                             flockmp::postgres::setup("pg_con", cluster().conninfo())};
   const auto backends = db.apply(range(50), [](int id, Connection& pg) {
     pg.exec("insert into items values($1, $2, $3)", id, static_cast<int>(::getpid()),
@@ -179,7 +179,7 @@ TEST_CASE("postgres: a wrong password or port is a setup failure naming the setu
   const auto budget = flockmp::RestartBudget{.maxRestarts = 3, .period = 60s};
   SECTION("wrong password") {
     flockmp::DatabaseAsync db{
-        {.numProcesses = 2, .pool = {.restartBudget = budget}},
+        {.poolSize = 2, .pool = {.restartBudget = budget}},
         flockmp::postgres::setup("pg_con", cluster().conninfo("not-the-password"))};
     try {
       db.apply(range(6), [](int id, Connection&) { return id; });
@@ -195,7 +195,7 @@ TEST_CASE("postgres: a wrong password or port is a setup failure naming the setu
   }
   SECTION("wrong port") {
     flockmp::DatabaseAsync db{
-        {.numProcesses = 2, .pool = {.restartBudget = budget}},
+        {.poolSize = 2, .pool = {.restartBudget = budget}},
         flockmp::postgres::setup("pg_con",
                                  cluster().conninfo(PgCluster::password, PgCluster::freePort()))};
     auto outcomes = db.tryApply(range(6), [](int id, Connection&) { return id; });
@@ -242,9 +242,9 @@ TEST_CASE("postgres: a server down mid-run fails at most one input per worker; t
       }
     });
   }};
-  pool.chunkSize = 1;
+  pool.batchSize = 1;
   // setupTimeout is the reopen deadline: far above the outage, so no input waits past it.
-  flockmp::DatabaseAsync db{{.numProcesses = 2, .setupTimeout = 120s, .pool = pool},
+  flockmp::DatabaseAsync db{{.poolSize = 2, .setupTimeout = 120s, .pool = pool},
                             flockmp::postgres::setup("pg_con", cluster().conninfo())};
   auto outcomes = db.tryApply(range(40), [](int id, Connection& pg) {
     std::this_thread::sleep_for(30ms);

@@ -124,7 +124,7 @@ TEST_CASE("sqlite: workers write and read one WAL database concurrently, one con
   TempDb db;
   const int fdsBefore = flockmp::test::openFdCount();
   const int n = 400;
-  flockmp::DatabaseAsync dbAsync{{.numProcesses = 4, .pool = {.chunkSize = 10}},
+  flockmp::DatabaseAsync dbAsync{{.poolSize = 4, .pool = {.batchSize = 10}},
                                  trackedSetup(db.path)};
   const auto workers = dbAsync.apply(range(n), writeAndRead);
   REQUIRE(workers.size() == static_cast<std::size_t>(n));
@@ -162,7 +162,7 @@ TEST_CASE("sqlite: the ready-made setup opens one connection per worker", "[data
     for (int i = 0; i < 50; ++i)
       c.exec("insert into users values(?, ?)", i, "user" + std::to_string(i));
   }
-  flockmp::DatabaseAsync dbAsync{{.numProcesses = 3},
+  flockmp::DatabaseAsync dbAsync{{.poolSize = 3},
                                  flockmp::sqlite::setup("sqlite_con", db.path)};
   auto names = dbAsync.apply(range(50), [](int id, Connection& con) {
     con.exec("update users set name = name || '!' where id = ?", id);
@@ -184,7 +184,7 @@ TEST_CASE("sqlite: the ready-made setup opens one connection per worker", "[data
 TEST_CASE("sqlite: recycled workers open fresh connections", "[database][sqlite]") {
   DeadlockGuard guard(120);
   TempDb db;
-  flockmp::DatabaseAsync dbAsync{{.numProcesses = 2, .pool = {.maxTasksPerWorker = 10}},
+  flockmp::DatabaseAsync dbAsync{{.poolSize = 2, .pool = {.maxTasksPerWorker = 10}},
                                  trackedSetup(db.path)};
   const auto workers = dbAsync.apply(range(60), writeAndRead);
   const std::set<int> pids(workers.begin(), workers.end());
@@ -209,7 +209,7 @@ TEST_CASE("sqlite: a crashed worker's replacement opens a fresh connection",
   // (With larger batches, inputs the crashed worker finished but had not yet reported are run
   // again on another worker: at least once, not exactly once.)
   // One worker, so the inputs after the crash can only run on its replacement.
-  flockmp::DatabaseAsync dbAsync{{.numProcesses = 1, .pool = {.chunkSize = 1}},
+  flockmp::DatabaseAsync dbAsync{{.poolSize = 1, .pool = {.batchSize = 1}},
                                  trackedSetup(db.path)};
   auto outcomes = dbAsync.tryApply(range(40), [](int id, Tracked& t) {
     if (id == 13) std::abort();
@@ -239,7 +239,7 @@ TEST_CASE("sqlite: a database that cannot be opened is a setup failure naming th
   DeadlockGuard guard(60);
   TempDb db;
   const auto missing = (db.dir / "no-such-dir" / "app.db").string();
-  flockmp::DatabaseAsync dbAsync{{.numProcesses = 2, .pool = {.restartBudget = {.maxRestarts = 3}}},
+  flockmp::DatabaseAsync dbAsync{{.poolSize = 2, .pool = {.restartBudget = {.maxRestarts = 3}}},
                                  flockmp::sqlite::setup("sqlite_con", missing)};
   try {
     dbAsync.apply(range(8), [](int id, Connection&) { return id; });
@@ -260,7 +260,7 @@ TEST_CASE("sqlite: a statement that fails is that input's own exception",
           "[database][sqlite][faults]") {
   DeadlockGuard guard(60);
   TempDb db;
-  flockmp::DatabaseAsync dbAsync{{.numProcesses = 2},
+  flockmp::DatabaseAsync dbAsync{{.poolSize = 2},
                                  flockmp::sqlite::setup("sqlite_con", db.path)};
   auto outcomes = dbAsync.tryApply(range(6), [](int id, Connection& con) {
     return con.scalar<int>(id == 4 ? "select nope from items" : "select ?", id);
@@ -283,7 +283,7 @@ TEST_CASE("sqlite: a connection that cannot be reopened fails inputs only past t
   TempDb db;
   // One worker, one input per batch: the inputs run in order on the same connection slot.
   flockmp::DatabaseAsync dbAsync{
-      {.numProcesses = 1, .setupTimeout = 300ms, .pool = {.chunkSize = 1}}, VanishingDb(db.path)};
+      {.poolSize = 1, .setupTimeout = 300ms, .pool = {.batchSize = 1}}, VanishingDb(db.path)};
   const std::string path = db.path;
   auto outcomes = dbAsync.tryApply(range(8), [&path](int id, Connection& con) {
     if (id == 3) {

@@ -271,7 +271,7 @@ TEST_CASE("a row that runs past timeOutError is reported as timed out",
                                     std::this_thread::sleep_for(std::chrono::seconds(20));
                                   return true;
                                 },
-                                {.base = {.timeOutError = std::chrono::milliseconds(300)}});
+                                {.pool = {.timeOutError = std::chrono::milliseconds(300)}});
     FAIL("no TaskError");
   } catch (const flockmp::TaskError& e) {
     REQUIRE(e.failures().size() == 1);
@@ -330,7 +330,7 @@ TEST_CASE("generic callables: apply is block-like, applyRows is row-like", "[dat
   CHECK(DataFrameAsync::applyBlocks(df, [](const auto& v) { return v.rowCount(); },
                                     {.chunksize = 2}) == std::vector<std::size_t>{2, 2});
   // Timeouts and the other pool options go through `base`.
-  CHECK(DataFrameAsync::apply(df, rowSum, {.base = {.timeOutError = std::chrono::seconds(30)}}) ==
+  CHECK(DataFrameAsync::apply(df, rowSum, {.pool = {.timeOutError = std::chrono::seconds(30)}}) ==
         std::vector<double>{6, 12, 18, 24});
 }
 

@@ -311,7 +311,7 @@ TEST_CASE("a pool retries an input whose worker crashed, on a fresh worker", "[p
 TEST_CASE("maxTasksPerWorker counts over a worker's life on a pool, across calls", "[pool][lifecycle]") {
   const auto context = GENERATE(Context::fork, Context::spawn);
   CAPTURE(nameOf(context));
-  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context, .chunkSize = 1, .maxTasksPerWorker = 3}};
+  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context, .batchSize = 1, .maxTasksPerWorker = 3}};
   std::map<int, int> perPid;
   for (int call = 0; call < 3; ++call)
     for (int pid : pool.apply(flockmp::test::range(5), workerPid)) ++perPid[pid];
@@ -341,7 +341,7 @@ TEST_CASE("a pool call is cancelled by its stopToken: finished results are kept,
   CAPTURE(nameOf(context));
   flockmp::test::DeadlockGuard guard;
   flockmp::test::TempDir dir;
-  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context, .chunkSize = 1}};
+  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context, .batchSize = 1}};
   std::vector<Job> jobs;
   for (int i = 0; i < 20; ++i) jobs.push_back({i, i >= 10 ? 5 : 0, dir.path.string()});
   std::stop_source stop;
@@ -452,7 +452,7 @@ TEST_CASE("large inputs stream to a pool while results stream back (no deadlock 
   const auto context = GENERATE(Context::fork, Context::spawn);
   CAPTURE(nameOf(context));
   flockmp::test::DeadlockGuard guard;
-  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context, .chunkSize = 64}};
+  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context, .batchSize = 64}};
   std::vector<std::string> big;
   for (int i = 0; i < 256; ++i) big.push_back(std::string(100'000, static_cast<char>('a' + i % 26)));
   // Each result is as large as its input: both directions fill their socket buffers.
@@ -603,7 +603,7 @@ TEST_CASE("raw inputs through the shared input areas: every batch size, queued b
     std::vector<long> big;
     if (chunk == 300'000) big.assign(600'000, 2); // 300,000 x 8 bytes > one area
     const auto& in = chunk == 300'000 ? big : xs;
-    auto out = pool.tryApply(in, crashOnMultiplesOf5000, {.chunkSize = chunk});
+    auto out = pool.tryApply(in, crashOnMultiplesOf5000, {.batchSize = chunk});
     REQUIRE(out.size() == in.size());
     for (std::size_t i = 0; i < in.size(); ++i) {
       if (in[i] > 0 && in[i] % 5000 == 0) {

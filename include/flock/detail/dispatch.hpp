@@ -96,7 +96,7 @@ class Dispatch {
 public:
   struct Config {
     std::size_t workers = 1;
-    std::size_t chunkSize = 0;         ///< Options::chunkSize (0: guided)
+    std::size_t batchSize = 0;         ///< Options::batchSize (0: guided)
     std::size_t maxTasksPerWorker = 0; ///< Options::maxTasksPerWorker (0: no limit)
     int retries = 0;                   ///< Options::retries
     RestartBudget budget{};
@@ -132,8 +132,8 @@ public:
   /// from finished batches); never past maxTasksPerWorker.
   [[nodiscard]] std::size_t batchSize(const WorkerView& w) const noexcept {
     std::size_t size;
-    if (config_.chunkSize > 0) {
-      size = config_.chunkSize;
+    if (config_.batchSize > 0) {
+      size = config_.batchSize;
     } else {
       const std::size_t parts = 4 * std::max<std::size_t>(config_.workers, 1);
       size = (unassigned_ + parts - 1) / parts;

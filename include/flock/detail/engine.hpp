@@ -109,7 +109,7 @@ public:
     return pids;
   }
 
-  /// Run every input of `job` with the per-call options of `callOpts` (timeOutError, chunkSize,
+  /// Run every input of `job` with the per-call options of `callOpts` (timeOutError, batchSize,
   /// retries, stopToken, restartBudget, progress). Afterwards each input has a result (in the job)
   /// or a Failure (takeFailures). A readable `closeFd` (the pool is being closed) cancels the call.
   void call(JobBase& job, const Options& callOpts, int closeFd = -1) {
@@ -125,7 +125,7 @@ public:
       }
     } abandon{*this};
     ensureSlots(n_);
-    dispatch_.begin(n_, {slots_.size(), opts_.chunkSize, opts_.maxTasksPerWorker, opts_.retries, opts_.restartBudget});
+    dispatch_.begin(n_, {slots_.size(), opts_.batchSize, opts_.maxTasksPerWorker, opts_.retries, opts_.restartBudget});
 
     Fd stopFd;
     std::optional<std::stop_callback<StopSignal>> stopCb;
@@ -344,7 +344,7 @@ private:
     job_ = &job;
     n_ = job.size();
     opts_.timeOutError = callOpts.timeOutError;
-    opts_.chunkSize = callOpts.chunkSize;
+    opts_.batchSize = callOpts.batchSize;
     opts_.retries = callOpts.retries;
     opts_.stopToken = callOpts.stopToken;
     opts_.restartBudget = callOpts.restartBudget;
