@@ -9,6 +9,11 @@
 //   });
 #pragma once
 
+// One readable error instead of a hundred undefined references at link time.
+#if !defined(FLOCK_WITH_POSTGRES)
+#error "<flock/postgres.hpp> needs the CMake target flock::postgres: target_link_libraries(your_target PRIVATE flock::postgres) (without CMake: define FLOCK_WITH_POSTGRES and link -lpq)"
+#endif
+
 #include <libpq-fe.h>
 
 #include <cstddef>

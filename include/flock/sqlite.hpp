@@ -8,6 +8,11 @@
 //   });
 #pragma once
 
+// One readable error instead of a hundred undefined references at link time.
+#if !defined(FLOCK_WITH_SQLITE)
+#error "<flock/sqlite.hpp> needs the CMake target flock::sqlite: target_link_libraries(your_target PRIVATE flock::sqlite) (without CMake: define FLOCK_WITH_SQLITE and link -lsqlite3)"
+#endif
+
 #include <sqlite3.h>
 
 #include <chrono>
