@@ -611,6 +611,10 @@ template <class T>
 std::conditional_t<std::same_as<T, std::string>, const std::string&, T>
 Row::at(const Column& c, std::string_view name) const {
   if (const auto* v = std::get_if<std::vector<T>>(&c.storage())) return (*v)[i_];
+  if constexpr (std::is_same_v<T, double>) {
+    // An int64 column reads as double, as in pandas (exact up to 2^53).
+    if (const auto* v = std::get_if<std::vector<std::int64_t>>(&c.storage())) return static_cast<double>((*v)[i_]);
+  }
   throw DataFrameError(fmt::format("flock: column \"{}\" holds {} values, not {} (row {})", name,
                                    toString(c.type()), toString(detail::columnTypeOf<T>()), i_));
 }

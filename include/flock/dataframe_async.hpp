@@ -272,8 +272,11 @@ inline Options rowPoolOptions(std::size_t rows, const DataFrameOptions& o) {
   return opts;
 }
 
-/// The failure of one row, named as such: "row 7: ...".
+/// The failure of one row, named as such: "row 7: ...". A Row's own message already ends with
+/// " (row 7)"; the prefix replaces it, so the row is named once.
 inline Failure rowFailure(Failure f) {
+  const std::string suffix = fmt::format(" (row {})", f.index);
+  if (f.message.size() >= suffix.size() && f.message.ends_with(suffix)) f.message.resize(f.message.size() - suffix.size());
   f.message = f.message.empty() ? fmt::format("row {}", f.index)
                                 : fmt::format("row {}: {}", f.index, f.message);
   return f;

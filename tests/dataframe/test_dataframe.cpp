@@ -154,8 +154,10 @@ TEST_CASE("a Row gives typed values by column name and names what is wrong", "[d
   CHECK_THAT(missing, contains("row 1"));
   CHECK_THAT(missing, contains("\"price\""));
 
-  const std::string wrong = errorOf([&] { (void)r.get<double>("id"); });
-  CHECK_THAT(wrong, contains("column \"id\" holds int64 values, not double"));
+  const std::string wrong = errorOf([&] { (void)r.get<std::string>("id"); });
+  CHECK_THAT(wrong, contains("column \"id\" holds int64 values, not string"));
+  CHECK(r.get<double>("id") == 2.0); // an int64 column reads as double, as in pandas
+  CHECK_THROWS_AS(r.get<std::int64_t>("price"), DataFrameError); // but a double is not truncated
   CHECK_THROWS_AS(r.get<std::string>("ok"), DataFrameError);
   CHECK_THROWS_AS(r.get<bool>(std::size_t{9}), DataFrameError);
   CHECK_THROWS_AS(df.row(3), std::out_of_range);

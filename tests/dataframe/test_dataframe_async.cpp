@@ -235,6 +235,13 @@ TEST_CASE("a failing row is reported with its row; the other rows complete",
   // A Row error inside the callable (a misspelt column) names the column and the row.
   CHECK_THROWS_WITH(DataFrameAsync::apply(df, [](const Row& r) { return r.get<double>("j"); }),
                     contains("no column \"j\" in the row (row 0"));
+  // A column of the wrong type names the row once (catches "row 3: ... (row 3)").
+  const auto wrongType = DataFrameAsync::tryApply(df, [](const Row& r) { return r.get<std::string>("i"); });
+  REQUIRE_FALSE(wrongType[3].hasValue());
+  CHECK(wrongType[3].failure().message == "row 3: flock: column \"i\" holds int64 values, not string");
+  // An int64 column reads as double, as in pandas (catches a type error for a lossless read).
+  const auto asDouble = DataFrameAsync::apply(df, [](const Row& r) { return r.get<double>("i") / 2; });
+  CHECK(asDouble[5] == 2.5);
 }
 
 TEST_CASE("a row that crashes its worker is reported; the other rows complete",
