@@ -6,6 +6,7 @@
 #include <chrono>
 #include <complex>
 #include <cstdint>
+#include <filesystem>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -675,6 +676,16 @@ TEMPLATE_TEST_CASE("a value of every supported type round-trips", "[codec][round
     REQUIRE(bytes.size() == sizeof(TestType));
     CHECK(std::memcmp(bytes.data(), &v, sizeof(TestType)) == 0);
   }
+}
+
+TEST_CASE("std::filesystem::path round-trips, alone and inside containers", "[codec][roundtrip]") {
+  // Catches a path carried as something else than its native string (a lost separator, say).
+  const std::filesystem::path p = "/var/data/app db/2026-12-01.log";
+  CHECK(roundTrip(p) == p);
+  CHECK(roundTrip(std::filesystem::path{}).empty());
+  const std::vector<std::filesystem::path> many = {"a", "b/c", "/d/e f"};
+  CHECK(roundTrip(many) == many);
+  static_assert(flockmp::Serializable<std::filesystem::path>);
 }
 
 TEST_CASE("empty containers and empty strings round-trip", "[codec][roundtrip]") {

@@ -9,7 +9,8 @@
 //   - std::basic_string of a character type; std::vector (vector<bool> too), std::array,
 //     std::deque, std::list, std::forward_list; std::map, std::multimap, std::set,
 //     std::multiset and their unordered versions; std::pair, std::tuple, std::optional,
-//     std::variant; empty class types such as std::monostate (0 bytes);
+//     std::variant; empty class types such as std::monostate (0 bytes); std::filesystem::path
+//     (as its native string);
 //   - aggregates (plain structs), field by field through structured bindings (up to 32 fields;
 //     no base classes, C array or anonymous union members), so a struct holding a std::string
 //     works; an aggregate whose fields are all raw (see BinaryCodec::isRaw) is copied whole;
@@ -66,6 +67,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <forward_list>
 #include <functional>
 #include <iterator>
@@ -1220,4 +1222,17 @@ void Decoder::operator()(Fields&... fields) {
 
 } // namespace archive
 } // namespace detail
+} // namespace flockmp
+
+namespace flockmp {
+
+/// std::filesystem::path travels as its native string.
+template <>
+struct Serializer<std::filesystem::path> {
+  static void encode(ByteWriter& w, const std::filesystem::path& p) { BinaryCodec::encode(w, p.native()); }
+  static std::filesystem::path decode(ByteReader& r) {
+    return std::filesystem::path(BinaryCodec::decode<std::filesystem::path::string_type>(r));
+  }
+};
+
 } // namespace flockmp

@@ -172,6 +172,10 @@ TEST_CASE("a pool's results come back in input order for every kind of portable 
   auto sums = pool.apply(std::vector<std::pair<int, int>>{{1, 2}, {30, 40}}, [](int a, int b) { return a + b; });
   CHECK(sums == std::vector<int>{3, 70});
   pool.apply(xs, [](int) {});
+  // std::filesystem::path as input and result.
+  auto paths = pool.apply(std::vector<std::filesystem::path>{"a/b", "/c"},
+                          [](const std::filesystem::path& p) { return p / "x.log"; });
+  CHECK(paths == std::vector<std::filesystem::path>{"a/b/x.log", "/c/x.log"});
   // The seed's argument order.
   CHECK(pool.executeAsync(square, std::vector<int>{4, 5}) == std::vector<int>{16, 25});
   // A single-pass range is read once.
