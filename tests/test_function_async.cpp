@@ -730,3 +730,14 @@ TEST_CASE("result storage is kept out of the workers during a call and handed ba
   }), "stop from the parent");
   CHECK(dontForkBytes() == before);
 }
+
+TEST_CASE("timeOutError and setupTimeout accept any std::chrono duration, floating point included", "[api][options]") {
+  // Catches a brace-initializer error for duration<double> (a compile failure) and a wrong unit.
+  const flockmp::Options a{.timeOutError = std::chrono::duration<double>(1.5)};
+  CHECK(a.timeOutError->count() == 1'500'000'000);
+  const flockmp::Options b{.timeOutError = std::chrono::minutes(2), .setupTimeout = std::chrono::duration<float, std::milli>(2.5f)};
+  CHECK(b.timeOutError->count() == 120'000'000'000);
+  CHECK(b.setupTimeout->count() == 2'500'000);
+  CHECK(flockmp::FunctionAsync::apply(std::vector<int>{3}, myFunction, {.timeOutError = std::chrono::duration<double>(30)}) ==
+        std::vector<int>{9});
+}

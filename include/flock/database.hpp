@@ -175,7 +175,7 @@ struct DatabaseOptions {
   /// later inputs then try once each and fail at once until a reopen succeeds. With std::nullopt
   /// the reopen deadline is defaultReopenDeadline (30 s): "no limit" lifts the bound on one
   /// connect, it does not make workers wait forever for a server that never comes back.
-  std::optional<std::chrono::nanoseconds> setupTimeout = std::chrono::seconds(30);
+  std::optional<Duration> setupTimeout = std::chrono::seconds(30);
 
   /// How long workers keep retrying to reopen broken connections when setupTimeout is
   /// std::nullopt.
@@ -612,7 +612,7 @@ private:
       inputLimit =
           entered + std::chrono::duration_cast<Clock::duration>(*options_.pool.timeOutError / 2);
     const std::chrono::nanoseconds limit =
-        options_.setupTimeout ? *options_.setupTimeout
+        options_.setupTimeout ? std::chrono::nanoseconds(*options_.setupTimeout)
                               : std::chrono::nanoseconds(DatabaseOptions::defaultReopenDeadline);
     for (;;) {
       std::string failedSetup, error;

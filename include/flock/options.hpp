@@ -17,6 +17,16 @@ enum class Context {
   spawn,      ///< start fresh executions of the program image
 };
 
+/// A time limit: std::chrono::nanoseconds that any std::chrono duration converts to, floating
+/// point ones included (`std::chrono::duration<double>(1.5)`, `30s`, `250ms`). A fraction of a
+/// nanosecond is dropped.
+struct Duration : std::chrono::nanoseconds {
+  constexpr Duration() noexcept = default;
+  template <class Rep, class Period>
+  constexpr Duration(std::chrono::duration<Rep, Period> d) // NOLINT: implicit on purpose
+      : std::chrono::nanoseconds(std::chrono::duration_cast<std::chrono::nanoseconds>(d)) {}
+};
+
 /// Supervisor limit in the spirit of Erlang: when more than `maxRestarts` workers die within
 /// `period` without finishing a task, the call ends with flockmp::Error instead of forking forever.
 struct RestartBudget {
@@ -40,7 +50,7 @@ struct Options {
   std::optional<int> poolSize{};
   /// Per-input time limit; an input running longer is killed (with its worker's whole process
   /// group) and reported as timed out. Default: no limit.
-  std::optional<std::chrono::nanoseconds> timeOutError{};
+  std::optional<Duration> timeOutError{};
   /// How workers are started; see Context.
   Context context = Context::fork;
   /// Inputs per batch sent to a worker. 0 (default): adaptive, large batches first and single
@@ -62,7 +72,7 @@ struct Options {
   /// Longest time a worker may take to start, its initializer included; a worker past it is
   /// killed and counts as a failed setup (replaced, then ending the call through the restart
   /// budget). Default: timeOutError when that is set, else no limit.
-  std::optional<std::chrono::nanoseconds> setupTimeout{};
+  std::optional<Duration> setupTimeout{};
   /// Runs in each worker process when it stops normally (all inputs done, recycled after
   /// maxTasksPerWorker, or stopped by a cancellation between inputs), to close what the
   /// initializer opened. Not run when the worker crashes, times out or is killed: the operating

@@ -413,7 +413,7 @@ auto runPortable(PoolCaller& pool, const F& fn, Range&& items, const Options& op
 /// The options of one call on a pool; each one left unset is the pool's (see Options, where
 /// each is described).
 struct CallOptions {
-  std::optional<std::chrono::nanoseconds> timeOutError{};
+  std::optional<Duration> timeOutError{};
   std::optional<std::size_t> batchSize{};
   std::optional<int> retries{};
   std::stop_token stopToken{};

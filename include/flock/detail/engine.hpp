@@ -925,7 +925,7 @@ private:
   }
 
   /// The limit on a worker's start (its initializer): setupTimeout, else timeOutError.
-  [[nodiscard]] std::optional<std::chrono::nanoseconds> setupLimit() const noexcept {
+  [[nodiscard]] std::optional<Duration> setupLimit() const noexcept {
     return opts_.setupTimeout ? opts_.setupTimeout : opts_.timeOutError;
   }
 
