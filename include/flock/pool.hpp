@@ -36,7 +36,7 @@ namespace flockmp {
 namespace detail {
 
 /// Worker side: run inputs [begin, end) through `call(i)` (which invokes the callable on input i)
-/// and buffer their results or failures in `out`, raw blocks or encoded, as Job<...>::raw says.
+/// and buffer their results or failures in `out`, raw blocks or encoded (see runResults).
 template <class R, class Call>
 void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, WorkerOutput& out) {
   constexpr std::size_t elementSize = std::is_void_v<R> ? 0 : sizeof(std::conditional_t<std::is_void_v<R>, char, R>);
@@ -129,6 +129,13 @@ constexpr bool rawInputFor() {
   else return false;
 }
 
+/// Runs inputs [begin, end) through `call(i)`, raw or encoded as the result type travels.
+template <class Codec, class R, class Call>
+void runResults(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, WorkerOutput& out) {
+  if constexpr (rawResultFor<Codec, R>()) runResultsRaw<R>(begin, end, call, ctl, out);
+  else runResultsEncoded<Codec, R>(begin, end, call, ctl, out);
+}
+
 /// The input type a pool's worker decodes for a range: its values, without const.
 template <class It>
 using InputOf = std::remove_cv_t<std::iter_value_t<It>>;
@@ -142,8 +149,6 @@ void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size
 template <class Codec, class It, class F, class R, bool Portable = false>
 class Job final : public JobBase {
 public:
-  static constexpr bool raw = rawResultFor<Codec, R>();
-
   Job(It first, std::size_t n, F& fn) : first_(std::move(first)), n_(n), fn_(fn), sink_(n) {}
 
   [[nodiscard]] std::size_t size() const noexcept override { return n_; }
@@ -151,8 +156,7 @@ public:
 
   void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
     auto call = [this](std::size_t i) -> decltype(auto) { return invokeOn(fn_, first_[static_cast<Diff>(i)]); };
-    if constexpr (raw) runResultsRaw<R>(begin, end, call, ctl, out);
-    else runResultsEncoded<Codec, R>(begin, end, call, ctl, out);
+    runResults<Codec, R>(begin, end, call, ctl, out);
   }
 
   [[nodiscard]] bool portable() const noexcept override { return Portable; }
@@ -228,8 +232,7 @@ void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size
       // Aligned (the shared input area, or a frame's payload): run on the bytes where they are.
       In* direct = reinterpret_cast<In*>(const_cast<std::byte*>(inputs.data()));
       auto call = [&](std::size_t i) -> decltype(auto) { return invokeOn(fn, direct[i - begin]); };
-      if constexpr (rawResultFor<Codec, R>()) runResultsRaw<R>(begin, end, call, ctl, out);
-      else runResultsEncoded<Codec, R>(begin, end, call, ctl, out);
+      runResults<Codec, R>(begin, end, call, ctl, out);
       return;
     }
     xs.resize(count);
@@ -240,8 +243,7 @@ void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size
     ir.expectEnd();
   }
   auto call = [&](std::size_t i) -> decltype(auto) { return invokeOn(fn, xs[i - begin]); };
-  if constexpr (rawResultFor<Codec, R>()) runResultsRaw<R>(begin, end, call, ctl, out);
-  else runResultsEncoded<Codec, R>(begin, end, call, ctl, out);
+  runResults<Codec, R>(begin, end, call, ctl, out);
 }
 
 template <class T>

@@ -163,6 +163,19 @@ inline ChannelPair makeChannels() {
   return c;
 }
 
+/// A pidfd for a child just started; when none can be had, the child is killed and reaped (no
+/// worker is left unowned) and flockmp::Error says why.
+inline int pidfdOrKill(pid_t pid) {
+  const int pfd = pidfdOpen(pid);
+  if (pfd < 0) {
+    const int err = errno;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throwErrno("pidfd_open for a worker", err);
+  }
+  return pfd;
+}
+
 /// The parent's handle once the worker runs: its channel ends, and a pidfd (closing the pid
 /// down if that fails, so that no worker is left unowned).
 inline WorkerProcess adoptWorker(pid_t pid, int pidfd, ChannelPair& c) {
@@ -266,13 +279,7 @@ public:
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 
     if (plainFork) {
-      pfd = pidfdOpen(pid);
-      if (pfd < 0) {
-        int err = errno;
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, nullptr, 0);
-        throwErrno("pidfd_open for a worker", err);
-      }
+      pfd = pidfdOrKill(pid);
     }
     return adoptWorker(pid, pfd, c);
   }
@@ -603,13 +610,7 @@ public:
     pid_t pid = -1;
     const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, env.data());
     if (rc != 0) throwErrno("posix_spawn of a worker (Context::spawn)", rc);
-    const int pfd = pidfdOpen(pid);
-    if (pfd < 0) {
-      const int err = errno;
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      throwErrno("pidfd_open for a worker", err);
-    }
+    const int pfd = pidfdOrKill(pid);
     return adoptWorker(pid, pfd, c);
   }
 
