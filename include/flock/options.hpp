@@ -38,7 +38,10 @@ struct RestartBudget {
 struct Progress {
   std::size_t done = 0;   ///< inputs finished (with a value or a failure)
   std::size_t failed = 0; ///< of those, how many failed
-  std::size_t total = 0;  ///< inputs in the call
+  std::size_t total = 0;  ///< inputs in the call (so far, while totalKnown is false)
+  /// False while a streaming call (imap, mapReduce over a single-pass range) has not read its
+  /// last input: `total` then counts the inputs read so far.
+  bool totalKnown = true;
 };
 
 /// Options of every flock call. Defaults suit most uses:
@@ -89,6 +92,14 @@ struct Options {
   /// When checkProgress is on but stderr is not a terminal (a log file, CI), print a few plain
   /// progress lines instead (at 25%, 50%, 75% and at the end). Default: off, nothing printed.
   bool progressLines = false;
+  /// Stop at the first failed input: the inputs not finished then are reported as cancelled,
+  /// naming the input that failed. Default: off, every input runs whatever the others do.
+  bool failFast = false;
+  /// Streaming calls (imap, imapUnordered and their try-variants): the most inputs held in the
+  /// parent at once, counting those read ahead and the results waiting behind a slower input.
+  /// Inputs are read from the range only as this allows, so memory does not grow with its
+  /// length. 0 (default): 4096 per worker.
+  std::size_t maxInFlight = 0;
 };
 
 } // namespace flockmp

@@ -257,7 +257,7 @@ public:
       : style_(style), out_(fd), start_(start) {}
   ProgressBar(ProgressBar&& o) noexcept
       : style_(o.style_), out_(std::move(o.out_)), start_(o.start_), shown_(o.shown_),
-        finished_(o.finished_), nextQuarter_(o.nextQuarter_) {
+        finished_(o.finished_), nextQuarter_(o.nextQuarter_), nextCount_(o.nextCount_) {
     o.shown_ = false; // the moved-from object must not end the line
   }
   ProgressBar& operator=(ProgressBar&& o) noexcept {
@@ -269,6 +269,7 @@ public:
       shown_ = std::exchange(o.shown_, false);
       finished_ = o.finished_;
       nextQuarter_ = o.nextQuarter_;
+      nextCount_ = o.nextCount_;
     }
     return *this;
   }
@@ -279,7 +280,7 @@ public:
 
   /// Draw the state of the call. `final`: the call is over (the bar gets its newline).
   void update(std::size_t done, std::size_t failed, std::size_t total, bool final,
-              Clock::time_point now = Clock::now()) {
+              Clock::time_point now = Clock::now(), bool totalKnown = true) {
     if (finished_ || out_.stopped()) return;
     const auto elapsed = now - start_;
     if (style_ == Style::bar) {
@@ -287,13 +288,22 @@ public:
       shown_ = true;
       // Appended piece by piece: GCC 12 at -O3 warns falsely (-Wrestrict) on "\r" + s + "...".
       std::string line = "\r";
-      line += render(done, failed, total, elapsed, width());
+      line += totalKnown ? render(done, failed, total, elapsed, width()) : renderCount(done, failed, elapsed);
       line += "\x1b[K";
       if (final) {
         line += '\n';
         finished_ = true;
       }
       put(line);
+      return;
+    }
+    if (!totalKnown) {
+      // Plain lines with no total: one at each power of ten from 1000 on, and one at the end.
+      if (!final && (done < nextCount_)) return;
+      if (final) finished_ = true;
+      while (nextCount_ <= done) nextCount_ *= 10;
+      shown_ = true;
+      put("flock: " + renderCount(done, failed, elapsed) + "\n");
       return;
     }
     // Plain lines: one per quarter reached, and one at the end.
@@ -330,6 +340,15 @@ public:
     std::fill_n(bar.begin(), filled, '=');
     if (filled < barWidth) bar[filled] = '>';
     return fmt::format("[{}] {}", bar, numbers);
+  }
+
+  /// The numbers for a call whose total is not known yet (a stream): count, rate, elapsed time.
+  static std::string renderCount(std::size_t done, std::size_t failed, Clock::duration elapsed) {
+    const double secs = std::chrono::duration<double>(elapsed).count();
+    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0.0;
+    std::string numbers = fmt::format("{} done  {}/s  elapsed {}", done, formatRate(rate), formatTime(secs));
+    if (failed > 0) numbers += fmt::format("  {} failed", failed);
+    return numbers;
   }
 
   /// `m:ss` or `h:mm:ss`.
@@ -369,6 +388,7 @@ private:
   bool shown_ = false;
   bool finished_ = false;
   unsigned nextQuarter_ = 1;
+  std::size_t nextCount_ = 1000; // plain lines with no total: the next count that prints one
 };
 
 } // namespace flockmp::detail

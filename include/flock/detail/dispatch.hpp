@@ -100,6 +100,9 @@ public:
     std::size_t maxTasksPerWorker = 0; ///< Options::maxTasksPerWorker (0: no limit)
     int retries = 0;                   ///< Options::retries
     RestartBudget budget{};
+    /// Streams: batches never cross a multiple of this (their inputs and results then sit
+    /// contiguously in the stream's ring buffers). 0: no boundary.
+    std::size_t wrap = 0;
   };
 
   /// A worker as the policy sees it.
@@ -121,6 +124,14 @@ public:
     attempts_.clear();
     restartTimes_.clear();
     failedInARow_ = 0;
+  }
+
+  /// A stream read inputs [end, newEnd): they are unassigned now.
+  void extend(std::size_t end, std::size_t newEnd) {
+    if (newEnd <= end) return;
+    if (!queue_.empty() && queue_.back().second == end) queue_.back().second = newEnd;
+    else queue_.emplace_back(end, newEnd);
+    unassigned_ += newEnd - end;
   }
 
   [[nodiscard]] bool hasWork() const noexcept { return !queue_.empty() || !suspects_.empty(); }
@@ -243,7 +254,8 @@ private:
   std::optional<Batch> take(const WorkerView& w) {
     if (queue_.empty()) return std::nullopt;
     auto& [b, e] = queue_.front();
-    const std::size_t n = std::min(batchSize(w), e - b);
+    std::size_t n = std::min(batchSize(w), e - b);
+    if (config_.wrap > 0) n = std::min(n, config_.wrap - b % config_.wrap);
     Batch batch{b, b + n, b};
     b += n;
     if (b == e) queue_.pop_front();

@@ -110,105 +110,100 @@ public:
   }
 
   /// Run every input of `job` with the per-call options of `callOpts` (timeOutError, batchSize,
-  /// retries, stopToken, restartBudget, progress). Afterwards each input has a result (in the job)
-  /// or a Failure (takeFailures). A readable `closeFd` (the pool is being closed) cancels the call.
+  /// retries, stopToken, restartBudget, progress, failFast). Afterwards each input has a result
+  /// (in the job) or a Failure (takeFailures). A readable `closeFd` (the pool is being closed)
+  /// cancels the call.
   void call(JobBase& job, const Options& callOpts, int closeFd = -1) {
+    open(job, callOpts, closeFd, false);
+    while (step()) {
+    }
+  }
+
+  /// Begin a call. `openEnded` (a stream): the job has no input yet; extend() hands out more as
+  /// they are read, endOfInputs() says there are no more. Drive it with step().
+  void open(JobBase& job, const Options& callOpts, int closeFd, bool openEnded) {
     beginCall(job, callOpts);
-    if (n_ == 0) return;
-    // An exception out of the loop (poll failed, no worker could start) leaves no half-served
-    // worker behind: a pool starts afresh at its next call.
-    struct Abandon {
-      Engine& e;
-      bool done = false;
-      ~Abandon() {
-        if (!done) e.abandonCall();
+    openEnded_ = openEnded;
+    inputsComplete_ = !openEnded;
+    closeFd_ = closeFd;
+    if (n_ == 0 && !openEnded) return;
+    inCall_ = true;
+    guarded([&] {
+      ensureSlots(openEnded ? SIZE_MAX : n_);
+      dispatch_.begin(n_, {slots_.size(), opts_.batchSize, opts_.maxTasksPerWorker, opts_.retries, opts_.restartBudget,
+                           job.wrap()});
+      if (opts_.stopToken.stop_possible()) {
+        int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (efd < 0) throwErrno("eventfd for cancellation");
+        stopFd_ = Fd(efd, true);
+        stopCb_.emplace(opts_.stopToken, StopSignal{efd});
       }
-    } abandon{*this};
-    ensureSlots(n_);
-    dispatch_.begin(n_, {slots_.size(), opts_.batchSize, opts_.maxTasksPerWorker, opts_.retries, opts_.restartBudget});
-
-    Fd stopFd;
-    std::optional<std::stop_callback<StopSignal>> stopCb;
-    if (opts_.stopToken.stop_possible()) {
-      int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-      if (efd < 0) throwErrno("eventfd for cancellation");
-      stopFd = Fd(efd, true);
-      stopCb.emplace(opts_.stopToken, StopSignal{efd});
-    }
-
-    job_->sink().reserve();
-    noticeIdleDeaths();
-    startMissing();
-    topUpAll();
-    job_->sink().prepare();
-
-    lastProgress_ = Clock::now();
-    progressBar_ = ProgressBar::forOptions(opts_);
-    std::vector<pollfd> pfds;
-    // (slot, 0 = results, 1 = pidfd, 2 = cancelled, 3 = commands writable, 4 = pool closing)
-    std::vector<std::pair<std::size_t, int>> who;
-    // Until every input is resolved and every batch acknowledged (a pool's next call must not
-    // find this call's acknowledgements in its channels).
-    while ((resolved_ < n_ || anyOutstanding()) && !gaveUp_) {
-      pfds.clear();
-      who.clear();
-      for (std::size_t i = 0; i < slots_.size(); ++i) {
-        auto& s = slots_[i];
-        if (!s.alive) continue;
-        if (!s.eof) {
-          pfds.push_back({s.proc.results.get(), POLLIN, 0});
-          who.emplace_back(i, 0);
-        }
-        pfds.push_back({s.proc.pidfd.get(), POLLIN, 0});
-        who.emplace_back(i, 1);
-        if (s.pendingAt < s.pending.size()) {
-          pfds.push_back({s.proc.commands.get(), POLLOUT, 0});
-          who.emplace_back(i, 3);
-        }
-      }
-      if (stopFd) {
-        pfds.push_back({stopFd.get(), POLLIN, 0});
-        who.emplace_back(SIZE_MAX, 2);
-      }
-      if (closeFd >= 0) {
-        pfds.push_back({closeFd, POLLIN, 0});
-        who.emplace_back(SIZE_MAX, 4);
-      }
-      int rc = ::poll(pfds.data(), pfds.size(), pollTimeoutMs());
-      if (rc < 0) {
-        if (errno == EINTR) continue;
-        throwErrno("poll over the workers");
-      }
-      for (std::size_t k = 0; k < pfds.size(); ++k) {
-        if (pfds[k].revents == 0) continue;
-        auto [i, what] = who[k];
-        if (what == 2 || what == 4) {
-          cancel(what == 2 ? "cancelled before it finished" : "cancelled: the pool was closed while the call ran");
-          break;
-        }
-        auto& s = slots_[i];
-        if (!s.alive) continue;
-        if (what == 0) drain(s);
-        else if (what == 1) handleExit(i);
-        else flushPending(s);
-      }
-      if (gaveUp_) break;
-      checkTimeouts();
-      checkStalls();
-      replaceDead();
-      if (gaveUp_) break;
+      job_->sink().reserve();
+      noticeIdleDeaths();
+      startMissing();
       topUpAll();
-      reportProgress(false);
+      job_->sink().prepare();
+      lastProgress_ = Clock::now();
+      progressBar_ = ProgressBar::forOptions(opts_);
+    });
+  }
+
+  /// A stream read inputs [size(), newEnd): hand them out.
+  void extend(std::size_t newEnd) {
+    if (!inCall_ || gaveUp_ || newEnd <= n_) return;
+    dispatch_.extend(n_, newEnd);
+    n_ = newEnd;
+    guarded([&] { topUpAll(); });
+  }
+
+  /// A stream has read its last input.
+  void endOfInputs() noexcept { inputsComplete_ = true; }
+
+  /// Inputs of the call so far.
+  [[nodiscard]] std::size_t size() const noexcept { return n_; }
+  /// True when the call was cancelled or given up: its remaining inputs were reported.
+  [[nodiscard]] bool gaveUp() const noexcept { return gaveUp_; }
+
+  /// Wait for the workers once (for the first event, or as long as timeouts allow) and handle
+  /// what happened: results, deaths, timeouts, replacements, more batches. Returns false once the
+  /// call is over (its workers are then idle, or stopped for a one-shot call). A stream whose
+  /// inputs read so far are all resolved returns at once: it must read more or end.
+  bool step() {
+    if (!inCall_) return false;
+    if (openEnded_ && !inputsComplete_ && resolved_ == n_ && !anyOutstanding() && !gaveUp_) return true;
+    if (running()) guarded([&] { pollOnce(-1); });
+    if (running()) return true;
+    finishCall();
+    return false;
+  }
+
+  /// A stream's consumer left early: the inputs not handed out are dropped; batches in flight
+  /// get `grace` to finish (their workers then stay in the pool), after which their workers are
+  /// killed. Nothing more of the call is reported.
+  void stopEarly(std::chrono::milliseconds grace) noexcept {
+    if (!inCall_) return;
+    try {
+      draining_ = true;
+      dispatch_.drainUnassigned([](std::size_t, std::size_t) {});
+      const auto deadline = Clock::now() + grace;
+      while (anyOutstanding() && !gaveUp_) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0) break;
+        pollOnce(static_cast<int>(left));
+      }
+      for (auto& s : slots_) {
+        if (!s.alive || s.outstanding.empty()) continue;
+        killAndReap(s);
+        s.outstanding.clear();
+      }
+      draining_ = false;
+      gaveUp_ = true;
+      finishCall();
+    } catch (...) {
+      draining_ = false;
+      abandonCall();
+      inCall_ = false;
     }
-    abandon.done = true;
-    if (life_ == Lifetime::oneCall) {
-      shutdown();
-    } else {
-      // Idle now: nothing writes the control blocks until the next batch.
-      for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (slots_[i].alive) control(i).current.store(-1, std::memory_order_release);
-    }
-    reportProgress(true);
   }
 
   std::vector<Failure> takeFailures() {
@@ -251,6 +246,108 @@ private:
     std::size_t pendingAt = 0;      // bytes of `pending` already written
     std::uint64_t callEpoch = 0;    // the call whose callable this worker holds (pools)
   };
+
+  /// Inputs remain, batches are in flight (a pool's next call must not find this call's
+  /// acknowledgements in its channels), or a stream may read more.
+  [[nodiscard]] bool running() const noexcept {
+    return inCall_ && !gaveUp_ && (resolved_ < n_ || !inputsComplete_ || anyOutstanding());
+  }
+
+  /// Runs `f`; an exception out of it (poll failed, no worker could start) leaves no half-served
+  /// worker behind: a pool starts afresh at its next call.
+  template <class F>
+  void guarded(F&& f) {
+    try {
+      f();
+    } catch (...) {
+      abandonCall();
+      inCall_ = false;
+      stopCb_.reset();
+      stopFd_ = Fd{};
+      throw;
+    }
+  }
+
+  /// One wait for the workers, `capMs` at most (-1: as timeouts allow), and what follows.
+  /// `draining_` (a stream stopping early): nothing new is handed out.
+  void pollOnce(int capMs) {
+    // (slot, 0 = results, 1 = pidfd, 2 = cancelled, 3 = commands writable, 4 = pool closing)
+    pfds_.clear();
+    who_.clear();
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      auto& s = slots_[i];
+      if (!s.alive) continue;
+      if (!s.eof) {
+        pfds_.push_back({s.proc.results.get(), POLLIN, 0});
+        who_.emplace_back(i, 0);
+      }
+      pfds_.push_back({s.proc.pidfd.get(), POLLIN, 0});
+      who_.emplace_back(i, 1);
+      if (s.pendingAt < s.pending.size()) {
+        pfds_.push_back({s.proc.commands.get(), POLLOUT, 0});
+        who_.emplace_back(i, 3);
+      }
+    }
+    if (stopFd_) {
+      pfds_.push_back({stopFd_.get(), POLLIN, 0});
+      who_.emplace_back(SIZE_MAX, 2);
+    }
+    if (closeFd_ >= 0) {
+      pfds_.push_back({closeFd_, POLLIN, 0});
+      who_.emplace_back(SIZE_MAX, 4);
+    }
+    int timeout = pollTimeoutMs();
+    if (capMs >= 0) timeout = timeout < 0 ? capMs : std::min(timeout, capMs);
+    int rc = ::poll(pfds_.data(), pfds_.size(), timeout);
+    if (rc < 0) {
+      if (errno == EINTR) return;
+      throwErrno("poll over the workers");
+    }
+    for (std::size_t k = 0; k < pfds_.size(); ++k) {
+      if (pfds_[k].revents == 0) continue;
+      auto [i, what] = who_[k];
+      if (what == 2 || what == 4) {
+        cancel(what == 2 ? "cancelled before it finished" : "cancelled: the pool was closed while the call ran");
+        break;
+      }
+      auto& s = slots_[i];
+      if (!s.alive) continue;
+      if (what == 0) drain(s);
+      else if (what == 1) handleExit(i);
+      else flushPending(s);
+    }
+    if (gaveUp_) return;
+    if (failFastCause_ && !draining_) {
+      cancel(fmt::format("input {} failed and failFast is on", *failFastCause_));
+      return;
+    }
+    checkTimeouts();
+    checkStalls();
+    if (draining_) {
+      // A death requeued what its worker held: a stopping stream runs none of it.
+      dispatch_.drainUnassigned([](std::size_t, std::size_t) {});
+      return;
+    }
+    replaceDead();
+    if (gaveUp_) return;
+    topUpAll();
+    reportProgress(false);
+  }
+
+  /// The call is over: a one-shot call's workers stop; a pool's wait for the next call.
+  void finishCall() {
+    inCall_ = false;
+    stopCb_.reset();
+    stopFd_ = Fd{};
+    if (life_ == Lifetime::oneCall) {
+      shutdown();
+    } else {
+      // Idle now: nothing writes the control blocks until the next batch.
+      for (std::size_t i = 0; i < slots_.size(); ++i)
+        if (slots_[i].alive) control(i).current.store(-1, std::memory_order_release);
+    }
+    reportProgress(true);
+  }
 
   WorkerControl& control(std::size_t i) noexcept { return static_cast<WorkerControl*>(controls_.data())[i]; }
   const WorkerControl& control(std::size_t i) const noexcept {
@@ -351,7 +448,9 @@ private:
     opts_.onProgress = callOpts.onProgress;
     opts_.checkProgress = callOpts.checkProgress;
     opts_.progressLines = callOpts.progressLines;
+    opts_.failFast = callOpts.failFast;
     validateOptions(opts_);
+    failFastCause_.reset();
     ++callEpoch_;
     dispatch_.begin(0, {});
     resolved_ = failedCount_ = 0;
@@ -483,7 +582,7 @@ private:
       }
     }();
     addFailure({encoded, FailureKind::codec, "the input could not be encoded: " + message, type, 0, std::nullopt, 0});
-    resolved_ += 1;
+    resolveHere(encoded, 1);
     dispatch_.giveBack(encoded + 1, batch.end);
     batch.end = encoded;
     if (batch.end == batch.begin) {
@@ -556,15 +655,24 @@ private:
     flushPending(s);
   }
 
-  void resolve(Slot& s, std::size_t count) {
+  /// Inputs [begin, begin + count) have their results or failures.
+  void resolve(Slot& s, std::size_t begin, std::size_t count) {
     resolved_ += count;
     s.finished += count;
     dispatch_.noteFinished();
+    job_->sink().done(begin, count);
+  }
+
+  /// Inputs [begin, begin + count) resolved in the parent (a failure found there).
+  void resolveHere(std::size_t begin, std::size_t count) {
+    resolved_ += count;
+    job_->sink().done(begin, count);
   }
 
   void addFailure(Failure f) {
     ++failedCount_;
-    failures_.push_back(std::move(f));
+    if (opts_.failFast && !failFastCause_ && f.kind != FailureKind::cancelled) failFastCause_ = f.index;
+    if (!job_->sink().keepFailure(f)) failures_.push_back(std::move(f));
   }
 
   /// Read and process everything the worker has sent so far.
@@ -617,6 +725,7 @@ private:
       case FrameKind::failure: onFailure(s, f->payload); break;
       case FrameKind::batchDone: onBatchDone(s, f->payload); break;
       case FrameKind::sharedBlock: onSharedBlock(s, f->payload); break;
+      case FrameKind::partial: onPartial(s, f->payload); break;
       default: throw ProtocolError(fmt::format("flock: unexpected frame kind {} from a worker", static_cast<unsigned>(f->kind)));
       }
     }
@@ -650,7 +759,7 @@ private:
                   std::nullopt, s.proc.pid});
     }
     ++b.next;
-    resolve(s, 1);
+    resolve(s, static_cast<std::size_t>(index), 1);
   }
 
   /// A block of raw results for [begin, begin + count). `complete`: the whole payload is here;
@@ -687,12 +796,39 @@ private:
                 static_cast<const std::byte*>(controls_.data()) + b.resultOffset + (begin - b.begin) * elem,
                 static_cast<std::size_t>(count) * elem);
     b.next += count;
-    resolve(s, static_cast<std::size_t>(count));
+    resolve(s, static_cast<std::size_t>(begin), static_cast<std::size_t>(count));
+  }
+
+  /// mapReduce: a worker's fold of the results of [begin, begin + count) (its failures came
+  /// before, each in its own frame).
+  void onPartial(Slot& s, std::span<const std::byte> payload) {
+    if (payload.size() < sizeof(RawBlockHead)) throw ProtocolError("flock: malformed partial fold");
+    const auto [begin, count] = headOf<RawBlockHead>(payload);
+    auto& b = expectIndex(s, begin);
+    if (begin != b.next || count > b.end - b.next)
+      throw ProtocolError(fmt::format("flock: partial fold [{}, +{}) does not continue batch [{}, {})", begin, count, b.next, b.end));
+    ByteReader r(afterHead<RawBlockHead>(payload));
+    bool taken = false;
+    try {
+      taken = job_->sink().acceptPartial(r);
+    } catch (...) {
+      // The fold's bytes are there but cannot be decoded: each input it covers fails.
+      auto [type, message] = describeCurrentException();
+      for (std::size_t i = begin; i < begin + count; ++i)
+        addFailure({i, FailureKind::codec, "the partial fold holding this input could not be decoded: " + message, type, 0,
+                    std::nullopt, s.proc.pid});
+      taken = true;
+    }
+    if (!taken) throw ProtocolError("flock: unexpected partial fold from a worker");
+    b.next += count;
+    if (count > 0) resolve(s, static_cast<std::size_t>(begin), static_cast<std::size_t>(count));
   }
 
   void finishRawBlock(Slot& s) {
-    s.outstanding.front().next += s.direct.count;
-    resolve(s, s.direct.count);
+    auto& b = s.outstanding.front();
+    const std::size_t begin = b.next;
+    b.next += s.direct.count;
+    resolve(s, begin, s.direct.count);
     s.direct = {};
   }
 
@@ -707,8 +843,9 @@ private:
     if (f.index != b.next) throw ProtocolError("flock: a worker sent results out of order");
     f.pid = s.proc.pid;
     ++b.next;
-    resolve(s, 1);
+    const std::size_t index = f.index;
     addFailure(std::move(f));
+    resolve(s, index, 1);
   }
 
   void onBatchDone(Slot& s, std::span<const std::byte> payload) {
@@ -773,7 +910,7 @@ private:
       Failure f = deathFailure(s, *culprit, status, pid);
       if (!dispatch_.applyVerdict(verdict, f.kind != FailureKind::protocol)) {
         addFailure(std::move(f));
-        resolve(s, 1);
+        resolve(s, *culprit, 1);
       }
     } else {
       dispatch_.applyVerdict(verdict, false);
@@ -861,7 +998,7 @@ private:
       for (std::size_t i = b; i < e; ++i) {
         addFailure({i, kind, message, "", 0, std::nullopt, 0});
       }
-      resolved_ += e - b;
+      resolveHere(b, e - b);
     };
     dispatch_.drainUnassigned(add);
     for (auto& s : slots_) {
@@ -989,8 +1126,8 @@ private:
     const auto now = Clock::now();
     if (!final && now - lastProgress_ < std::chrono::milliseconds(100)) return;
     lastProgress_ = now;
-    if (progressBar_) progressBar_->update(resolved_, failedCount_, n_, final, now);
-    if (opts_.onProgress) opts_.onProgress(Progress{resolved_, failedCount_, n_});
+    if (progressBar_) progressBar_->update(resolved_, failedCount_, n_, final, now, inputsComplete_);
+    if (opts_.onProgress) opts_.onProgress(Progress{resolved_, failedCount_, n_, inputsComplete_});
   }
 
   /// All inputs are accounted for: let idle workers exit, then reap them and their groups.
@@ -1033,6 +1170,16 @@ private:
   Clock::time_point lastProgress_{};
   std::optional<ProgressBar> progressBar_; // Options::checkProgress, when stderr is a terminal
   bool gaveUp_ = false;
+  bool inCall_ = false;          // open() began a call that has not ended
+  bool openEnded_ = false;       // a stream: inputs come through extend()
+  bool inputsComplete_ = true;   // no input will be added (always, for apply)
+  bool draining_ = false;        // a stream stopping early: nothing new is handed out
+  int closeFd_ = -1;             // readable when the pool is being closed
+  Fd stopFd_;                    // readable once the call's stopToken is triggered
+  std::optional<std::stop_callback<StopSignal>> stopCb_;
+  std::optional<std::size_t> failFastCause_; // the input whose failure stops the call (failFast)
+  std::vector<pollfd> pfds_;
+  std::vector<std::pair<std::size_t, int>> who_;
 };
 
 } // namespace flockmp::detail

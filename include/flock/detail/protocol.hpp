@@ -46,10 +46,12 @@ enum class FrameKind : std::uint32_t {
                  ///< sides map for its raw inputs and/or raw results ([RunHead][SharedArea])
   sharedBlock = 10, ///< worker -> parent: [RawBlockHead]: `count` raw results for [begin, begin + count)
                     ///< are in the batch's shared result area, at (begin - batch begin) * size
+  partial = 11,     ///< worker -> parent (mapReduce): [RawBlockHead] + the encoded fold of the
+                    ///< results of inputs [begin, begin + count) that did not fail
 };
 
 /// The highest FrameKind value; a header with a kind above it is corrupt.
-inline constexpr FrameKind lastFrameKind = FrameKind::sharedBlock;
+inline constexpr FrameKind lastFrameKind = FrameKind::partial;
 
 struct FrameHeader {
   static constexpr std::uint32_t magicValue = 0x314B4C46; // "FLK1"

@@ -42,6 +42,23 @@ public:
   virtual void prepare() = 0;
   /// Decode the result of input `index` (throws CodecError on bad bytes).
   virtual void accept(std::size_t index, ByteReader& payload) = 0;
+  /// Inputs [begin, begin + count) are resolved: their results (or failures) are in place.
+  virtual void done(std::size_t begin, std::size_t count) noexcept {
+    (void)begin;
+    (void)count;
+  }
+  /// A failure for the sink to keep with its input (a stream's window): true when it took it;
+  /// false (apply) when the engine collects failures for the end of the call.
+  virtual bool keepFailure(Failure& failure) {
+    (void)failure;
+    return false;
+  }
+  /// mapReduce: merge a worker's fold of some inputs (throws CodecError on bad bytes); false
+  /// when the sink takes no partial folds.
+  virtual bool acceptPartial(ByteReader& payload) {
+    (void)payload;
+    return false;
+  }
 };
 
 /// The result sink of apply and tryApply: a vector with one slot per input, filled by index as

@@ -104,6 +104,26 @@ public:
     writer_.end();
   }
 
+  /// mapReduce: append the fold `acc` of the results of inputs [begin, begin + count). When it
+  /// cannot be encoded, each of those inputs fails with the reason.
+  template <class Codec, class Acc>
+  void partial(std::size_t begin, std::size_t count, const Acc& acc) {
+    if (count == 0) return;
+    writer_.begin(FrameKind::partial);
+    writer_.appendRaw(RawBlockHead{begin, count});
+    try {
+      ByteWriter bw(buf_);
+      Codec::encode(bw, acc);
+    } catch (...) {
+      writer_.abandon();
+      auto [type, message] = describeCurrentException();
+      for (std::size_t i = begin; i < begin + count; ++i)
+        failure(i, FailureKind::codec, type, "the partial fold holding this input could not be encoded: " + message);
+      return;
+    }
+    writer_.end();
+  }
+
   void failure(std::size_t index, FailureKind kind, std::string_view type, std::string_view message) {
     appendFailure(writer_, index, kind, type, message);
   }
@@ -263,6 +283,8 @@ public:
   /// Parent side, pools: the object bytes of inputs [begin, end) when they are raw and contiguous
   /// in the caller's range (they can then be copied into shared memory whole); empty otherwise.
   [[nodiscard]] virtual std::span<const std::byte> rawInputBytes(std::size_t, std::size_t) const noexcept { return {}; }
+  /// Streams: batches must not cross a multiple of this (see Dispatch::Config::wrap); 0: none.
+  [[nodiscard]] virtual std::size_t wrap() const noexcept { return 0; }
 };
 
 /// Index used in a failure record that concerns the worker itself, not an input.
