@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "codec.hpp"
+#include "detail/fold.hpp"
 #include "detail/run.hpp"
 #include "detail/stream.hpp"
 #include "error.hpp"
@@ -185,6 +186,40 @@ public:
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
   auto tryImapUnordered(Range&& items, const F& fn, const CallOptions& call = {}) {
     return stream<detail::StreamKind::indexedOutcomes, Codec>(std::forward<Range>(items), callableOf(fn), call);
+  }
+
+  /// Map `fn` over `items` and fold the results with `reduce(acc, result)`, starting from
+  /// `init`, which must be reduce's identity (0 for a sum, an empty map for a histogram): each
+  /// worker folds its own inputs from `init`, and the parent folds the workers' partial folds
+  /// with `reduce(acc, partial)`, in whatever order they arrive (so reduce must be associative
+  /// and commutative, as for std::reduce). Per-input results are never stored. Throws
+  /// flockmp::TaskError when an input failed (see tryMapReduce).
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F, class Reduce, class Acc>
+  Acc mapReduce(Range&& items, const F& fn, const Reduce& reduce, Acc init, const CallOptions& call = {}) {
+    return detail::runFoldCall<false, Codec, true>(std::forward<Range>(items), callableOf(fn), callableOf(reduce),
+                                                   callableOf(reduce), std::move(init), merged(call), this);
+  }
+  /// mapReduce whose partial folds are combined by `merge(acc, partial)` (for an accumulator
+  /// that is not a result: a map of counts from strings, say).
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F, class Reduce, class Merge, class Acc>
+  Acc mapReduce(Range&& items, const F& fn, const Reduce& reduce, const Merge& merge, Acc init,
+                const CallOptions& call = {}) {
+    return detail::runFoldCall<false, Codec, true>(std::forward<Range>(items), callableOf(fn), callableOf(reduce),
+                                                   callableOf(merge), std::move(init), merged(call), this);
+  }
+  /// Like mapReduce, but never throws for failed inputs: the fold of those that succeeded, and
+  /// the failures.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F, class Reduce, class Acc>
+  Reduced<Acc> tryMapReduce(Range&& items, const F& fn, const Reduce& reduce, Acc init, const CallOptions& call = {}) {
+    return detail::runFoldCall<true, Codec, true>(std::forward<Range>(items), callableOf(fn), callableOf(reduce),
+                                                  callableOf(reduce), std::move(init), merged(call), this);
+  }
+  /// tryMapReduce with a separate `merge` for the partial folds.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F, class Reduce, class Merge, class Acc>
+  Reduced<Acc> tryMapReduce(Range&& items, const F& fn, const Reduce& reduce, const Merge& merge, Acc init,
+                            const CallOptions& call = {}) {
+    return detail::runFoldCall<true, Codec, true>(std::forward<Range>(items), callableOf(fn), callableOf(reduce),
+                                                  callableOf(merge), std::move(init), merged(call), this);
   }
 
   [[nodiscard]] const Options& options() const noexcept { return opts_; }

@@ -11,6 +11,7 @@
 #include "../options.hpp"
 #include "../pool.hpp"
 #include "../stream.hpp"
+#include "fold.hpp"
 
 namespace flockmp::detail {
 
@@ -66,6 +67,34 @@ struct OneShotApply {
     return stream<StreamKind::indexedOutcomes, Codec>(std::forward<Range>(items), fn, options);
   }
 
+  /// Map `fn` over `items` and fold the results with `reduce(acc, result)` from `init`, which
+  /// must be reduce's identity: each worker folds its own inputs, and the parent folds their
+  /// partial folds (reduce must be associative and commutative). Per-input results are never
+  /// stored. Throws flockmp::TaskError when an input failed. See BaseMultiProc::mapReduce.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F, class Reduce, class Acc>
+  static Acc mapReduce(Range&& items, const F& fn, const Reduce& reduce, Acc init, const Options& options = {}) {
+    return fold<false, Codec>(std::forward<Range>(items), fn, reduce, reduce, std::move(init), options);
+  }
+  /// mapReduce whose partial folds are combined by `merge(acc, partial)`.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F, class Reduce, class Merge, class Acc>
+  static Acc mapReduce(Range&& items, const F& fn, const Reduce& reduce, const Merge& merge, Acc init,
+                       const Options& options = {}) {
+    return fold<false, Codec>(std::forward<Range>(items), fn, reduce, merge, std::move(init), options);
+  }
+  /// Like mapReduce, but never throws for failed inputs: the fold of those that succeeded, and
+  /// the failures.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F, class Reduce, class Acc>
+  static Reduced<Acc> tryMapReduce(Range&& items, const F& fn, const Reduce& reduce, Acc init,
+                                   const Options& options = {}) {
+    return fold<true, Codec>(std::forward<Range>(items), fn, reduce, reduce, std::move(init), options);
+  }
+  /// tryMapReduce with a separate `merge` for the partial folds.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F, class Reduce, class Merge, class Acc>
+  static Reduced<Acc> tryMapReduce(Range&& items, const F& fn, const Reduce& reduce, const Merge& merge, Acc init,
+                                   const Options& options = {}) {
+    return fold<true, Codec>(std::forward<Range>(items), fn, reduce, merge, std::move(init), options);
+  }
+
   /// tryApply for instance methods.
   template <class Codec = BinaryCodec, std::ranges::input_range Range, class M, class Obj>
     requires std::is_member_function_pointer_v<M>
@@ -75,6 +104,24 @@ struct OneShotApply {
   }
 
 private:
+  template <bool Try, class Codec, class Range, class F, class Reduce, class Merge, class Acc>
+  static auto fold(Range&& items, const F& fn, const Reduce& reduce, const Merge& merge, Acc init,
+                   const Options& options) {
+    using Fn = std::decay_t<F>;
+    using Red = std::decay_t<Reduce>;
+    if (options.context != Context::fork) {
+      if constexpr (PortableCallable<Codec, Fn> && PortableCallable<Codec, Red>) {
+        OneCallPool pool(options);
+        return runFoldCall<Try, Codec, true>(std::forward<Range>(items), static_cast<const Fn&>(fn),
+                                             static_cast<const Red&>(reduce), merge, std::move(init), options, &pool);
+      } else {
+        throw notPortableUnder(options.context);
+      }
+    }
+    return runFoldCall<Try, Codec, false>(std::forward<Range>(items), static_cast<const Fn&>(fn),
+                                          static_cast<const Red&>(reduce), merge, std::move(init), options, nullptr);
+  }
+
   template <StreamKind K, class Codec, class Range, class F>
   static auto stream(Range&& items, const F& fn, const Options& options) {
     const auto lease = [&] { return std::make_unique<OwnEngine>(options); };

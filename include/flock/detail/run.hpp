@@ -139,32 +139,15 @@ template <class Codec, class F, class In, class R>
 void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
                std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out);
 
-/// A typed job: inputs at `first[0..n)`, the callable, and where the results go. A one-shot job's
-/// workers inherit all of it; a `Portable` job (a pool's call) sends the callable and the inputs.
-template <class Codec, class It, class F, class R, bool Portable = false>
-class Job final : public JobBase {
+/// The inputs of a job, at `first[0..n)`: a one-shot job's workers inherit them; a `Portable`
+/// job (a pool's call) sends them with each batch.
+template <class Codec, class It, bool Portable>
+class IndexedInputs : public JobBase {
 public:
-  Job(It first, std::size_t n, F& fn) : first_(std::move(first)), n_(n), fn_(fn), sink_(n) {}
+  IndexedInputs(It first, std::size_t n) : first_(std::move(first)), n_(n) {}
 
   [[nodiscard]] std::size_t size() const noexcept override { return n_; }
-  [[nodiscard]] VectorSink<Codec, R>& sink() noexcept override { return sink_; }
-
-  void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
-    auto call = [this](std::size_t i) -> decltype(auto) { return invokeOn(fn_, first_[static_cast<Diff>(i)]); };
-    runResults<Codec, R>(begin, end, call, ctl, out);
-  }
-
   [[nodiscard]] bool portable() const noexcept override { return Portable; }
-  void encodeCall(ByteWriter& w) override {
-    if constexpr (Portable) {
-      using Fn = std::remove_cvref_t<F>;
-      static const CodeRef thunk = codeRefOf(reinterpret_cast<const void*>(&poolThunk<Codec, Fn, InputOf<It>, R>));
-      encodeCallHead(w, thunk);
-      encodeCallable<Codec, Fn>(w, fn_);
-    } else {
-      (void)w;
-    }
-  }
   [[nodiscard]] std::span<const std::byte> rawInputBytes(std::size_t begin, std::size_t end) const noexcept override {
     if constexpr (Portable && rawInputFor<Codec, InputOf<It>>() && std::contiguous_iterator<It>) {
       return {reinterpret_cast<const std::byte*>(std::to_address(first_ + static_cast<Diff>(begin))),
@@ -200,12 +183,40 @@ public:
     return end;
   }
 
-private:
+protected:
   using Diff = std::iter_difference_t<It>;
+  decltype(auto) input(std::size_t i) const { return first_[static_cast<Diff>(i)]; }
 
-
+private:
   It first_;
   std::size_t n_;
+};
+
+/// A typed job: the inputs, the callable, and where the results go.
+template <class Codec, class It, class F, class R, bool Portable = false>
+class Job final : public IndexedInputs<Codec, It, Portable> {
+public:
+  Job(It first, std::size_t n, F& fn) : IndexedInputs<Codec, It, Portable>(std::move(first), n), fn_(fn), sink_(n) {}
+
+  [[nodiscard]] VectorSink<Codec, R>& sink() noexcept override { return sink_; }
+
+  void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
+    auto call = [this](std::size_t i) -> decltype(auto) { return invokeOn(fn_, this->input(i)); };
+    runResults<Codec, R>(begin, end, call, ctl, out);
+  }
+
+  void encodeCall(ByteWriter& w) override {
+    if constexpr (Portable) {
+      using Fn = std::remove_cvref_t<F>;
+      static const CodeRef thunk = codeRefOf(reinterpret_cast<const void*>(&poolThunk<Codec, Fn, InputOf<It>, R>));
+      encodeCallHead(w, thunk);
+      encodeCallable<Codec, Fn>(w, fn_);
+    } else {
+      (void)w;
+    }
+  }
+
+private:
   F& fn_;
   VectorSink<Codec, R> sink_;
 };
