@@ -43,6 +43,27 @@ inline int childProcessCount() {
   return n;
 }
 
+/// A field of /proc/self/status in kB (VmRSS, VmHWM), or -1.
+inline long statusKb(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  return -1;
+}
+
+/// This process's resident memory now, in kB.
+inline long residentKb() { return statusKb("VmRSS"); }
+/// This process's peak resident memory since it started or since resetPeakResident, in kB.
+inline long peakResidentKb() { return statusKb("VmHWM"); }
+/// Resets the peak (VmHWM) to the current resident size; false when the kernel refused.
+inline bool resetPeakResident() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
+}
+
 /// True while a process with this pid exists (zombies count).
 inline bool processExists(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
 

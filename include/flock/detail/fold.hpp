@@ -42,36 +42,33 @@ struct FoldCall {
 template <class Codec, class Acc, class Call, class Reduce>
 void runFold(std::size_t begin, std::size_t end, Call&& call, Reduce& reduce, const Acc& init, WorkerControl& ctl,
              WorkerOutput& out) {
-  std::optional<Acc> acc;
-  std::size_t from = begin; // the first input not yet reported
+  Acc acc = init;
+  std::size_t from = begin; // the first input not yet reported; [from, i) are folded into acc
   const auto sendUpTo = [&](std::size_t upTo) {
-    if (upTo > from && acc) out.template partial<Codec>(from, upTo - from, *acc);
-    acc.reset();
+    if (upTo > from) {
+      out.template partial<Codec>(from, upTo - from, acc);
+      acc = init;
+    }
     from = upTo;
   };
   for (std::size_t i = begin; i < end; ++i) {
     ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
-    std::optional<std::remove_cvref_t<std::invoke_result_t<Call&, std::size_t>>> result;
+    bool mapped = false;
     try {
-      result.emplace(call(i));
+      auto result = call(i);
+      mapped = true;
+      acc = std::invoke(reduce, std::move(acc), std::move(result));
     } catch (...) {
-      sendUpTo(i);
       auto [type, message] = describeCurrentException();
-      out.failure(i, FailureKind::exception, type, message);
-      from = i + 1;
-      out.flushIfDue();
-      continue;
-    }
-    try {
-      if (!acc) acc.emplace(init);
-      acc.emplace(std::invoke(reduce, std::move(*acc), std::move(*result)));
-    } catch (...) {
-      // The fold so far is lost with the exception: each input it held fails, naming why.
-      auto [type, message] = describeCurrentException();
-      for (std::size_t k = from; k <= i; ++k)
-        out.failure(k, FailureKind::exception, type,
-                    fmt::format("the reduce threw while folding input {}: {}", i, message));
-      acc.reset();
+      if (!mapped) {
+        sendUpTo(i);
+        out.failure(i, FailureKind::exception, type, message);
+      } else {
+        // The fold so far is lost with the exception: each input it held fails, naming why.
+        for (std::size_t k = from; k <= i; ++k)
+          out.failure(k, FailureKind::exception, type, fmt::format("the reduce threw while folding input {}: {}", i, message));
+        acc = init;
+      }
       from = i + 1;
       out.flushIfDue();
       continue;
