@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "async.hpp"
 #include "codec.hpp"
 #include "detail/fold.hpp"
 #include "detail/run.hpp"
@@ -99,6 +100,8 @@ public:
     }
     const std::uint64_t one = 1;
     [[maybe_unused]] auto w = ::write(closeFd_.get(), &one, sizeof one);
+    // Queued async tasks are cancelled; the running async call was cancelled just now.
+    if (async_) async_->stop();
     // This thread's stream holds the pool: it is cancelled at its next step, and stops the
     // workers when it is destroyed (see Lease).
     if (owner_.load() == std::this_thread::get_id()) return;
@@ -222,6 +225,77 @@ public:
                                                   callableOf(merge), std::move(init), merged(call), this);
   }
 
+  /// Run `fn(args...)` on one of the pool's workers while the caller goes on; the Future gives
+  /// its value. Tasks from submit and applyAsync share the workers as they come, and sync calls
+  /// wait until no async task is left. The callable must be portable and the arguments codable
+  /// (they are copied); the pool's timeOutError and retries apply. Throws flockmp::Error when
+  /// the pool is closed.
+  template <class Codec = BinaryCodec, class F, class... Args>
+  [[nodiscard]] auto submit(const F& fn, Args&&... args) {
+    using Fn = decltype(callableOf(fn));
+    using In = std::tuple<std::decay_t<Args>...>;
+    using R = typename detail::SafeSubmitResult<Fn, In>::type;
+    if constexpr (!std::is_invocable_v<const Fn&, std::decay_t<Args>&...>) {
+      static_assert(std::is_invocable_v<const Fn&, std::decay_t<Args>&...>,
+                    "flock: submit: the callable cannot be called with these arguments");
+      return Future<int>{};
+    } else if constexpr (!detail::PortableCallable<Codec, Fn>) {
+      (void)detail::PortabilityCheck<Fn>{};
+      return Future<R>{};
+    } else if constexpr (!CodecFor<Codec, In>) {
+      requireCodable<Codec, In>();
+      return Future<R>{};
+    } else if constexpr (!std::is_void_v<R> && !CodecFor<Codec, R>) {
+      requireCodable<Codec, R>();
+      return Future<R>{};
+    } else {
+      auto state = std::make_shared<detail::CodecTaskState<Codec, R>>(1);
+      detail::TaskGroup group{state, taskKind<Codec, Fn, In, R, true>(callableOf(fn)), {}, {0}};
+      ByteWriter w(group.args);
+      Codec::encode(w, In(std::forward<Args>(args)...));
+      group.offsets.push_back(group.args.size());
+      auto* service = asyncService();
+      service->post(std::move(group));
+      return Future<R>(detail::HandleCore<R>{std::move(state), service});
+    }
+  }
+
+  /// Run `fn` on every element of `items` on the pool's workers while the caller goes on; the
+  /// AsyncCall gives the results in input order (get), their outcomes (tryGet), progress() and
+  /// cancel(). The inputs are encoded (copied) here, so `items` may go away afterwards. Several
+  /// may run at once with submitted tasks; see submit.
+  template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
+  [[nodiscard]] auto applyAsync(Range&& items, const F& fn) {
+    using Fn = decltype(callableOf(fn));
+    using In = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+    using R = typename detail::SafeResult<Fn, In&>::type;
+    if constexpr (!detail::CallableOn<Fn, In&>) {
+      detail::requireCallable<Fn, In&>();
+      return AsyncCall<R>{};
+    } else if constexpr (!detail::PortableCallable<Codec, Fn>) {
+      (void)detail::PortabilityCheck<Fn>{};
+      return AsyncCall<R>{};
+    } else if constexpr (!CodecFor<Codec, In>) {
+      requireCodable<Codec, In>();
+      return AsyncCall<R>{};
+    } else if constexpr (!std::is_void_v<R> && !CodecFor<Codec, R>) {
+      requireCodable<Codec, R>();
+      return AsyncCall<R>{};
+    } else {
+      detail::TaskGroup group{nullptr, taskKind<Codec, Fn, In, R, false>(callableOf(fn)), {}, {0}};
+      ByteWriter w(group.args);
+      for (auto&& x : items) {
+        Codec::encode(w, static_cast<const In&>(x));
+        group.offsets.push_back(group.args.size());
+      }
+      auto state = std::make_shared<detail::CodecTaskState<Codec, R>>(group.offsets.size() - 1);
+      group.target = state;
+      auto* service = asyncService();
+      if (group.offsets.size() > 1) service->post(std::move(group));
+      return AsyncCall<R>(detail::HandleCore<R>{std::move(state), service});
+    }
+  }
+
   [[nodiscard]] const Options& options() const noexcept { return opts_; }
 
   /// The pids of the running workers (empty before the first call or start()).
@@ -292,6 +366,25 @@ private:
     return std::unique_lock(callMutex_);
   }
 
+  /// The async driver, started at the first submit or applyAsync.
+  detail::AsyncService* asyncService() {
+    std::lock_guard state(stateMutex_);
+    if (closing_) throw Error("flock: this pool is closed");
+    if (!async_)
+      async_ = std::make_unique<detail::AsyncService>([this] { return std::make_unique<Lease>(*this); }, opts_);
+    return async_.get();
+  }
+
+  template <class Codec, class Fn, class In, class R, bool Spread>
+  static detail::TaskKind taskKind(const Fn& fn) {
+    static const detail::CodeRef thunk =
+        detail::codeRefOf(reinterpret_cast<const void*>(&detail::taskThunk<Codec, Fn, In, R, Spread>));
+    detail::TaskKind kind{thunk, {}};
+    ByteWriter w(kind.callable);
+    detail::encodeCallable<Codec, Fn>(w, fn);
+    return kind;
+  }
+
   template <detail::StreamKind K, class Codec, class Range, class F>
   auto stream(Range&& items, const F& fn, const CallOptions& call) {
     return detail::makeStream<K, Codec, false>(std::forward<Range>(items), fn, merged(call),
@@ -339,6 +432,7 @@ private:
   std::condition_variable idle_;
   std::size_t active_ = 0;
   bool closing_ = false;
+  std::unique_ptr<detail::AsyncService> async_; // guarded by stateMutex_ until closing_
 };
 
 /// A shorter name for BaseMultiProc.

@@ -159,6 +159,14 @@ public:
   /// A stream has read its last input.
   void endOfInputs() noexcept { inputsComplete_ = true; }
 
+  /// An eventfd that, when written, makes step() return (new inputs arrived from another
+  /// thread); -1: none.
+  void setWakeFd(int fd) noexcept { wakeFd_ = fd; }
+
+  /// The call's callable changed (a new task kind): each worker gets it again before its next
+  /// batch.
+  void callChanged() noexcept { ++callEpoch_; }
+
   /// Inputs of the call so far.
   [[nodiscard]] std::size_t size() const noexcept { return n_; }
   /// True when the call was cancelled or given up: its remaining inputs were reported.
@@ -271,7 +279,8 @@ private:
   /// One wait for the workers, `capMs` at most (-1: as timeouts allow), and what follows.
   /// `draining_` (a stream stopping early): nothing new is handed out.
   void pollOnce(int capMs) {
-    // (slot, 0 = results, 1 = pidfd, 2 = cancelled, 3 = commands writable, 4 = pool closing)
+    // (slot, 0 = results, 1 = pidfd, 2 = cancelled, 3 = commands writable, 4 = pool closing,
+    // 5 = woken)
     pfds_.clear();
     who_.clear();
     for (std::size_t i = 0; i < slots_.size(); ++i) {
@@ -296,6 +305,10 @@ private:
       pfds_.push_back({closeFd_, POLLIN, 0});
       who_.emplace_back(SIZE_MAX, 4);
     }
+    if (wakeFd_ >= 0) {
+      pfds_.push_back({wakeFd_, POLLIN, 0});
+      who_.emplace_back(SIZE_MAX, 5);
+    }
     int timeout = pollTimeoutMs();
     if (capMs >= 0) timeout = timeout < 0 ? capMs : std::min(timeout, capMs);
     int rc = ::poll(pfds_.data(), pfds_.size(), timeout);
@@ -306,6 +319,11 @@ private:
     for (std::size_t k = 0; k < pfds_.size(); ++k) {
       if (pfds_[k].revents == 0) continue;
       auto [i, what] = who_[k];
+      if (what == 5) {
+        std::uint64_t count = 0;
+        [[maybe_unused]] auto r = ::read(wakeFd_, &count, sizeof count);
+        continue;
+      }
       if (what == 2 || what == 4) {
         cancel(what == 2 ? "cancelled before it finished" : "cancelled: the pool was closed while the call ran");
         break;
@@ -1175,6 +1193,7 @@ private:
   bool inputsComplete_ = true;   // no input will be added (always, for apply)
   bool draining_ = false;        // a stream stopping early: nothing new is handed out
   int closeFd_ = -1;             // readable when the pool is being closed
+  int wakeFd_ = -1;              // readable when another thread added inputs (async calls)
   Fd stopFd_;                    // readable once the call's stopToken is triggered
   std::optional<std::stop_callback<StopSignal>> stopCb_;
   std::optional<std::size_t> failFastCause_; // the input whose failure stops the call (failFast)

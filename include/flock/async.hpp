@@ -1,0 +1,382 @@
+// flock: asynchronous work on a pool. BaseMultiProc::submit gives a Future for one call,
+// BaseMultiProc::applyAsync an AsyncCall for a whole range; the caller goes on meanwhile.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "detail/async.hpp"
+#include "detail/engine.hpp"
+#include "error.hpp"
+#include "options.hpp"
+
+namespace flockmp {
+
+namespace detail {
+
+/// The outcomes of a handle's tasks, filled by the driver thread, waited for by the handle.
+template <class R>
+class TaskState : public AsyncTarget {
+public:
+  explicit TaskState(std::size_t n) : outcomes_(n) {}
+
+  void fail(std::size_t local, Failure f) override { store(local, Outcome<R>(std::move(f)), true); }
+
+  void wait() {
+    std::unique_lock lock(m_);
+    cv_.wait(lock, [&] { return done_ == outcomes_.size(); });
+  }
+  template <class Rep, class Period>
+  bool waitFor(std::chrono::duration<Rep, Period> d) {
+    std::unique_lock lock(m_);
+    return cv_.wait_for(lock, d, [&] { return done_ == outcomes_.size(); });
+  }
+  [[nodiscard]] bool ready() {
+    std::lock_guard lock(m_);
+    return done_ == outcomes_.size();
+  }
+  [[nodiscard]] Progress progress() {
+    std::lock_guard lock(m_);
+    return Progress{done_, failed_, outcomes_.size(), true};
+  }
+  /// Every outcome, once all are in.
+  std::vector<Outcome<R>> take() {
+    wait();
+    std::vector<Outcome<R>> out;
+    out.reserve(outcomes_.size());
+    for (auto& o : outcomes_) out.push_back(std::move(*o));
+    return out;
+  }
+
+protected:
+  void store(std::size_t local, Outcome<R> o, bool failed) {
+    std::lock_guard lock(m_);
+    if (local >= outcomes_.size() || outcomes_[local]) return; // never twice (the engine resolves each once)
+    outcomes_[local].emplace(std::move(o));
+    if (failed) ++failed_;
+    if (++done_ == outcomes_.size()) cv_.notify_all();
+  }
+
+private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::vector<std::optional<Outcome<R>>> outcomes_;
+  std::size_t done_ = 0;
+  std::size_t failed_ = 0;
+};
+
+/// TaskState whose results are decoded by `Codec`.
+template <class Codec, class R>
+class CodecTaskState final : public TaskState<R> {
+public:
+  using TaskState<R>::TaskState;
+  void accept(std::size_t local, ByteReader& r) override {
+    // Decoded before storing: a bad result throws here and becomes this task's failure.
+    if constexpr (std::is_void_v<R>) {
+      (void)Codec::template decode<std::tuple<>>(r);
+      r.expectEnd();
+      this->store(local, Outcome<R>(), false);
+    } else {
+      R value = Codec::template decode<R>(r);
+      r.expectEnd();
+      this->store(local, Outcome<R>(std::move(value)), false);
+    }
+  }
+};
+
+/// The thread that runs a pool's asynchronous tasks: while any are queued or running, it holds
+/// the pool (sync calls wait) and keeps one open-ended call going on its engine.
+class AsyncService {
+public:
+  AsyncService(std::function<std::unique_ptr<EngineLease>()> acquire, Options opts)
+      : acquire_(std::move(acquire)), opts_(std::move(opts)) {
+    // Async work has no caller thread to draw a bar for, nor one stop token: each handle has
+    // its own progress() and cancel().
+    opts_.checkProgress = false;
+    opts_.onProgress = nullptr;
+    opts_.stopToken = {};
+    opts_.failFast = false;
+    const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0) throwErrno("eventfd for async calls");
+    wake_ = Fd(efd, true);
+    thread_ = std::thread([this] { run(); });
+  }
+  AsyncService(const AsyncService&) = delete;
+  AsyncService& operator=(const AsyncService&) = delete;
+  ~AsyncService() { stop(); }
+
+  /// Queue tasks. Throws flockmp::Error once the pool is closing.
+  void post(TaskGroup group) {
+    {
+      std::lock_guard lock(m_);
+      if (stopping_) throw Error("flock: this pool is closed");
+      incoming_.push_back(std::move(group));
+    }
+    cv_.notify_one();
+    wake();
+  }
+
+  /// Wake the driver (a handle was cancelled: its queued tasks go out as cancelled records).
+  void wake() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto w = ::write(wake_.get(), &one, sizeof one);
+  }
+
+  /// The pool closes: what is queued is cancelled; the driver ends once the pool's close
+  /// cancelled its running call.
+  void stop() noexcept {
+    {
+      std::lock_guard lock(m_);
+      if (stopping_ && !thread_.joinable()) return;
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    wake();
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  }
+
+private:
+  void run() {
+    for (;;) {
+      {
+        std::unique_lock lock(m_);
+        cv_.wait(lock, [&] { return !incoming_.empty() || stopping_; });
+        if (stopping_) {
+          failIncoming(lock, "cancelled: the pool was closed");
+          return;
+        }
+      }
+      std::unique_ptr<EngineLease> lease;
+      try {
+        lease = acquire_();
+      } catch (const std::exception& e) {
+        std::unique_lock lock(m_);
+        failIncoming(lock, e.what());
+        continue;
+      }
+      serve(lease->engine(), lease->closeFd());
+    }
+  }
+
+  /// One open-ended call: feeds queued tasks to the engine until none is left.
+  void serve(Engine& engine, int closeFd) {
+    job_.reset();
+    try {
+      engine.open(job_, opts_, closeFd, true);
+      engine.setWakeFd(wake_.get());
+      for (;;) {
+        std::deque<TaskGroup> arrived;
+        {
+          std::lock_guard lock(m_);
+          arrived.swap(incoming_);
+          if (arrived.empty() && job_.idle()) {
+            engine.endOfInputs();
+            break;
+          }
+        }
+        bool newKind = false;
+        for (auto& g : arrived) newKind = job_.add(std::move(g)) || newKind;
+        if (newKind) engine.callChanged();
+        engine.extend(job_.next());
+        if (!engine.step()) break; // cancelled (the pool closes): every task has its failure
+      }
+      while (engine.step()) {
+      }
+    } catch (const std::exception& e) {
+      // No worker could start, or the engine failed: nothing of this call is lost silently.
+      job_.failUnresolved(FailureKind::notRun, e.what());
+    }
+    engine.setWakeFd(-1);
+    if (!job_.idle()) job_.failUnresolved(FailureKind::cancelled, "cancelled: the pool was closed");
+  }
+
+  void failIncoming(std::unique_lock<std::mutex>& lock, const std::string& message) {
+    std::deque<TaskGroup> dropped;
+    dropped.swap(incoming_);
+    lock.unlock();
+    for (auto& g : dropped)
+      for (std::size_t k = 0; k + 1 < g.offsets.size(); ++k)
+        g.target->fail(k, Failure{k, FailureKind::cancelled, message, "", 0, std::nullopt, 0});
+    lock.lock();
+  }
+
+  std::function<std::unique_ptr<EngineLease>()> acquire_;
+  Options opts_;
+  Fd wake_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<TaskGroup> incoming_;
+  bool stopping_ = false;
+  AsyncJob job_;
+  std::thread thread_; // last: it starts once everything it uses exists
+};
+
+/// What a handle shares with its tasks, and the service that runs them.
+template <class R>
+struct HandleCore {
+  std::shared_ptr<TaskState<R>> state;
+  AsyncService* service = nullptr;
+
+  void cancel() const {
+    requireValid();
+    state->cancel();
+    service->wake();
+  }
+  void requireValid() const {
+    if (!state) throw Error("flock: this handle has no result (it was moved from, or its result was taken)");
+  }
+  /// A handle dropped before its tasks ended cancels those not sent yet.
+  void abandon() noexcept {
+    if (state && !state->ready()) {
+      state->cancel();
+      service->wake();
+    }
+    state.reset();
+  }
+};
+
+} // namespace detail
+
+/// The result of one task submitted to a pool (BaseMultiProc::submit), in the manner of
+/// std::future. Destroying it before the task was sent to a worker cancels the task.
+template <class R>
+class Future {
+public:
+  Future() = default;
+  Future(Future&&) noexcept = default;
+  Future& operator=(Future&& o) noexcept {
+    if (this != &o) {
+      core_.abandon();
+      core_ = std::exchange(o.core_, {});
+    }
+    return *this;
+  }
+  ~Future() { core_.abandon(); }
+
+  /// The task's value (nothing for a void task); throws flockmp::TaskError when it failed
+  /// (threw, crashed, timed out, was cancelled). Waits for it; afterwards valid() is false.
+  R get() {
+    Outcome<R> o = tryGet();
+    if (!o) throw TaskError(std::vector<Failure>{o.failure()}, std::vector<Outcome<R>>{});
+    if constexpr (!std::is_void_v<R>) return std::move(o.value());
+  }
+  /// The task's outcome, never throwing for a failed task. Waits for it; afterwards valid() is
+  /// false.
+  Outcome<R> tryGet() {
+    core_.requireValid();
+    auto outcomes = core_.state->take();
+    core_.state.reset();
+    return std::move(outcomes.front());
+  }
+  /// Wait until the task has its outcome.
+  void wait() const {
+    core_.requireValid();
+    core_.state->wait();
+  }
+  /// Wait at most `d`, as std::future::wait_for: ready, or timeout.
+  template <class Rep, class Period>
+  std::future_status waitFor(std::chrono::duration<Rep, Period> d) const {
+    core_.requireValid();
+    return core_.state->waitFor(d) ? std::future_status::ready : std::future_status::timeout;
+  }
+  /// True once the task has its outcome.
+  [[nodiscard]] bool ready() const {
+    core_.requireValid();
+    return core_.state->ready();
+  }
+  /// True until get() or tryGet() took the outcome.
+  [[nodiscard]] bool valid() const noexcept { return core_.state != nullptr; }
+  /// Cancel the task if it has not been sent to a worker yet (it is then reported cancelled); a
+  /// running task finishes.
+  void cancel() const { core_.cancel(); }
+
+private:
+  friend class BaseMultiProc;
+  explicit Future(detail::HandleCore<R> core) noexcept : core_(std::move(core)) {}
+
+  detail::HandleCore<R> core_;
+};
+
+/// A whole range running on a pool in the background (BaseMultiProc::applyAsync). Destroying it
+/// before the call ended cancels the inputs not sent to a worker yet.
+template <class R>
+class AsyncCall {
+public:
+  AsyncCall() = default;
+  AsyncCall(AsyncCall&&) noexcept = default;
+  AsyncCall& operator=(AsyncCall&& o) noexcept {
+    if (this != &o) {
+      core_.abandon();
+      core_ = std::exchange(o.core_, {});
+    }
+    return *this;
+  }
+  ~AsyncCall() { core_.abandon(); }
+
+  /// The results in input order (nothing for a void callable), as apply returns them; throws
+  /// flockmp::TaskError when an input failed. Waits for the call; afterwards valid() is false.
+  auto get() {
+    auto outcomes = tryGet();
+    std::vector<Failure> failures;
+    for (const auto& o : outcomes)
+      if (!o) failures.push_back(o.failure());
+    if (!failures.empty()) throw TaskError(std::move(failures), std::move(outcomes));
+    if constexpr (std::is_void_v<R>) {
+      return;
+    } else {
+      std::vector<R> values;
+      values.reserve(outcomes.size());
+      for (auto& o : outcomes) values.push_back(std::move(o.value()));
+      return values;
+    }
+  }
+  /// One outcome per input, never throwing for failed inputs. Waits for the call.
+  std::vector<Outcome<R>> tryGet() {
+    core_.requireValid();
+    auto outcomes = core_.state->take();
+    core_.state.reset();
+    return outcomes;
+  }
+  void wait() const {
+    core_.requireValid();
+    core_.state->wait();
+  }
+  /// Wait at most `d`, as std::future::wait_for: ready, or timeout.
+  template <class Rep, class Period>
+  std::future_status waitFor(std::chrono::duration<Rep, Period> d) const {
+    core_.requireValid();
+    return core_.state->waitFor(d) ? std::future_status::ready : std::future_status::timeout;
+  }
+  [[nodiscard]] bool ready() const {
+    core_.requireValid();
+    return core_.state->ready();
+  }
+  [[nodiscard]] bool valid() const noexcept { return core_.state != nullptr; }
+  /// Inputs finished so far (with a value or a failure), of how many.
+  [[nodiscard]] Progress progress() const {
+    core_.requireValid();
+    return core_.state->progress();
+  }
+  /// Cancel the inputs not sent to a worker yet (they are reported cancelled); running ones
+  /// finish.
+  void cancel() const { core_.cancel(); }
+
+private:
+  friend class BaseMultiProc;
+  explicit AsyncCall(detail::HandleCore<R> core) noexcept : core_(std::move(core)) {}
+
+  detail::HandleCore<R> core_;
+};
+
+} // namespace flockmp
