@@ -24,6 +24,7 @@
 #include <functional>
 #include <new>
 #include <numeric>
+#include <ranges>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -680,11 +681,104 @@ std::vector<PoolRow> poolSection(bool quick) {
   return rows;
 }
 
+/// Streaming and map-reduce rows (issue "Streaming and asynchronous calls"), each measured in
+/// this process on a warm pool of 2 (or in a fresh child, for a peak RSS).
+void streamSection(bool quick) {
+  fmt::print("\nstreaming and map-reduce (pool of 2 unless said; each time the best of alternated runs)\n");
+  const auto sq = [](std::int64_t x) { return x * x; };
+  // (a) An unbounded generator through imap, stopped after N items: the parent's peak RSS (a
+  // fresh child that does only this) and the time per item.
+  {
+    const std::int64_t n = quick ? 10'000'000 : 100'000'000;
+    double perItemNs = 0;
+    const long kb = peakRssOfChild([&] {
+      flockmp::BaseMultiProc pool{{.poolSize = 2}};
+      pool.start();
+      const auto t0 = Clock::now();
+      std::int64_t got = 0, sum = 0;
+      for (std::int64_t v : pool.imap(std::views::iota(std::int64_t{0}), [](std::int64_t x) { return x * x; })) {
+        sum += v;
+        if (++got == n) break;
+      }
+      perItemNs = seconds(Clock::now() - t0) * 1e9 / static_cast<double>(n);
+      if (sum == 0) std::abort();
+      fmt::print("{:<66} {:.1f} ns/item\n", fmt::format("{} items of std::views::iota(0) through imap, x*x (int64)", n),
+                 perItemNs);
+    });
+    fmt::print("{:<66} parent peak RSS {:.1f} MB (a fresh child that only runs this stream; target <= 64 MB)\n", "",
+               static_cast<double>(kb) / 1024.0);
+  }
+  // (b) 10,000,000 tiny inputs: imap against apply on the same warm pool.
+  {
+    const std::size_t n = 10'000'000;
+    const int reps = quick ? 2 : 5;
+    std::vector<std::int64_t> xs(n);
+    std::iota(xs.begin(), xs.end(), std::int64_t{0});
+    flockmp::BaseMultiProc pool{{.poolSize = 2}};
+    pool.start();
+    double apply = 1e300, imapDefault = 1e300, imapWide = 1e300;
+    for (int rep = 0; rep < reps; ++rep) {
+      apply = std::min(apply, bestOf(1, [&] {
+        auto out = pool.apply(xs, sq);
+        if (out[n - 1] != xs[n - 1] * xs[n - 1]) std::abort();
+      }));
+      imapDefault = std::min(imapDefault, bestOf(1, [&] {
+        std::int64_t sum = 0;
+        for (std::int64_t v : pool.imap(xs, sq)) sum += v;
+        if (sum == 0) std::abort();
+      }));
+      imapWide = std::min(imapWide, bestOf(1, [&] {
+        std::int64_t sum = 0;
+        for (std::int64_t v : pool.imap(xs, sq, {.maxInFlight = std::size_t{1} << 20})) sum += v;
+        if (sum == 0) std::abort();
+      }));
+    }
+    fmt::print("{:<66} apply {:.1f} ms; imap {:.1f} ms (throughput {:.0f}% of apply), with maxInFlight = 2^20 "
+               "{:.1f} ms ({:.0f}%); target >= 80%\n",
+               "10,000,000 x x*x (int64), warm pool: imap against apply", apply * 1e3, imapDefault * 1e3,
+               100.0 * apply / imapDefault, imapWide * 1e3, 100.0 * apply / imapWide);
+  }
+  // (c) mapReduce of 10,000,000 x x*x (sum) against two threads folding the same range.
+  {
+    const std::int64_t n = 10'000'000;
+    const int reps = quick ? 2 : 5;
+    std::int64_t serial = 0;
+    for (std::int64_t x = 0; x < n; ++x) serial += x * x;
+    const auto plus = [](std::int64_t a, std::int64_t b) { return a + b; };
+    flockmp::BaseMultiProc pool{{.poolSize = 2}};
+    pool.start();
+    double threads = 1e300, oneShot = 1e300, onPool = 1e300;
+    for (int rep = 0; rep < reps; ++rep) {
+      threads = std::min(threads, bestOf(1, [&] {
+        std::int64_t part[2] = {0, 0};
+        std::thread t([&] {
+          for (std::int64_t x = n / 2; x < n; ++x) part[1] += x * x;
+        });
+        for (std::int64_t x = 0; x < n / 2; ++x) part[0] += x * x;
+        t.join();
+        if (part[0] + part[1] != serial) std::abort();
+      }));
+      oneShot = std::min(oneShot, bestOf(1, [&] {
+        if (flockmp::FunctionAsync::mapReduce(std::views::iota(std::int64_t{0}, n), sq, plus, std::int64_t{0},
+                                              {.poolSize = 2}) != serial)
+          std::abort();
+      }));
+      onPool = std::min(onPool, bestOf(1, [&] {
+        if (pool.mapReduce(std::views::iota(std::int64_t{0}, n), sq, plus, std::int64_t{0}) != serial) std::abort();
+      }));
+    }
+    fmt::print("{:<66} 2 threads {:.2f} ms; one-shot mapReduce {:.2f} ms ({:.1f}x threads); warm pool mapReduce "
+               "{:.2f} ms ({:.1f}x threads; the inputs travel to the pool)\n",
+               "mapReduce of 10,000,000 x x*x (int64 sum)", threads * 1e3, oneShot * 1e3, oneShot / threads,
+               onPool * 1e3, onPool / threads);
+  }
+}
+
 int main(int argc, char** argv) {
   // First: a process started by Context::spawn becomes a pool worker here; the parent starts the
   // forkserver (Context::forkserver) while it has no other thread.
   flockmp::init(argc, argv);
-  bool quick = false, resultsOnly = false, faultsOnly = false, poolsOnly = false;
+  bool quick = false, resultsOnly = false, faultsOnly = false, poolsOnly = false, streamsOnly = false;
   double pythonNsPerItem = 0, pythonTinyMs = 0;
   std::string pythonFaults;
   for (int i = 1; i < argc; ++i) {
@@ -692,6 +786,7 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--results-only") == 0) resultsOnly = true; // only the encoded-result rows
     else if (std::strcmp(argv[i], "--faults-only") == 0) faultsOnly = true;   // only goodput under faults
     else if (std::strcmp(argv[i], "--pools-only") == 0) poolsOnly = true;     // only the persistent-pool rows
+    else if (std::strcmp(argv[i], "--streams-only") == 0) streamsOnly = true; // only the streaming rows
     else if (std::strcmp(argv[i], "--python-faults") == 0 && i + 1 < argc) pythonFaults = argv[++i];
     else if (std::strcmp(argv[i], "--python-ns-per-item") == 0 && i + 1 < argc) pythonNsPerItem = std::atof(argv[++i]);
     else if (std::strcmp(argv[i], "--python-tiny-ms") == 0 && i + 1 < argc) pythonTinyMs = std::atof(argv[++i]);
@@ -699,6 +794,10 @@ int main(int argc, char** argv) {
   if (faultsOnly) return faultsSection(quick, pythonFaults) ? 0 : 1;
   if (poolsOnly) {
     printPoolTable(poolSection(quick));
+    return 0;
+  }
+  if (streamsOnly) {
+    streamSection(quick);
     return 0;
   }
   const unsigned workers = 2;
@@ -860,6 +959,7 @@ int main(int argc, char** argv) {
   }
   printTable(rows, workers);
   if (!poolRows.empty()) printPoolTable(poolRows);
+  if (!resultsOnly) streamSection(quick);
   if (!resultsOnly && !faultsSection(quick, pythonFaults)) return 1;
   return 0;
 }

@@ -231,7 +231,8 @@ struct HandleCore {
   void cancel() const {
     requireValid();
     state->cancel();
-    service->wake();
+    // Once every task has its outcome the service may be gone (the pool closed): nothing to wake.
+    if (!state->ready()) service->wake();
   }
   void requireValid() const {
     if (!state) throw Error("flock: this handle has no result (it was moved from, or its result was taken)");
