@@ -59,6 +59,36 @@ int main() {
   auto c = pool.tryApply(xs, &Base::add, Base{});
   auto d = pool.apply(std::vector<std::string>{"a"}, [](const std::string& s) { return s.size(); });
   return static_cast<int>(a.size() + b.size() + c.size() + d.size());
+#elif defined(FLOCK_CASE_apply_stream_uncodable_input)
+  // A stream's inputs are read after its workers started: they travel through the codec, even
+  // one-shot under Context::fork.
+  std::vector<std::unique_ptr<int>> ptrs;
+  int n = 0;
+  for (int v : flockmp::FunctionAsync::imap(ptrs, [](const std::unique_ptr<int>& p) { return *p; })) n += v;
+  return n;
+#elif defined(FLOCK_CASE_apply_submit_capture)
+  // submit's workers did not inherit the captured state.
+  flockmp::BaseMultiProc pool;
+  int offset = 3;
+  auto f = pool.submit([offset](int x) { return x + offset; }, 1);
+  return f.get();
+#elif defined(FLOCK_CASE_apply_mapreduce_bad_reduce)
+  // reduce(acc, result) must give back an accumulator.
+  auto total = flockmp::FunctionAsync::mapReduce(xs, [](int x) { return x; }, [](int, int) { return std::string("no"); }, 0);
+  return total;
+#elif defined(FLOCK_CASE_apply_stream_control)
+  // Every streaming and async form compiles with portable callables and codable types.
+  flockmp::BaseMultiProc pool;
+  int offset = 1;
+  long sum = 0;
+  for (int v : flockmp::FunctionAsync::imap(xs, [offset](int x) { return x + offset; })) sum += v; // fork: inherited
+  for (const auto& o : pool.tryImap(xs, [](int x) { return x * 2; })) sum += *o;
+  for (const auto& [i, v] : pool.imapUnordered(xs, [](int x) { return x; })) sum += v + static_cast<long>(i);
+  sum += pool.mapReduce(xs, [](int x) { return x; }, [](int a, int b) { return a + b; }, 0);
+  auto f = pool.submit([](int a, int b) { return a * b; }, 2, 3);
+  auto c = pool.applyAsync(xs, [](int x) { return std::to_string(x); });
+  sum += f.get() + static_cast<long>(c.get().size());
+  return static_cast<int>(sum);
 #else
 #error "no FLOCK_CASE_* defined"
 #endif
