@@ -177,3 +177,41 @@ TEST_CASE("the restart budget is spent by too many failed starts in its period, 
   forgiving.noteFinished();
   CHECK_FALSE(forgiving.noteFailedStart(t0 + seconds(2)));
 }
+
+TEST_CASE("a stream's inputs join the queue as they are read, and no batch crosses its window's wrap",
+          "[dispatch][stream]") {
+  Dispatch d;
+  d.begin(0, {1, 0, 0, 0, {}, 16});
+  Dispatch::WorkerView idle{};
+  CHECK_FALSE(d.hasWork());
+  d.extend(0, 12);
+  d.extend(12, 20); // contiguous: one range, so batches may span both reads
+  CHECK(d.unassigned() == 20);
+  // Guided sizes over what was read: ceil(20 / 4) = 5, then 4, 3 (catches a stream whose reads
+  // stay separate batches, or sized by one read only).
+  auto a = d.nextForIdle(idle);
+  auto b = d.nextForIdle(idle);
+  auto c = d.nextForIdle(idle);
+  REQUIRE((a && b && c));
+  CHECK((a->begin == 0 && a->end == 5));
+  CHECK((b->begin == 5 && b->end == 9));
+  CHECK((c->begin == 9 && c->end == 12));
+  // Batches of 5 with a wrap at 16: [15, 20) is cut to [15, 16), and the next starts at 16.
+  // Catches a batch whose inputs (and results) would wrap around the stream's ring.
+  Dispatch w;
+  w.begin(0, {1, 5, 0, 0, {}, 16});
+  w.extend(0, 22);
+  std::vector<std::pair<std::size_t, std::size_t>> cuts;
+  while (auto x = w.nextForIdle(idle)) cuts.emplace_back(x->begin, x->end);
+  CHECK(cuts == Ranges{{0, 5}, {5, 10}, {10, 15}, {15, 16}, {16, 21}, {21, 22}});
+  // A later read that does not continue the last range (inputs given back meanwhile) is queued
+  // on its own, after it.
+  Dispatch h;
+  h.begin(0, {1, 1, 0, 0, {}, 0});
+  h.extend(0, 2);
+  h.giveBack(7, 9);
+  h.extend(2, 4);
+  std::vector<std::size_t> order;
+  while (auto x = h.nextForIdle(idle)) order.push_back(x->begin);
+  CHECK(order == std::vector<std::size_t>{7, 8, 0, 1, 2, 3});
+}

@@ -247,6 +247,28 @@ TEST_CASE("plain progress lines appear at each quarter and at the end", "[progre
   CHECK(std::count(text.begin(), text.end(), '\n') == 4);
 }
 
+TEST_CASE("a stream with no known total shows a count and a rate, no percent and no ETA", "[progress]") {
+  const auto text = ProgressBar::renderCount(52000, 3, 2s);
+  CHECK(text == "52000 done  26.0k/s  elapsed 0:02  3 failed");
+  // Plain lines: one at each power of ten from 1000, and the last.
+  char path[] = "/tmp/flock-progress-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  {
+    ProgressBar bar(ProgressBar::Style::lines, fd);
+    for (std::size_t done = 0; done <= 25000; done += 500) bar.update(done, 0, done, false, std::chrono::steady_clock::now(), false);
+    bar.update(25000, 0, 25000, true, std::chrono::steady_clock::now(), false);
+  }
+  ::close(fd);
+  const auto lines = slurp(path);
+  std::filesystem::remove(path);
+  CHECK_THAT(lines, contains("flock: 1000 done"));
+  CHECK_THAT(lines, contains("flock: 10000 done"));
+  CHECK_THAT(lines, contains("flock: 25000 done"));
+  CHECK_THAT(lines, !contains("ETA"));
+  CHECK(std::count(lines.begin(), lines.end(), '\n') == 3);
+}
+
 #if defined(FLOCK_SCRIPT_PROGRAM)
 TEST_CASE("on a terminal, a call draws a live progress bar on stderr", "[progress][tty]") {
   DeadlockGuard guard(60);
