@@ -161,7 +161,7 @@ private:
       try {
         lease = acquire_();
       } catch (const std::exception& e) {
-        std::unique_lock lock(m_);
+        std::unique_lock lock(m_); // the pool is closing
         failIncoming(lock, e.what());
         continue;
       }
@@ -194,20 +194,24 @@ private:
       while (engine.step()) {
       }
     } catch (const std::exception& e) {
-      // No worker could start, or the engine failed: nothing of this call is lost silently.
+      // No worker could start, or the engine failed: every task of this call, and every task
+      // queued meanwhile, fails with the reason (queued ones would only meet it again).
       job_.failUnresolved(FailureKind::notRun, e.what());
+      std::unique_lock lock(m_);
+      failIncoming(lock, e.what(), FailureKind::notRun);
     }
     engine.setWakeFd(-1);
     if (!job_.idle()) job_.failUnresolved(FailureKind::cancelled, "cancelled: the pool was closed");
   }
 
-  void failIncoming(std::unique_lock<std::mutex>& lock, const std::string& message) {
+  void failIncoming(std::unique_lock<std::mutex>& lock, const std::string& message,
+                    FailureKind kind = FailureKind::cancelled) {
     std::deque<TaskGroup> dropped;
     dropped.swap(incoming_);
     lock.unlock();
     for (auto& g : dropped)
       for (std::size_t k = 0; k + 1 < g.offsets.size(); ++k)
-        g.target->fail(k, Failure{k, FailureKind::cancelled, message, "", 0, std::nullopt, 0});
+        g.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0});
     lock.lock();
   }
 
