@@ -181,21 +181,27 @@ TEST_CASE("the restart budget is spent by too many failed starts in its period, 
 TEST_CASE("a stream's inputs join the queue as they are read, and no batch crosses its window's wrap",
           "[dispatch][stream]") {
   Dispatch d;
-  d.begin(0, {1, 0, 0, 0, {}, 16});
+  d.begin(0, {1, 0, 0, 0, {}, 64});
   Dispatch::WorkerView idle{};
   CHECK_FALSE(d.hasWork());
-  d.extend(0, 12);
-  d.extend(12, 20); // contiguous: one range, so batches may span both reads
-  CHECK(d.unassigned() == 20);
-  // Guided sizes over what was read: ceil(20 / 4) = 5, then 4, 3 (catches a stream whose reads
-  // stay separate batches, or sized by one read only).
+  d.extend(0, 40);
+  d.extend(40, 64); // contiguous: one range, so a batch may span both reads
+  CHECK(d.unassigned() == 64);
+  // Sized by time, not by what was read: 16 until a batch was timed; then about 1 ms of work
+  // (10 us an input: 100), capped so that the worker can hold two batches of the 64-input window
+  // (32); slow inputs (0.5 ms each, averaged in: 157 us): 6. Catches a stream sized by the
+  // inputs read so far (tiny batches), or by time alone (a batch larger than the window).
   auto a = d.nextForIdle(idle);
+  REQUIRE(a);
+  CHECK((a->begin == 0 && a->end == 16));
+  d.batchFinished(16, 16 * 10'000);
   auto b = d.nextForIdle(idle);
+  REQUIRE(b);
+  CHECK((b->begin == 16 && b->end == 48));
+  d.batchFinished(32, 32 * 500'000);
   auto c = d.nextForIdle(idle);
-  REQUIRE((a && b && c));
-  CHECK((a->begin == 0 && a->end == 5));
-  CHECK((b->begin == 5 && b->end == 9));
-  CHECK((c->begin == 9 && c->end == 12));
+  REQUIRE(c);
+  CHECK((c->begin == 48 && c->end == 54));
   // Batches of 5 with a wrap at 16: [15, 20) is cut to [15, 16), and the next starts at 16.
   // Catches a batch whose inputs (and results) would wrap around the stream's ring.
   Dispatch w;

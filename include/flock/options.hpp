@@ -96,9 +96,10 @@ struct Options {
   /// naming the input that failed. Default: off, every input runs whatever the others do.
   bool failFast = false;
   /// Streaming calls (imap, imapUnordered and their try-variants): the most inputs held in the
-  /// parent at once, counting those read ahead and the results waiting behind a slower input.
-  /// Inputs are read from the range only as this allows, so memory does not grow with its
-  /// length. 0 (default): 4096 per worker.
+  /// parent at once, counting those read ahead and the results waiting behind a slower input,
+  /// rounded down to a power of two. Inputs are read from the range only as this allows, so
+  /// memory does not grow with its length. 0 (default): 32768 per worker, enough for tiny
+  /// tasks to stream at nearly the speed of apply; set it lower for large inputs or results.
   std::size_t maxInFlight = 0;
 };
 

@@ -1,11 +1,13 @@
 // flock: Stream, what the streaming calls return (imap, imapUnordered and their try-variants).
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <iterator>
 #include <memory>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "detail/stream.hpp"
 
@@ -31,8 +33,8 @@ public:
     using iterator_concept = std::input_iterator_tag;
 
     iterator() = default;
-    T& operator*() const noexcept { return *s_->current_; }
-    T* operator->() const noexcept { return &*s_->current_; }
+    T& operator*() const noexcept { return s_->buf_[s_->pos_]; }
+    T* operator->() const noexcept { return &s_->buf_[s_->pos_]; }
     iterator& operator++() {
       s_->advance();
       return *this;
@@ -43,7 +45,7 @@ public:
   private:
     friend class Stream;
     explicit iterator(Stream* s) noexcept : s_(s) {}
-    [[nodiscard]] bool atEnd() const noexcept { return !s_->current_; }
+    [[nodiscard]] bool atEnd() const noexcept { return s_->pos_ >= s_->buf_.size(); }
     Stream* s_ = nullptr;
   };
 
@@ -51,32 +53,39 @@ public:
   Stream(Stream&&) noexcept = default;
   Stream& operator=(Stream&&) noexcept = default;
 
-  /// Starts the stream (the first item is waited for here); a second call continues where the
-  /// last iteration stopped.
+  /// Waits for the first item not yet given; after an exception from an earlier iteration
+  /// (a value stream's TaskError), the stream goes on with the next input.
   iterator begin() {
-    if (!started_) {
-      started_ = true;
-      advance();
-    }
+    if (pos_ >= buf_.size()) refill();
     return iterator(this);
   }
   std::default_sentinel_t end() const noexcept { return {}; }
 
 private:
-  void advance() { current_ = source_->next(); }
+  void advance() {
+    if (++pos_ < buf_.size()) return;
+    refill();
+  }
+  void refill() {
+    buf_.clear();
+    pos_ = 0;
+    source_->next(buf_);
+  }
 
   std::unique_ptr<detail::StreamSource<T>> source_;
-  std::optional<T> current_;
-  bool started_ = false;
+  std::vector<T> buf_; // items taken from the source and not yet passed (a chunk at a time)
+  std::size_t pos_ = 0;
 };
 
 } // namespace flockmp
 
 namespace flockmp::detail {
 
-/// The window of a stream: Options::maxInFlight, or 4096 inputs per worker.
+/// The window of a stream: Options::maxInFlight (32768 inputs per worker when 0), rounded down
+/// to a power of two.
 inline std::size_t streamCapacity(const Options& opts) {
-  return opts.maxInFlight > 0 ? opts.maxInFlight : 4096 * workerCount(opts, SIZE_MAX);
+  const std::size_t want = opts.maxInFlight > 0 ? opts.maxInFlight : 32768 * workerCount(opts, SIZE_MAX);
+  return std::bit_floor(want);
 }
 
 template <StreamKind K, class R>

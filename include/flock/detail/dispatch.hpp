@@ -145,6 +145,12 @@ public:
     std::size_t size;
     if (config_.batchSize > 0) {
       size = config_.batchSize;
+    } else if (config_.wrap > 0) {
+      // A stream: what is unassigned is only what was read so far, so batches are sized by
+      // time: about a millisecond of work (16 inputs until a batch was timed), and no more than
+      // lets every worker hold two batches in the window.
+      size = nsPerItem_ > 0 ? static_cast<std::size_t>(1e6 / nsPerItem_) : 16;
+      size = std::min(size, config_.wrap / (2 * std::max<std::size_t>(config_.workers, 1)));
     } else {
       const std::size_t parts = 4 * std::max<std::size_t>(config_.workers, 1);
       size = (unassigned_ + parts - 1) / parts;

@@ -176,10 +176,11 @@ public:
   /// what happened: results, deaths, timeouts, replacements, more batches. Returns false once the
   /// call is over (its workers are then idle, or stopped for a one-shot call). A stream whose
   /// inputs read so far are all resolved returns at once: it must read more or end.
-  bool step() {
+  /// `waitMs` bounds the wait (0: handle what is ready and return; -1: as timeouts allow).
+  bool step(int waitMs = -1) {
     if (!inCall_) return false;
     if (openEnded_ && !inputsComplete_ && resolved_ == n_ && !anyOutstanding() && !gaveUp_) return true;
-    if (running()) guarded([&] { pollOnce(-1); });
+    if (running()) guarded([&] { pollOnce(waitMs); });
     if (running()) return true;
     finishCall();
     return false;

@@ -3,7 +3,9 @@
 // read (through the codec), and their results are given back one by one from a ring buffer.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <iterator>
@@ -59,7 +61,10 @@ public:
     else return sizeof(R);
   }();
 
-  StreamWindow(std::size_t capacity, bool ordered) : cap_(capacity), ordered_(ordered), state_(capacity, free) {
+  /// `capacity`: a power of two (slots are found with a mask: a division per input would cost
+  /// more than a tiny task).
+  StreamWindow(std::size_t capacity, bool ordered)
+      : cap_(capacity), mask_(capacity - 1), ordered_(ordered), state_(capacity, Slot::free) {
     inputs_.resize(capacity);
     if constexpr (!std::is_void_v<R>) values_.resize(capacity);
   }
@@ -70,7 +75,7 @@ public:
   [[nodiscard]] bool rawResults() const noexcept override { return raw; }
   [[nodiscard]] std::size_t rawElementSize() const noexcept override { return elementSize; }
   [[nodiscard]] std::byte* rawDestination(std::size_t index) noexcept override {
-    if constexpr (raw && !std::is_void_v<R>) return reinterpret_cast<std::byte*>(values_.data() + index % cap_);
+    if constexpr (raw && !std::is_void_v<R>) return reinterpret_cast<std::byte*>(values_.data() + (index & mask_));
     else {
       (void)index;
       return nullptr;
@@ -79,7 +84,7 @@ public:
   void prepare() override {}
   void accept(std::size_t index, ByteReader& payload) override {
     if constexpr (!raw) {
-      values_[index % cap_].emplace(Codec::template decode<R>(payload));
+      values_[index & mask_].emplace(Codec::template decode<R>(payload));
       payload.expectEnd();
     } else {
       (void)index;
@@ -87,10 +92,10 @@ public:
     }
   }
   void done(std::size_t begin, std::size_t count) noexcept override {
-    for (std::size_t i = begin; i < begin + count; ++i) {
-      state_[i % cap_] = resolved;
-      if (!ordered_) completed_.push_back(i);
-    }
+    // A resolved range lies in one batch, which never crosses the ring's wrap.
+    std::memset(state_.data() + (begin & mask_), static_cast<int>(Slot::resolved), count);
+    if (!ordered_)
+      for (std::size_t i = begin; i < begin + count; ++i) completed_.push_back(i);
   }
   bool keepFailure(Failure& f) override {
     failures_.insert_or_assign(f.index, std::move(f));
@@ -98,24 +103,52 @@ public:
   }
 
   // The stream's side.
-  /// Store input `index` (its slot is free).
-  template <class X>
-  void put(std::size_t index, X&& x) {
-    auto& slot = inputs_[index % cap_];
-    if constexpr (rawIn) slot = static_cast<In>(std::forward<X>(x));
-    else slot.emplace(std::forward<X>(x));
-    state_[index % cap_] = held;
+  /// Read inputs from `it` into slots [index, limit) until `end`, or (checked every 64) until
+  /// `deadline`; returns the index after the last one read.
+  template <class It, class S, class Deadline>
+  std::size_t read(It& it, const S& end, std::size_t index, std::size_t limit, Deadline deadline) {
+    // Locals, not members: a store through a member pointer would make the compiler reload them.
+    Slot* const st = state_.data();
+    auto* const in = inputs_.data();
+    const std::size_t mask = mask_;
+    const std::size_t from = index;
+    while (index < limit && it != end) {
+      const std::size_t k = index & mask;
+      if constexpr (rawIn) in[k] = static_cast<In>(*it);
+      else in[k].emplace(*it);
+      st[k] = Slot::held;
+      ++index;
+      ++it;
+      if ((index - from) % 64 == 0 && std::chrono::steady_clock::now() > deadline) break;
+    }
+    return index;
   }
   [[nodiscard]] const In& input(std::size_t index) const noexcept {
-    if constexpr (rawIn) return inputs_[index % cap_];
-    else return *inputs_[index % cap_];
+    if constexpr (rawIn) return inputs_[index & mask_];
+    else return *inputs_[index & mask_];
   }
   [[nodiscard]] const In* inputData(std::size_t index) const noexcept {
-    if constexpr (rawIn) return inputs_.data() + index % cap_;
+    if constexpr (rawIn) return inputs_.data() + (index & mask_);
     else return nullptr;
   }
-  [[nodiscard]] bool isResolved(std::size_t index) const noexcept { return state_[index % cap_] == resolved; }
-  [[nodiscard]] bool isFree(std::size_t index) const noexcept { return state_[index % cap_] == free; }
+  [[nodiscard]] bool isResolved(std::size_t index) const noexcept { return state_[index & mask_] == Slot::resolved; }
+  [[nodiscard]] bool failed(std::size_t index) const noexcept {
+    return !failures_.empty() && failures_.find(index) != failures_.end();
+  }
+  /// Take the value of input `index` (which did not fail) and free its slot.
+  auto takeValue(std::size_t index) {
+    const std::size_t k = index & mask_;
+    state_[k] = Slot::free;
+    if constexpr (!rawIn) inputs_[k].reset();
+    if constexpr (std::is_void_v<R>) return;
+    else if constexpr (raw) return R(values_[k]);
+    else {
+      R v(std::move(*values_[k]));
+      values_[k].reset();
+      return v;
+    }
+  }
+  [[nodiscard]] bool isFree(std::size_t index) const noexcept { return state_[index & mask_] == Slot::free; }
   /// Unordered streams: the next resolved input not yet taken, in completion order.
   [[nodiscard]] std::optional<std::size_t> nextCompleted() {
     if (completed_.empty()) return std::nullopt;
@@ -123,12 +156,14 @@ public:
     completed_.pop_front();
     return i;
   }
+  /// Put back what nextCompleted gave: it is taken next.
+  void giveBackCompleted(std::size_t index) { completed_.push_front(index); }
   /// Take what input `index` gave and free its slot.
   Outcome<R> take(std::size_t index) {
-    const std::size_t k = index % cap_;
-    state_[k] = free;
+    const std::size_t k = index & mask_;
+    state_[k] = Slot::free;
     if constexpr (!rawIn) inputs_[k].reset();
-    if (auto it = failures_.find(index); it != failures_.end()) {
+    if (auto it = failures_.empty() ? failures_.end() : failures_.find(index); it != failures_.end()) {
       Failure f = std::move(it->second);
       failures_.erase(it);
       if constexpr (!std::is_void_v<R> && !raw) values_[k].reset();
@@ -144,10 +179,12 @@ public:
   }
 
 private:
-  enum : unsigned char { free, held, resolved };
+  // Not a character type: stores to it do not alias every other object for the optimizer.
+  enum class Slot : std::uint8_t { free, held, resolved };
   std::size_t cap_;
+  std::size_t mask_;
   bool ordered_;
-  std::vector<unsigned char> state_;
+  std::vector<Slot> state_;
   std::conditional_t<rawIn, std::vector<In>, std::vector<std::optional<In>>> inputs_;
   std::conditional_t<std::is_void_v<R>, char, std::conditional_t<raw, std::vector<R>, std::vector<std::optional<R>>>> values_{};
   std::unordered_map<std::size_t, Failure> failures_;
@@ -234,13 +271,14 @@ struct StreamItemOf<StreamKind::indexedOutcomes, R> {
   using type = Indexed<Outcome<R>>;
 };
 
-/// A stream's producer, behind the type-erased Stream: next() gives the next item or nothing.
+/// A stream's producer, behind the type-erased Stream.
 template <class T>
 class StreamSource {
 public:
   virtual ~StreamSource() = default;
-  /// The next item, or nullopt at the end. Throws TaskError (value streams) at a failed input.
-  virtual std::optional<T> next() = 0;
+  /// Append the next items (those ready now, at least one), or none at the end. Value streams
+  /// throw TaskError at a failed input (after the items before it were given).
+  virtual void next(std::vector<T>& out) = 0;
 };
 
 /// Where a stream's engine comes from: its own (one-shot) or a pool's, held for the stream's life.
@@ -279,30 +317,57 @@ public:
   /// A consumer that leaves early stops the rest (see Engine::stopEarly).
   ~StreamState() override { lease_->engine().stopEarly(std::chrono::milliseconds(200)); }
 
-  std::optional<Item> next() override {
+  void next(std::vector<Item>& out) override {
+    constexpr bool valueKind = K == StreamKind::values || K == StreamKind::indexedValues;
+    constexpr std::size_t chunk = 1024; // items per call: the virtual call and the checks amortise
+    // The items given by the last call were all passed: the window counts from here. Items given
+    // by this call stay counted until the next (they are held in `out`).
+    const std::size_t heldFrom = base_;
     for (;;) {
       if constexpr (ordered) {
-        if (base_ < read_ && window_.isResolved(base_)) return deliver(base_++);
+        while (out.size() < chunk && base_ < read_ && window_.isResolved(base_)) {
+          if (valueKind && window_.failed(base_) && !out.empty()) break; // its TaskError comes next call
+          out.push_back(deliver(base_++));
+        }
       } else {
-        if (auto i = window_.nextCompleted()) {
-          auto item = deliver(*i);
+        while (out.size() < chunk) {
+          auto i = window_.nextCompleted();
+          if (!i) break;
+          if (valueKind && window_.failed(*i) && !out.empty()) {
+            window_.giveBackCompleted(*i);
+            break;
+          }
+          out.push_back(deliver(*i));
           while (base_ < read_ && window_.isFree(base_)) ++base_;
-          return item;
         }
       }
-      fill();
+      if (!out.empty()) {
+        keepFed(heldFrom);
+        return;
+      }
+      fill(base_);
       if (base_ == read_ && exhausted_) {
         while (lease_->engine().step()) {
         }
-        return std::nullopt;
+        return;
       }
       lease_->engine().step();
     }
   }
 
 private:
-  /// Read inputs while the window has room (and the call goes on).
-  void fill() {
+  /// While the consumer takes results that are already in, the workers must not run dry: once
+  /// half the window is free, read more and hand it out, and take in what the workers sent
+  /// (without waiting).
+  void keepFed(std::size_t heldFrom) {
+    if (exhausted_ || heldFrom + window_.capacity() - read_ < window_.capacity() / 2) return;
+    fill(heldFrom);
+    lease_->engine().step(0);
+  }
+
+  /// Read inputs while the window has room (and the call goes on): up to `heldFrom` + capacity,
+  /// where `heldFrom` is the first input whose item the consumer may not have passed yet.
+  void fill(std::size_t heldFrom) {
     if (exhausted_) return;
     if (lease_->engine().gaveUp()) {
       // Cancelled, failFast, or out of restarts: the inputs not read are not part of the call.
@@ -315,14 +380,10 @@ private:
       started_ = true;
     }
     const std::size_t before = read_;
-    while (read_ < base_ + window_.capacity() && *it_ != std::ranges::end(range_)) {
-      window_.put(read_, **it_);
-      ++read_;
-      ++*it_;
-      // Hand out inputs in steps, so that workers start before a slow range is read up to the
-      // window's end.
-      if (read_ - before >= window_.capacity() / 8 + 1) break;
-    }
+    // A slow range (a pipe, a generator that works) is handed out after a millisecond, so that
+    // the workers start before the window is full.
+    read_ = window_.read(*it_, std::ranges::end(range_), read_, heldFrom + window_.capacity(),
+                         std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
     if (read_ > before) lease_->engine().extend(read_);
     if (*it_ == std::ranges::end(range_)) {
       exhausted_ = true;
@@ -331,6 +392,8 @@ private:
   }
 
   Item deliver(std::size_t index) {
+    if constexpr (K == StreamKind::values || K == StreamKind::indexedValues)
+      if (!window_.failed(index)) return deliverValue(index);
     Outcome<R> o = window_.take(index);
     if constexpr (K == StreamKind::outcomes) {
       return o;
@@ -344,6 +407,18 @@ private:
       if constexpr (std::is_void_v<R>) return index;
       else if constexpr (K == StreamKind::values) return std::move(o.value());
       else return Item{index, std::move(o.value())};
+    }
+  }
+
+  /// An item of a value stream (no failure at `index`): no Outcome is made.
+  Item deliverValue(std::size_t index) {
+    if constexpr (std::is_void_v<R>) {
+      window_.takeValue(index);
+      return index;
+    } else if constexpr (K == StreamKind::values) {
+      return window_.takeValue(index);
+    } else {
+      return Item{index, window_.takeValue(index)};
     }
   }
 
