@@ -101,8 +101,10 @@ public:
     throw Error(fmt::format("sqlite: {}", sqlite3_errmsg(db_)), sqlite3_extended_errcode(db_));
   }
 
+  /// Columns of each result row.
   [[nodiscard]] int columns() const { return sqlite3_column_count(stmt_); }
 
+  /// Column `i` (from 0) of the current row.
   [[nodiscard]] Value column(int i) const {
     switch (sqlite3_column_type(stmt_, i)) {
     case SQLITE_NULL: return nullptr;
@@ -115,6 +117,7 @@ public:
     }
   }
 
+  /// The raw handle, for everything else in the SQLite C API.
   [[nodiscard]] sqlite3_stmt* get() const noexcept { return stmt_; }
 
   /// Make the statement ready to run again: rewind it and drop its bindings.
@@ -202,6 +205,7 @@ public:
 
   /// The raw handle, for everything else in the SQLite C API.
   [[nodiscard]] sqlite3* get() const noexcept { return db_; }
+  /// Whether the database is open (false once moved from).
   explicit operator bool() const noexcept { return db_ != nullptr; }
 
   /// Run SQL without parameters; several statements separated by `;` are allowed. Not cached.
