@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <concepts>
 #include <condition_variable>
@@ -190,6 +191,21 @@ struct DatabaseOptions {
   /// be one a pool can carry (a function pointer, a captureless lambda, an empty or codable
   /// function object, or a member function with a codable object); another is an OptionError.
   bool persistent = false;
+  /// Run each worker's inputs in transactions, one per batch: the worker begins one on every
+  /// connection before the first input after its last results were sent, and commits them all
+  /// just before it sends results again (at the end of each batch, and within a long batch each
+  /// time its results are due, a few milliseconds apart at most), so no result reaches the
+  /// caller before what its input wrote is committed. Each input runs inside a savepoint: an
+  /// input that throws is rolled back alone and reported with its index, the others commit.
+  /// When a commit fails, or a connection breaks inside a transaction, the worker exits without
+  /// sending the results of the inputs in it, and they run again on a fresh worker (nothing of
+  /// theirs was committed; workers that keep failing end the call through the restart budget).
+  /// With several setups, the connections commit one after another, in setup order: not
+  /// atomically across databases. Every connection type needs `begin()`, `commit()`,
+  /// `rollback()`, `savepoint()`, `releaseSavepoint()` and `rollbackToSavepoint()`, as
+  /// sqlite::Connection and postgres::Connection have; otherwise an OptionError. Default: off,
+  /// every statement commits on its own.
+  bool batchTransactions = false;
 };
 
 namespace detail {
@@ -216,6 +232,10 @@ struct ConnectionSlots {
   std::optional<std::chrono::steady_clock::time_point> reopenFailingSince;
   std::chrono::milliseconds reopenBackoff{0};
   int reopenAttempts = 0;
+  // DatabaseOptions::batchTransactions: a transaction is open on every connection; a connection
+  // broke (or could not be rolled back) inside it, so its inputs' writes are gone.
+  bool inTransaction = false;
+  bool transactionLost = false;
 
   /// Close the first `count` connections, the last opened first.
   void closeFirst(std::size_t count) noexcept {
@@ -262,6 +282,56 @@ bool connectionAlive(const S& setup, const C& conn) {
     return true;
 }
 
+/// A connection DatabaseOptions::batchTransactions can use.
+template <class C>
+concept BatchTransactional = requires(C& c) {
+  c.begin();
+  c.commit();
+  c.rollback();
+  c.savepoint();
+  c.releaseSavepoint();
+  c.rollbackToSavepoint();
+};
+
+/// Calls `f(conn)` for every open connection, in setup order.
+template <class... Conns, class F>
+void forEachOpen(ConnectionSlots<Conns...>& slots, F&& f) {
+  std::apply([&](auto&... conn) { ((conn ? f(*conn) : void()), ...); }, slots.conns);
+}
+
+/// Roll back the batch transaction on every open connection; errors are moot (the worker is
+/// about to exit, or the connection is gone).
+template <class... Conns>
+void abandonTransaction(ConnectionSlots<Conns...>& slots) noexcept {
+  forEachOpen(slots, [](auto& conn) {
+    try {
+      conn.rollback();
+    } catch (...) {
+    }
+  });
+  slots.inTransaction = false;
+}
+
+/// WorkerOutput's BeforeSend hook: commit the batch transaction before its results go. Throws
+/// (and the worker exits without sending them) when it cannot.
+template <class... Conns>
+void commitBeforeSend(void* context) {
+  auto& slots = *static_cast<ConnectionSlots<Conns...>*>(context);
+  if (!slots.inTransaction) return;
+  if (slots.transactionLost) {
+    abandonTransaction(slots);
+    throw Error("flock: DatabaseAsync: a connection broke inside the batch transaction, so the "
+                "writes of its inputs are lost; they run again on a fresh worker");
+  }
+  try {
+    forEachOpen(slots, [](auto& conn) { conn.commit(); });
+  } catch (...) {
+    abandonTransaction(slots);
+    throw;
+  }
+  slots.inTransaction = false;
+}
+
 /// The callable the pool runs: the user's callable with the worker's connections appended.
 /// After an input fails, connections that report themselves dead are closed; they are opened
 /// again before the next input (by `owner`, the DatabaseAsync that knows the setups).
@@ -275,6 +345,9 @@ struct WithConnections {
   requires CallableWithConnections<F&, T, Conns...>
   decltype(auto) operator()(T&& x) const {
     if (!slots->open) throw Error("flock: DatabaseAsync: the worker's connections are not open");
+    if constexpr ((BatchTransactional<Conns> && ...)) {
+      if (owner->options().batchTransactions) return inTransaction(std::forward<T>(x));
+    }
     if (slots->broken) owner->reopenBroken(*slots);
     try {
       return invoke(std::forward<T>(x));
@@ -285,6 +358,48 @@ struct WithConnections {
   }
 
 private:
+  /// DatabaseOptions::batchTransactions: run the input in a savepoint of the batch transaction,
+  /// beginning that transaction first when the last results were sent.
+  template <class T>
+  decltype(auto) inTransaction(T&& x) const {
+    if (slots->transactionLost)
+      throw Error("flock: DatabaseAsync: a connection broke inside the batch transaction; this "
+                  "input runs again on a fresh worker");
+    if (!slots->inTransaction) {
+      if (slots->broken) owner->reopenBroken(*slots);
+      try {
+        forEachOpen(*slots, [](auto& conn) { conn.begin(); });
+      } catch (...) {
+        abandonTransaction(*slots);
+        owner->closeDead(*slots);
+        throw;
+      }
+      slots->inTransaction = true;
+      detail::beforeSend() = {&commitBeforeSend<Conns...>, slots};
+    }
+    try {
+      forEachOpen(*slots, [](auto& conn) { conn.savepoint(); });
+      if constexpr (std::is_void_v<decltype(invoke(std::forward<T>(x)))>) {
+        invoke(std::forward<T>(x));
+        forEachOpen(*slots, [](auto& conn) { conn.releaseSavepoint(); });
+      } else {
+        decltype(auto) result = invoke(std::forward<T>(x));
+        forEachOpen(*slots, [](auto& conn) { conn.releaseSavepoint(); });
+        return result;
+      }
+    } catch (...) {
+      try {
+        forEachOpen(*slots, [](auto& conn) { conn.rollbackToSavepoint(); });
+      } catch (...) {
+        slots->transactionLost = true;
+      }
+      const bool wasBroken = slots->broken;
+      owner->closeDead(*slots);
+      if (slots->broken && !wasBroken) slots->transactionLost = true;
+      throw;
+    }
+  }
+
   template <class T>
   decltype(auto) invoke(T&& x) const {
     return std::apply(
@@ -481,6 +596,23 @@ private:
       throw OptionError(
           "flock: setupTimeout must be a positive duration (or std::nullopt for none)");
     detail::validateOptions(options_.pool);
+    if (options_.batchTransactions) {
+      constexpr std::array<bool, sizeof...(Setups)> transactional{
+          detail::BatchTransactional<ConnectionOf<Setups>>...};
+      std::size_t i = 0;
+      std::optional<std::string_view> lacking;
+      std::apply(
+          [&](const auto&... setup) {
+            ((!lacking && !transactional[i] ? (void)(lacking = setup.name) : void(), ++i), ...);
+          },
+          setups_);
+      if (lacking)
+        throw OptionError(fmt::format(
+            "flock: DatabaseOptions::batchTransactions: the connections of setup \"{}\" have no "
+            "begin(), commit(), rollback(), savepoint(), releaseSavepoint() and "
+            "rollbackToSavepoint()",
+            *lacking));
+    }
     if (options_.persistent) {
       if (options_.pool.context != Context::fork)
         throw OptionError("flock: a persistent DatabaseAsync runs on Context::fork workers (they inherit the "

@@ -18,10 +18,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <list>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -44,8 +47,12 @@ private:
 };
 
 /// One column value of a result row: NULL, integer, real, or text (blobs come back as text).
+/// Read it with `std::get<std::int64_t>(v)`, `std::get_if<std::string>(&v)`, `std::visit`...
 using Value = std::variant<std::nullptr_t, std::int64_t, double, std::string>;
+/// One result row of Connection::query: its column values, in the order the SELECT names them.
 using Row = std::vector<Value>;
+
+class Connection;
 
 /// How a Connection opens its database.
 struct OpenOptions {
@@ -57,6 +64,13 @@ struct OpenOptions {
   /// Switch the database to write-ahead logging (readers and a writer run concurrently). The
   /// mode is stored in the file, so setting it once, when the database is created, is enough.
   bool wal = false;
+  /// Prepared statements a connection keeps, keyed by their SQL text (the least recently used
+  /// goes first). 0: none kept, every statement is prepared again.
+  std::size_t statementCacheSize = 64;
+  /// Runs right after the database is open (after `wal`), for per-connection settings such as
+  /// `[](flockmp::sqlite::Connection& c) { c.exec("pragma synchronous=normal"); }`. What it
+  /// throws fails the open: in DatabaseAsync, a SetupError naming the setup.
+  std::function<void(Connection&)> onOpen{};
 };
 
 /// A prepared statement; finalized by its destructor.
@@ -87,8 +101,10 @@ public:
     throw Error(fmt::format("sqlite: {}", sqlite3_errmsg(db_)), sqlite3_extended_errcode(db_));
   }
 
+  /// Columns of each result row.
   [[nodiscard]] int columns() const { return sqlite3_column_count(stmt_); }
 
+  /// Column `i` (from 0) of the current row.
   [[nodiscard]] Value column(int i) const {
     switch (sqlite3_column_type(stmt_, i)) {
     case SQLITE_NULL: return nullptr;
@@ -101,7 +117,14 @@ public:
     }
   }
 
+  /// The raw handle, for everything else in the SQLite C API.
   [[nodiscard]] sqlite3_stmt* get() const noexcept { return stmt_; }
+
+  /// Make the statement ready to run again: rewind it and drop its bindings.
+  void reset() noexcept {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
 
 private:
   template <class T>
@@ -126,10 +149,16 @@ private:
 };
 
 /// An open SQLite database; closed by its destructor. Move-only.
+///
+/// Statements run through exec (with parameters), query and scalar are prepared once and kept,
+/// keyed by their SQL text (OpenOptions::statementCacheSize, the least recently used evicted
+/// first), so a loop that runs the same INSERT prepares it once. The cache is dropped when the
+/// connection closes.
 class Connection {
 public:
   /// Open (by default create) the database at `path`. Throws sqlite::Error with SQLite's message.
-  explicit Connection(const std::string& path, const OpenOptions& options = {}) {
+  explicit Connection(const std::string& path, const OpenOptions& options = {})
+      : cacheSize_(options.statementCacheSize) {
     int flags = options.readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
     if (options.create && !options.readOnly) flags |= SQLITE_OPEN_CREATE;
     const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
@@ -141,31 +170,45 @@ public:
     }
     sqlite3_extended_result_codes(db_, 1);
     sqlite3_busy_timeout(db_, static_cast<int>(options.busyTimeout.count()));
-    if (options.wal) {
-      const auto mode = scalar<std::string>("pragma journal_mode=wal");
-      if (mode != "wal")
-        throw Error(
-            fmt::format("sqlite: \"{}\" cannot use write-ahead logging (mode {})", path, mode),
-            SQLITE_ERROR);
+    try {
+      if (options.wal) {
+        const auto mode = scalar<std::string>("pragma journal_mode=wal");
+        if (mode != "wal")
+          throw Error(
+              fmt::format("sqlite: \"{}\" cannot use write-ahead logging (mode {})", path, mode),
+              SQLITE_ERROR);
+      }
+      if (options.onOpen) options.onOpen(*this);
+    } catch (...) {
+      close(); // the destructor does not run for a constructor that throws
+      throw;
     }
   }
-  Connection(Connection&& o) noexcept : db_(std::exchange(o.db_, nullptr)) {}
+  Connection(Connection&& o) noexcept
+      : db_(std::exchange(o.db_, nullptr)), cacheSize_(o.cacheSize_),
+        statements_(std::move(o.statements_)), byText_(std::move(o.byText_)),
+        prepares_(o.prepares_) {}
   Connection& operator=(Connection&& o) noexcept {
     if (this != &o) {
-      sqlite3_close_v2(db_);
+      close();
       db_ = std::exchange(o.db_, nullptr);
+      cacheSize_ = o.cacheSize_;
+      statements_ = std::move(o.statements_);
+      byText_ = std::move(o.byText_);
+      prepares_ = o.prepares_;
     }
     return *this;
   }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
-  ~Connection() { sqlite3_close_v2(db_); }
+  ~Connection() { close(); }
 
   /// The raw handle, for everything else in the SQLite C API.
   [[nodiscard]] sqlite3* get() const noexcept { return db_; }
+  /// Whether the database is open (false once moved from).
   explicit operator bool() const noexcept { return db_ != nullptr; }
 
-  /// Run SQL without parameters; several statements separated by `;` are allowed.
+  /// Run SQL without parameters; several statements separated by `;` are allowed. Not cached.
   void exec(const std::string& sql) {
     char* err = nullptr;
     const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
@@ -180,22 +223,22 @@ public:
   /// Returns the number of rows it changed.
   template <class Arg, class... Args>
   std::int64_t exec(std::string_view sql, const Arg& arg, const Args&... args) {
-    Statement st(db_, sql);
-    st.bindAll(arg, args...);
-    while (st.step()) {}
+    Use st(statement(sql));
+    st->bindAll(arg, args...);
+    while (st->step()) {}
     return static_cast<std::int64_t>(sqlite3_changes(db_));
   }
 
-  /// All rows of one statement with `?` parameters bound to `args`.
+  /// All rows of one statement with `?` parameters bound to `args`, each a Row of Values.
   template <class... Args>
   std::vector<Row> query(std::string_view sql, const Args&... args) {
-    Statement st(db_, sql);
-    st.bindAll(args...);
+    Use st(statement(sql));
+    st->bindAll(args...);
     std::vector<Row> rows;
-    while (st.step()) {
+    while (st->step()) {
       Row r;
-      r.reserve(static_cast<std::size_t>(st.columns()));
-      for (int i = 0; i < st.columns(); ++i) r.push_back(st.column(i));
+      r.reserve(static_cast<std::size_t>(st->columns()));
+      for (int i = 0; i < st->columns(); ++i) r.push_back(st->column(i));
       rows.push_back(std::move(r));
     }
     return rows;
@@ -205,10 +248,10 @@ public:
   /// std::string). Throws sqlite::Error when there is no row or the value is NULL.
   template <class T, class... Args>
   T scalar(std::string_view sql, const Args&... args) {
-    Statement st(db_, sql);
-    st.bindAll(args...);
-    if (!st.step()) throw Error(fmt::format("sqlite: \"{}\" returned no row", sql), SQLITE_ERROR);
-    auto v = st.column(0);
+    Use st(statement(sql));
+    st->bindAll(args...);
+    if (!st->step()) throw Error(fmt::format("sqlite: \"{}\" returned no row", sql), SQLITE_ERROR);
+    auto v = st->column(0);
     if (std::holds_alternative<std::nullptr_t>(v))
       throw Error(fmt::format("sqlite: \"{}\" returned NULL", sql), SQLITE_ERROR);
     if constexpr (std::is_same_v<T, std::string>) {
@@ -222,9 +265,9 @@ public:
           },
           v);
     } else if constexpr (std::is_integral_v<T>) {
-      return static_cast<T>(sqlite3_column_int64(st.get(), 0));
+      return static_cast<T>(sqlite3_column_int64(st->get(), 0));
     } else {
-      return static_cast<T>(sqlite3_column_double(st.get(), 0));
+      return static_cast<T>(sqlite3_column_double(st->get(), 0));
     }
   }
 
@@ -233,8 +276,91 @@ public:
     return sqlite3_last_insert_rowid(db_);
   }
 
+  /// The cached prepared statement for `sql`, prepared now if it is not cached. It stays valid
+  /// until it is evicted (statementCacheSize newer statements) or the connection closes.
+  Statement& statement(std::string_view sql) {
+    if (auto it = byText_.find(sql); it != byText_.end()) {
+      statements_.splice(statements_.begin(), statements_, it->second);
+      return statements_.front().second;
+    }
+    Statement st(db_, sql);
+    ++prepares_;
+    if (cacheSize_ == 0) {
+      uncached_.reset();
+      uncached_.emplace(std::move(st));
+      return *uncached_;
+    }
+    if (statements_.size() >= cacheSize_) {
+      byText_.erase(std::string_view(statements_.back().first));
+      statements_.pop_back();
+    }
+    statements_.emplace_front(std::string(sql), std::move(st));
+    byText_.emplace(std::string_view(statements_.front().first), statements_.begin());
+    return statements_.front().second;
+  }
+
+  /// Statements this connection has prepared: those exec, query and scalar found in the cache
+  /// are not counted again.
+  [[nodiscard]] std::uint64_t prepares() const noexcept { return prepares_; }
+
+  /// Batch transactions (DatabaseOptions::batchTransactions): `begin immediate`, so that workers
+  /// writing one file queue for its write lock (busyTimeout) instead of failing later with
+  /// SQLITE_BUSY when a read lock would have to become a write lock.
+  void begin() { step("begin immediate"); }
+  /// Commit the transaction begun by begin().
+  void commit() { step("commit"); }
+  /// Roll back the transaction begun by begin().
+  void rollback() { step("rollback"); }
+  /// Open a savepoint inside a transaction (DatabaseAsync takes one around each input).
+  void savepoint() { step("savepoint flock_input"); }
+  /// Keep what was done since savepoint().
+  void releaseSavepoint() { step("release flock_input"); }
+  /// Undo what was done since savepoint(), and close it.
+  void rollbackToSavepoint() {
+    step("rollback to flock_input");
+    step("release flock_input");
+  }
+
 private:
+  /// Resets a cached statement when its use ends, thrown out of or not.
+  struct Use {
+    Statement& st;
+    explicit Use(Statement& s) noexcept : st(s) {}
+    ~Use() { st.reset(); }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+    Statement* operator->() const noexcept { return &st; }
+  };
+
+  void step(std::string_view sql) {
+    Use st(statement(sql));
+    while (st->step()) {}
+  }
+
+  void close() noexcept {
+    byText_.clear();
+    statements_.clear(); // finalized before the database closes
+    uncached_.reset();
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+  }
+
+  struct TextHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+
   sqlite3* db_ = nullptr;
+  std::size_t cacheSize_ = 64;
+  /// Most recently used first; byText_ points into it (list nodes do not move).
+  std::list<std::pair<std::string, Statement>> statements_;
+  std::unordered_map<std::string_view, std::list<std::pair<std::string, Statement>>::iterator,
+                     TextHash, std::equal_to<>>
+      byText_;
+  std::optional<Statement> uncached_; // statementCacheSize == 0: the last statement prepared
+  std::uint64_t prepares_ = 0;
 };
 
 /// The server of sqlite::setup: opens `parameters.at("path")` with `options`.
@@ -250,6 +376,10 @@ struct Server {
 
 /// A DatabaseSetup named `name` that opens the SQLite database at `path` in every worker (with
 /// `options`; by default a 10 s busy timeout, so workers writing the same file take turns).
+/// Per-connection settings go in `options.onOpen`:
+///
+///   flockmp::sqlite::setup("db", "/tmp/app.db",
+///       {.wal = true, .onOpen = [](auto& c) { c.exec("pragma synchronous=normal"); }});
 inline DatabaseSetup<Server> setup(std::string name, std::string path, OpenOptions options = {}) {
   return DatabaseSetup<Server>{std::move(name), Server{options},
                                Parameters{{"path", std::move(path)}}};

@@ -591,6 +591,13 @@ TEST_CASE("bad DatabaseOptions are rejected", "[database][options]") {
                   flockmp::OptionError);
   CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.pool = {.retries = -1}}, con),
                   flockmp::OptionError);
+  // batchTransactions with a connection that has no begin()/commit()...: named, not ignored.
+  try {
+    flockmp::DatabaseAsync db(DatabaseOptions{.batchTransactions = true}, con);
+    FAIL("no OptionError");
+  } catch (const flockmp::OptionError& e) {
+    CHECK_THAT(std::string(e.what()), contains("batchTransactions: the connections of setup \"con\" have no begin()"));
+  }
   // The restart budget remembers enough setup timeouts to end the call.
   flockmp::DatabaseAsync db{
       {.setupTimeout = 2s, .pool = {.restartBudget = {.maxRestarts = 4, .period = 1s}}}, con};
@@ -641,4 +648,44 @@ TEST_CASE("a persistent DatabaseAsync refuses a callable its workers cannot rebu
   CHECK_THROWS_AS(flockmp::DatabaseAsync({.pool = {.context = flockmp::Context::spawn}, .persistent = true},
                                          tracedSetup("first", dir.path)),
                   flockmp::OptionError);
+}
+
+namespace {
+/// A connection of the user's own that logs what batchTransactions asks of it.
+struct TxLog {
+  int begins = 0, commits = 0, rollbacks = 0, savepoints = 0, releases = 0, undone = 0;
+  bool inTransaction = false, inSavepoint = false;
+  void begin() { ++begins; inTransaction = true; }
+  void commit() { ++commits; inTransaction = false; }
+  void rollback() { ++rollbacks; inTransaction = false; }
+  void savepoint() { ++savepoints; inSavepoint = true; }
+  void releaseSavepoint() { ++releases; inSavepoint = false; }
+  void rollbackToSavepoint() { ++undone; inSavepoint = false; }
+};
+} // namespace
+
+TEST_CASE("batchTransactions calls a user connection's begin, savepoint, release and commit around "
+          "inputs", "[database][transactions]") {
+  DeadlockGuard guard(60);
+  flockmp::DatabaseSetup log{.name = "log", .server = [] { return TxLog{}; }};
+  flockmp::DatabaseAsync db{{.poolSize = 2, .batchTransactions = true}, log};
+  const auto seen = db.tryApply(range(60), [](int x, TxLog& t) {
+    if (x % 7 == 0) throw std::runtime_error("fails");
+    // Inside a transaction and a savepoint; every earlier input's savepoint closed; the
+    // transactions before this one committed (none rolled back: nothing failed to commit).
+    const bool ok = t.inTransaction && t.inSavepoint && t.savepoints == t.releases + t.undone + 1 &&
+                    t.begins == t.commits + 1 && t.rollbacks == 0;
+    return ok;
+  });
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    INFO("input " << i);
+    if (i % 7 == 0) {
+      CHECK(!seen[i]);
+      continue;
+    }
+    REQUIRE(seen[i]);
+    // Bug caught: hooks not called, or a savepoint left open, or a thrown input not undone.
+    CHECK(*seen[i]);
+  }
+  CHECK(flockmp::test::childProcessCount() == 0);
 }

@@ -283,3 +283,68 @@ TEST_CASE("postgres: a server down mid-run fails at most one input per worker; t
   Connection c(cluster().conninfo());
   CHECK(otherClients(c) == 0); // the workers' reopened connections were closed too
 }
+
+// ---------------------------------------------------------------------------------------------
+// The statement cache and batch transactions (issue 15).
+
+TEST_CASE("postgres: a statement with parameters is prepared once per connection and kept, "
+          "within a bound", "[database][postgres][statements]") {
+  resetTables();
+  Connection c(cluster().conninfo(), 2);
+  const auto serverSide = [&] {
+    return c.scalar<int>("select count(*) from pg_prepared_statements"); // unprepared: no args
+  };
+  for (int i = 0; i < 50; ++i) c.exec("insert into items values($1, $2, $3)", i, 0, 0);
+  // Bug caught: every exec prepares again (50 prepares).
+  CHECK(c.prepares() == 1);
+  CHECK(serverSide() == 1);
+  CHECK(c.scalar<int>("select count(*) from items where id < $1", 10) == 10);
+  CHECK(c.scalar<int>("select count(*) from items where id >= $1", 10) == 40); // evicts the insert
+  CHECK(c.prepares() == 3);
+  // Bug caught: an evicted statement left allocated on the server (3 there instead of 2).
+  CHECK(serverSide() == 2);
+  c.exec("insert into items values($1, $2, $3)", 50, 0, 0); // evicted, so prepared again
+  CHECK(c.prepares() == 4);
+  CHECK(c.scalar<int>("select count(*) from items") == 51);
+  // A failing execution leaves the cached statement usable.
+  CHECK_THROWS_AS(c.exec("insert into items values($1, $2, $3)", "not a number", 0, 0),
+                  flockmp::postgres::Error);
+  c.exec("insert into items values($1, $2, $3)", 51, 0, 0);
+  CHECK(c.prepares() == 4);
+}
+
+TEST_CASE("postgres: batchTransactions runs inputs in a transaction; a throwing input is rolled "
+          "back alone and reported with its index",
+          "[database][postgres][transactions]") {
+  DeadlockGuard guard(240);
+  resetTables();
+  flockmp::DatabaseAsync db{{.poolSize = 2, .batchTransactions = true},
+                            flockmp::postgres::setup("pg_con", cluster().conninfo())};
+  const auto outcomes = db.tryApply(range(100), [](int id, Connection& pg) {
+    pg.exec("insert into items values($1, $2, $3)", id, static_cast<int>(::getpid()),
+            pg.backendPid());
+    if (id % 10 == 3) throw std::runtime_error("input " + std::to_string(id) + " fails");
+    if (id % 10 == 7) pg.exec("select 1/0"); // a server error aborts the transaction
+    // Under autocommit the insert's transaction ended with it, and this select's own has no
+    // transaction id; inside the batch transaction the insert's id is still there.
+    return pg.exec("select txid_current_if_assigned() is not null").value(0, 0) == "t";
+  });
+  REQUIRE(outcomes.size() == 100);
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    INFO("input " << i);
+    if (i % 10 == 3 || i % 10 == 7) {
+      REQUIRE(!outcomes[i]);
+      CHECK(outcomes[i].failure().index == i);
+      if (i % 10 == 7) CHECK_THAT(outcomes[i].failure().message, contains("division by zero"));
+    } else {
+      REQUIRE(outcomes[i]);
+      CHECK(*outcomes[i]); // bug: the option ignored, every statement autocommits
+    }
+  }
+  Connection c(cluster().conninfo());
+  // Bug caught: a batch never committed; a failing input's insert kept; the transaction left
+  // aborted after a server error (every later input of the batch failing too).
+  CHECK(c.scalar<int>("select count(*) from items") == 80);
+  CHECK(c.scalar<int>("select count(*) from items where id % 10 in (3, 7)") == 0);
+  CHECK(otherClients(c) == 0);
+}

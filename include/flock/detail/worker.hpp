@@ -14,8 +14,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <cstddef>
 #include <cstdint>
@@ -76,6 +79,21 @@ inline std::pair<std::string, std::string> describeCurrentException() {
     const std::type_info* t = abi::__cxa_current_exception_type();
     return {t ? tidyTypeName(demangle(t->name())) : std::string("unknown exception"), ""};
   }
+}
+
+/// Worker side: work to finish before any buffered result is sent, such as the commit of
+/// DatabaseAsync's batch transaction (DatabaseOptions::batchTransactions), so that no result
+/// reaches the parent before what its input wrote is durable. One per worker process; `fn` is
+/// cleared before it runs, so it runs once per registration. If it throws, the buffered results
+/// cannot be vouched for: the worker prints why and exits without sending them, and the parent
+/// runs those inputs again on a fresh worker (see WorkerOutput::flush).
+struct BeforeSend {
+  void (*fn)(void* context) = nullptr;
+  void* context = nullptr;
+};
+inline BeforeSend& beforeSend() noexcept {
+  static BeforeSend hook;
+  return hook;
 }
 
 /// Worker side: frames waiting to go to the parent, written in few large writes.
@@ -174,6 +192,21 @@ public:
   /// StopRequested afterwards when the parent asked the worker to stop.
   void flush() {
     verifyChannel();
+    if (auto& hook = beforeSend(); hook.fn) {
+      try {
+        std::exchange(hook.fn, nullptr)(hook.context);
+      } catch (...) {
+        // Nothing buffered is sent. Marked idle, the worker's death blames no input: the parent
+        // runs every input whose result it has not received again, elsewhere.
+        const auto [type, message] = describeCurrentException();
+        std::fprintf(stderr, "flock: worker %d exits without sending its last results, which it cannot vouch for: %s: %s\n",
+                     static_cast<int>(::getpid()), type.c_str(), message.c_str());
+        const std::int64_t current = ctl_.current.load(std::memory_order_relaxed);
+        if (current >= 0) ctl_.current.store(idleAfter(static_cast<std::size_t>(current)), std::memory_order_relaxed);
+        flushStdio();
+        ::_exit(workerInternalErrorExit);
+      }
+    }
     if (!buf_.empty()) {
       bool sent = false;
       try {
