@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <ranges>
 #include <set>
 #include <stdexcept>
@@ -403,4 +404,36 @@ TEST_CASE("another call on a pool from the thread that iterates its stream is a 
   long sum = 0;
   for (long v : s) sum += v;
   CHECK(sum == 285);
+}
+
+TEST_CASE("a computed input range is copied as raw bytes; an input whose computation throws fails alone",
+          "[pool][shared]") {
+  flockmp::test::DeadlockGuard guard;
+  flockmp::BaseMultiProc pool{{.poolSize = 2}};
+  // std::views::iota: raw values made by the iterator, copied without the codec.
+  const auto xs = std::views::iota(0L, 100'000L);
+  const auto out = pool.apply(xs, square);
+  REQUIRE(out.size() == 100'000);
+  CHECK(out[99'999] == 99'999L * 99'999L);
+  CHECK(pool.mapReduce(xs, square, plus, 0L) == std::accumulate(out.begin(), out.end(), 0L));
+  // A transform that throws in the parent for input 37: that input fails (it could not be
+  // made), the batch around it runs. Catches a copy that lets the exception end the call.
+  const auto computed = std::views::iota(0L, 100L) | std::views::transform([](long x) {
+                          if (x == 37) throw std::runtime_error("no 37");
+                          return x;
+                        });
+  const auto outcomes = pool.tryApply(computed, square);
+  REQUIRE(outcomes.size() == 100);
+  for (long i = 0; i < 100; ++i) {
+    CAPTURE(i);
+    const auto& o = outcomes[static_cast<std::size_t>(i)];
+    if (i == 37) {
+      REQUIRE_FALSE(o.hasValue());
+      CHECK(o.failure().kind == FailureKind::codec);
+      CHECK(o.failure().message.find("no 37") != std::string::npos);
+    } else {
+      REQUIRE(o.hasValue());
+      CHECK(*o == i * i);
+    }
+  }
 }

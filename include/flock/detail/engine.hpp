@@ -627,8 +627,8 @@ private:
     if (job_->portable() && controls_.size() > controlBytes_) {
       // Raw inputs and raw results that fit go through the worker's shared area: one copy each,
       // no socket. An area is free when no batch the worker holds uses it.
-      const auto raw = job_->rawInputBytes(batch.begin, batch.end);
-      const bool inputsFit = !raw.empty() && raw.size() <= sharedAreaBytes;
+      const std::size_t rawBytes = job_->rawInputBytes(batch.begin, batch.end);
+      bool inputsFit = rawBytes > 0 && rawBytes <= sharedAreaBytes;
       const std::size_t resultBytes = (batch.end - batch.begin) * job_->sink().rawElementSize();
       const bool resultsFit = job_->sink().rawResults() && resultBytes > 0 && resultBytes <= sharedAreaBytes;
       const std::size_t slot = static_cast<std::size_t>(&s - slots_.data());
@@ -638,9 +638,13 @@ private:
         const std::size_t at = controlBytes_ + (slot * 2 + static_cast<std::size_t>(area)) * 2 * sharedAreaBytes;
         SharedArea shared;
         if (inputsFit) {
-          std::memcpy(static_cast<std::byte*>(controls_.data()) + at, raw.data(), raw.size());
-          shared.inputOffset = at;
-          shared.inputBytes = raw.size();
+          try {
+            job_->copyRawInputs(batch.begin, batch.end, static_cast<std::byte*>(controls_.data()) + at);
+            shared.inputOffset = at;
+            shared.inputBytes = rawBytes;
+          } catch (...) {
+            inputsFit = false; // an iterator that threw: encodeInputs finds the input that fails
+          }
         }
         if (resultsFit) {
           shared.resultOffset = at + sharedAreaBytes;

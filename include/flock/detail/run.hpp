@@ -143,27 +143,60 @@ void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size
 /// job (a pool's call) sends them with each batch.
 template <class Codec, class It, bool Portable>
 class IndexedInputs : public JobBase {
+protected:
+  using Diff = std::iter_difference_t<It>;
+
 public:
   IndexedInputs(It first, std::size_t n) : first_(std::move(first)), n_(n) {}
 
   [[nodiscard]] std::size_t size() const noexcept override { return n_; }
   [[nodiscard]] bool portable() const noexcept override { return Portable; }
-  [[nodiscard]] std::span<const std::byte> rawInputBytes(std::size_t begin, std::size_t end) const noexcept override {
-    if constexpr (Portable && rawInputFor<Codec, InputOf<It>>() && std::contiguous_iterator<It>) {
-      return {reinterpret_cast<const std::byte*>(std::to_address(first_ + static_cast<Diff>(begin))),
-              (end - begin) * sizeof(InputOf<It>)};
+  /// Raw inputs are copied as object bytes (to shared memory, or a frame), from the range or as
+  /// its iterator makes them (std::views::iota).
+  static constexpr bool copiesRaw = Portable && rawInputFor<Codec, InputOf<It>>();
+
+  [[nodiscard]] std::size_t rawInputBytes(std::size_t begin, std::size_t end) const noexcept override {
+    if constexpr (copiesRaw) return (end - begin) * sizeof(InputOf<It>);
+    else {
+      (void)begin;
+      (void)end;
+      return 0;
+    }
+  }
+  void copyRawInputs(std::size_t begin, std::size_t end, std::byte* dst) const override {
+    using In = InputOf<It>;
+    if constexpr (copiesRaw) {
+      if constexpr (std::contiguous_iterator<It>) {
+        std::memcpy(dst, std::to_address(first_ + static_cast<Diff>(begin)), (end - begin) * sizeof(In));
+      } else {
+        // A computed range (std::views::iota, a transform): each value is made and stored.
+        for (std::size_t i = begin; i < end; ++i) {
+          const In v = first_[static_cast<Diff>(i)];
+          std::memcpy(dst + (i - begin) * sizeof(In), &v, sizeof(In));
+        }
+      }
     } else {
       (void)begin;
       (void)end;
-      return {};
+      (void)dst;
     }
   }
   std::size_t encodeInputs(std::size_t begin, std::size_t end, ByteWriter& w, std::exception_ptr& error) override {
     if constexpr (Portable) {
       using In = InputOf<It>;
-      if constexpr (rawInputFor<Codec, In>() && std::contiguous_iterator<It>) {
-        w.write(std::to_address(first_ + static_cast<Diff>(begin)), (end - begin) * sizeof(In));
-      } else {
+      bool copied = false;
+      if constexpr (copiesRaw) {
+        auto& buffer = w.buffer();
+        const std::size_t at = buffer.size();
+        buffer.resize(at + (end - begin) * sizeof(In));
+        try {
+          copyRawInputs(begin, end, buffer.data() + at);
+          copied = true;
+        } catch (...) {
+          buffer.resize(at); // an iterator that threw: one by one below, to find the input
+        }
+      }
+      if (!copied) {
         for (std::size_t i = begin; i < end; ++i) {
           const std::size_t mark = w.size();
           try {
@@ -184,7 +217,6 @@ public:
   }
 
 protected:
-  using Diff = std::iter_difference_t<It>;
   decltype(auto) input(std::size_t i) const { return first_[static_cast<Diff>(i)]; }
 
 private:

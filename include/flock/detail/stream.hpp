@@ -217,13 +217,20 @@ public:
       encodeCallable<Codec, F>(w, fn_);
     }
   }
-  [[nodiscard]] std::span<const std::byte> rawInputBytes(std::size_t begin, std::size_t end) const noexcept override {
-    if constexpr (rawInputFor<Codec, In>())
-      return {reinterpret_cast<const std::byte*>(window_.inputData(begin)), (end - begin) * sizeof(In)};
+  [[nodiscard]] std::size_t rawInputBytes(std::size_t begin, std::size_t end) const noexcept override {
+    if constexpr (rawInputFor<Codec, In>()) return (end - begin) * sizeof(In);
     else {
       (void)begin;
       (void)end;
-      return {};
+      return 0;
+    }
+  }
+  void copyRawInputs(std::size_t begin, std::size_t end, std::byte* dst) const override {
+    if constexpr (rawInputFor<Codec, In>()) std::memcpy(dst, window_.inputData(begin), (end - begin) * sizeof(In));
+    else {
+      (void)begin;
+      (void)end;
+      (void)dst;
     }
   }
   std::size_t encodeInputs(std::size_t begin, std::size_t end, ByteWriter& w, std::exception_ptr& error) override {

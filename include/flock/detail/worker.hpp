@@ -313,9 +313,12 @@ public:
   /// Parent side, pools: appends the encoded inputs [begin, end) and returns `end`; when input k
   /// cannot be encoded, the bytes of inputs [begin, k) stay, `error` holds why, and k is returned.
   virtual std::size_t encodeInputs(std::size_t, std::size_t end, ByteWriter&, std::exception_ptr&) { return end; }
-  /// Parent side, pools: the object bytes of inputs [begin, end) when they are raw and contiguous
-  /// in the caller's range (they can then be copied into shared memory whole); empty otherwise.
-  [[nodiscard]] virtual std::span<const std::byte> rawInputBytes(std::size_t, std::size_t) const noexcept { return {}; }
+  /// Parent side, pools: the size of inputs [begin, end) as object bytes when they are raw (they
+  /// can then be copied into shared memory by copyRawInputs); 0 otherwise.
+  [[nodiscard]] virtual std::size_t rawInputBytes(std::size_t, std::size_t) const noexcept { return 0; }
+  /// Copies the object bytes of raw inputs [begin, end) to `dst` (rawInputBytes of them). May
+  /// throw when the range computes its values (a transform that throws).
+  virtual void copyRawInputs(std::size_t, std::size_t, std::byte*) const {}
   /// Streams: batches must not cross a multiple of this (see Dispatch::Config::wrap); 0: none.
   [[nodiscard]] virtual std::size_t wrap() const noexcept { return 0; }
 };
