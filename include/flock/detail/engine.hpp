@@ -482,7 +482,7 @@ private:
         return describeCurrentException();
       }
     }();
-    addFailure({encoded, FailureKind::codec, "the input could not be encoded: " + message, type, 0, std::nullopt, 0});
+    addFailure({encoded, FailureKind::codec, "the input could not be encoded: " + message, type, 0, std::nullopt, 0, -1, {}});
     resolved_ += 1;
     dispatch_.giveBack(encoded + 1, batch.end);
     batch.end = encoded;
@@ -647,7 +647,7 @@ private:
     } catch (...) {
       auto [type, message] = describeCurrentException();
       addFailure({static_cast<std::size_t>(index), FailureKind::codec, "the result could not be decoded: " + message, type, 0,
-                  std::nullopt, s.proc.pid});
+                  std::nullopt, s.proc.pid, -1, {}});
     }
     ++b.next;
     resolve(s, 1);
@@ -859,7 +859,7 @@ private:
   void failUnresolved(FailureKind kind, const std::string& message) {
     auto add = [&](std::size_t b, std::size_t e) {
       for (std::size_t i = b; i < e; ++i) {
-        addFailure({i, kind, message, "", 0, std::nullopt, 0});
+        addFailure({i, kind, message, "", 0, std::nullopt, 0, -1, {}});
       }
       resolved_ += e - b;
     };
