@@ -10,6 +10,14 @@
 #error "<flock/mpi.hpp> needs MPI: link the CMake target flock::mpi (defined where find_package(MPI COMPONENTS CXX) succeeds)"
 #endif
 
+// flock uses MPI's C API. The C++ bindings (deprecated in MPI-2.2, removed in MPI-3) are left out:
+// Open MPI's trip -Wcast-function-type. Include <mpi.h> before this header to keep them.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include <algorithm>
