@@ -7,7 +7,7 @@
 #pragma once
 
 #ifndef FLOCK_WITH_MPI
-#error "<flock/mpi.hpp> needs MPI: link the CMake target flock::mpi (defined where find_package(MPI COMPONENTS CXX) succeeds)"
+#error "<flock/mpi.hpp> needs the CMake target flock::mpi: target_link_libraries(your_target PRIVATE flock::mpi) (without CMake: compile with mpicxx and define FLOCK_WITH_MPI)"
 #endif
 
 // flock uses MPI's C API. The C++ bindings (deprecated in MPI-2.2, removed in MPI-3) are left out:
