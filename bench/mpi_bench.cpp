@@ -3,7 +3,8 @@
 //     so that a waiting rank leaves its core to the workers), and the cost of one batch through
 //     mpi::apply with batchSize 1 (a round trip to the root plus a fork of one worker);
 //   - 64 tasks of 20 ms of CPU on 2 ranks x 1 worker against 1 rank x 2 workers (both through
-//     mpi::apply): on a 2-core machine the ratio of the two times, not the times, is the figure.
+//     mpi::apply): on a 2-core machine the ratio of the two times, not the times, is the figure
+//     (FunctionAsync::apply with 2 workers, no MPI, is printed as the same run's reference).
 #include <flock/flock.hpp>
 #include <flock/mpi.hpp>
 
@@ -92,6 +93,7 @@ int main(int argc, char** argv) {
   const auto task = [](int ms) { return spin(ms); };
   double twoRanks = 1e9;
   double oneRank = 1e9;
+  double local = 1e9; // FunctionAsync::apply, no MPI at all: the same machine's local reference
   for (int k = 0; k < 3; ++k) {
     barrier();
     t0 = Clock::now();
@@ -102,6 +104,9 @@ int main(int argc, char** argv) {
       t0 = Clock::now();
       (void)fm::apply(tasks, task, {.poolSize = 2}, {.comm = MPI_COMM_SELF});
       oneRank = std::min(oneRank, seconds(Clock::now() - t0));
+      t0 = Clock::now();
+      (void)flockmp::FunctionAsync::apply(tasks, task, {.poolSize = 2});
+      local = std::min(local, seconds(Clock::now() - t0));
     }
     barrier();
   }
@@ -112,6 +117,8 @@ int main(int argc, char** argv) {
     fmt::print("  one batch through mpi::apply, batchSize 1 (round trip + fork of 1 worker): {:8.1f} us\n", perBatch * 1e6);
     fmt::print("  64 x 20 ms, 2 ranks x 1 worker: {:.3f} s (efficiency {:.3f})\n", twoRanks, ideal / twoRanks);
     fmt::print("  64 x 20 ms, 1 rank x 2 workers: {:.3f} s (efficiency {:.3f})\n", oneRank, ideal / oneRank);
+    fmt::print("  64 x 20 ms, FunctionAsync::apply with 2 workers (no MPI): {:.3f} s (efficiency {:.3f})\n", local,
+               ideal / local);
     fmt::print("  ratio (1 rank x 2 workers) / (2 ranks x 1 worker): {:.3f}\n", oneRank / twoRanks);
   }
 }
