@@ -422,6 +422,12 @@ public:
     done_.reset();
     return out;
   }
+  /// Waits until the running batch is finished, at most `d` (the root's idle wait: it wakes at
+  /// once for its own batch, and polls the other ranks at least every `d`).
+  void waitDone(std::chrono::microseconds d) {
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, d, [&] { return done_.has_value(); });
+  }
   /// Inputs of the running batch finished so far (for progress).
   [[nodiscard]] std::size_t running() const noexcept { return running_.load(std::memory_order_relaxed); }
   /// Cancels the running batch and every later one (Options::stopToken of the root).
@@ -439,10 +445,13 @@ private:
       }
       running_.store(0, std::memory_order_relaxed);
       auto outs = runBatch<Codec, R>(first_, task.first, task.second, fn_, local_, rank_, host_);
-      std::lock_guard lock(mutex_);
-      task_.reset();
-      running_.store(0, std::memory_order_relaxed);
-      done_.emplace(task.first, std::move(outs));
+      {
+        std::lock_guard lock(mutex_);
+        task_.reset();
+        running_.store(0, std::memory_order_relaxed);
+        done_.emplace(task.first, std::move(outs));
+      }
+      cv_.notify_all();
     }
   }
 
@@ -567,7 +576,7 @@ Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const Cl
     if (acted) {
       pause = std::chrono::microseconds(10);
     } else {
-      std::this_thread::sleep_for(pause);
+      lane.waitDone(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(500));
     }
   }
