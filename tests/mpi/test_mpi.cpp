@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <stdexcept>
@@ -128,6 +130,33 @@ void faults() {
       EXPECT(outs.empty(), "rank {} got {} outcomes without broadcast", rank, outs.size());
     }
   }
+}
+
+// retries reach every rank's workers: inputs that crash on their first try (a marker file in a
+// directory of the rank says whether it was tried) succeed on the retry, wherever they ran. Catches
+// options that do not reach the other ranks' engines (the call would throw).
+void retries() {
+  const flockmp::test::TempDir dir("flock-mpi-retries");
+  const auto xs = iota64(40);
+  const auto f = [&dir](std::int64_t x) {
+    if (x % 10 == 3) {
+      const auto marker = dir.path / std::to_string(x);
+      if (!std::filesystem::exists(marker)) {
+        std::ofstream(marker).put('x');
+        flockmp::test::segfault();
+      }
+    }
+    return x * 10;
+  };
+  const auto ys = mpi::apply(xs, f, {.poolSize = 2, .retries = 1}, {.broadcast = true});
+  EXPECT(ys.size() == xs.size(), "{} results", ys.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) EXPECT(ys[i] == xs[i] * 10, "result {} is {}", i, ys[i]);
+  std::size_t tried = 0; // the crashes this rank's workers had: all four, summed over the ranks
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path)) ++tried;
+  std::uint64_t mine = tried;
+  std::uint64_t all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+  EXPECT(all == 4, "{} first tries crashed over all ranks, expected 4", all);
 }
 
 // An input that hangs is killed at timeOutError and reported as timed out; the others finish.
@@ -297,7 +326,7 @@ int main(int argc, char** argv) {
   ranks = env.size();
   const std::map<std::string, std::function<void()>> scenarios = {
       {"order", inOrder},   {"faults", faults},     {"timeout", timeout},          {"slow-rank", slowRank},
-      {"disagree", disagree}, {"outcomes", outcomes}, {"progress-stop", progressAndStop},
+      {"disagree", disagree}, {"outcomes", outcomes}, {"progress-stop", progressAndStop}, {"retries", retries},
   };
   const auto it = scenarios.find(name);
   if (it == scenarios.end()) {
