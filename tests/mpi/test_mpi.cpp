@@ -92,6 +92,13 @@ void inOrder() {
   // A void callable: nothing to return, nothing lost.
   mpi::apply(small, [](std::int64_t) {}, {.poolSize = 2});
 
+  // No inputs: every rank leaves at once (a root that waited for results would hang here).
+  EXPECT(mpi::apply(std::vector<std::int64_t>{}, f, {.poolSize = 2}, {.broadcast = true}).empty(), "results from nothing");
+
+  // Another communicator: each rank alone on MPI_COMM_SELF is its own root and does all the work.
+  const auto alone = mpi::apply(small, f, {.poolSize = 2}, {.comm = MPI_COMM_SELF});
+  EXPECT(alone.size() == small.size() && alone.back() == 3 * small.back() + 1, "a call on MPI_COMM_SELF failed");
+
   // The guided sizes: large first, shrinking, never under the rank's workers nor over what is left.
   static_assert(mpi::detail::guidedBatch(1200, 3, 2) == 100);
   static_assert(mpi::detail::guidedBatch(10, 3, 2) == 2);
