@@ -1,4 +1,5 @@
-// flock::mpi: the same apply across the ranks of an MPI job (Open MPI, MPICH; mpirun or srun).
+// flock::mpi: the same apply across the ranks of an MPI job (MPI-3: tested with Open MPI 4.1;
+// started by mpirun or srun).
 //
 // Collective (SPMD): every rank calls flockmp::mpi::apply with the same inputs and callable. One
 // rank (the root) hands out batches of input *indices* on demand and computes too; each rank runs
@@ -55,7 +56,7 @@ struct ClusterOptions {
   /// The rank that schedules (and computes too) and receives the results.
   int root = 0;
   /// Give every rank all the results (and every outcome), not only the root. Default: the other
-  /// ranks receive an empty result (apply and tryApply still throw the same TaskError everywhere).
+  /// ranks receive an empty result (apply still throws the same TaskError on every rank).
   bool broadcast = false;
   /// The communicator the call runs on (flock duplicates it, so its messages never meet yours).
   MPI_Comm comm = MPI_COMM_WORLD;
