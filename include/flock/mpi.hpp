@@ -24,11 +24,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <climits>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -762,9 +760,10 @@ auto tryApply(Range&& items, F&& fn, const Options& options = {}, const ClusterO
 /// default asked for) is enough when apply is called from the main thread; ask for
 /// MPI_THREAD_SERIALIZED to call it from another thread.
 ///
-/// Before initializing, it sets OMPI_MCA_mpi_warn_on_fork=0 unless the environment sets it:
-/// Open MPI warns about fork() on fabrics that pin memory (InfiniBand), but flock's workers never
-/// call MPI nor touch MPI's buffers, which is what that warning is about.
+/// Open MPI warns once per rank about fork() on fabrics that pin memory (InfiniBand; not over
+/// shared memory or TCP). flock leaves that warning on: its workers never call MPI, but on a
+/// kernel older than 5.13 pinned pages are missing in a forked child, and a worker that touched
+/// one would crash (one failed input each). Silence it with OMPI_MCA_mpi_warn_on_fork=0.
 class Environment {
 public:
   explicit Environment(int requiredThreadLevel = MPI_THREAD_FUNNELED) { init(nullptr, nullptr, requiredThreadLevel); }
@@ -805,7 +804,6 @@ private:
       MPI_Query_thread(&provided_);
       return;
     }
-    ::setenv("OMPI_MCA_mpi_warn_on_fork", "0", 0);
     detail::check(MPI_Init_thread(argc, argv, required, &provided_), "MPI_Init_thread");
     owns_ = true;
   }
