@@ -211,7 +211,7 @@ private:
     lock.unlock();
     for (auto& g : dropped)
       for (std::size_t k = 0; k + 1 < g.offsets.size(); ++k)
-        g.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0});
+        g.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0, -1, {}});
     lock.lock();
   }
 

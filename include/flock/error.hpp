@@ -95,13 +95,18 @@ struct Failure {
   int signal = 0;                   ///< the signal that killed the worker, when kind is crashed
   std::optional<int> exitStatus;    ///< the worker's exit status, when it exited mid-task
   pid_t pid = 0;                    ///< the worker that ran (or was running) the input
+  int rank = -1;                    ///< under flockmp::mpi, the MPI rank whose worker it was; else -1
+  std::string host;                 ///< under flockmp::mpi, that rank's host (MPI_Get_processor_name)
 
-  /// One line: `input 7: exception std::runtime_error: bad value (worker 1234)`.
+  /// One line: `input 7: exception std::runtime_error: bad value (worker 1234)`, and under
+  /// flockmp::mpi `(worker 1234, rank 2 on node7)`.
   [[nodiscard]] std::string describe() const {
     std::string s = fmt::format("input {}: {}", index, toString(kind));
     if (!type.empty()) s += fmt::format(" {}", type);
     if (!message.empty()) s += fmt::format(": {}", message);
-    if (pid != 0) s += fmt::format(" (worker {})", pid);
+    if (pid != 0 && rank >= 0) s += fmt::format(" (worker {}, rank {} on {})", pid, rank, host);
+    else if (pid != 0) s += fmt::format(" (worker {})", pid);
+    else if (rank >= 0) s += fmt::format(" (rank {} on {})", rank, host);
     return s;
   }
 };

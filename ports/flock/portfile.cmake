@@ -13,6 +13,7 @@ vcpkg_check_features(OUT_FEATURE_OPTIONS FEATURE_OPTIONS
   INVERTED_FEATURES
     sqlite CMAKE_DISABLE_FIND_PACKAGE_SQLite3
     postgresql CMAKE_DISABLE_FIND_PACKAGE_PostgreSQL
+    mpi CMAKE_DISABLE_FIND_PACKAGE_MPI
 )
 
 vcpkg_cmake_configure(

@@ -96,7 +96,7 @@ endfunction()
 # users and vcpkg expect them, with exactly the optional components given, and the version file
 # accepts consumers of any pointer size (ARCH_INDEPENDENT).
 function(check_package prefix)
-  foreach(component sqlite postgres)
+  foreach(component sqlite postgres mpi)
     set(file "${prefix}/share/flock/flock-${component}-targets.cmake")
     if(component IN_LIST ARGN AND NOT EXISTS "${file}")
       message(FATAL_ERROR "the optional component ${component} was built but not installed")
@@ -175,7 +175,7 @@ if(MODE STREQUAL "add_subdirectory" OR MODE STREQUAL "fetchcontent")
   endif()
 
 elseif(MODE STREQUAL "find_package")
-  foreach(component sqlite postgres)
+  foreach(component sqlite postgres mpi)
     if(NOT component IN_LIST components)
       message(STATUS "flock: flock_${component} is not built here (its library was not found), "
                      "skipping its install and find_package test")

@@ -219,7 +219,7 @@ public:
   void failUnresolved(FailureKind kind, const std::string& message) {
     for (auto& seg : segments_)
       for (std::size_t k = 0; k < seg.count; ++k)
-        if (!seg.isResolved[k]) seg.group.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0});
+        if (!seg.isResolved[k]) seg.group.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0, -1, {}});
     segments_.clear();
   }
   /// True when every task added has its outcome.

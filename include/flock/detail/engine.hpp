@@ -600,7 +600,7 @@ private:
         return describeCurrentException();
       }
     }();
-    addFailure({encoded, FailureKind::codec, "the input could not be encoded: " + message, type, 0, std::nullopt, 0});
+    addFailure({encoded, FailureKind::codec, "the input could not be encoded: " + message, type, 0, std::nullopt, 0, -1, {}});
     resolveHere(encoded, 1);
     dispatch_.giveBack(encoded + 1, batch.end);
     batch.end = encoded;
@@ -779,7 +779,7 @@ private:
     } catch (...) {
       auto [type, message] = describeCurrentException();
       addFailure({static_cast<std::size_t>(index), FailureKind::codec, "the result could not be decoded: " + message, type, 0,
-                  std::nullopt, s.proc.pid});
+                  std::nullopt, s.proc.pid, -1, {}});
     }
     ++b.next;
     resolve(s, static_cast<std::size_t>(index), 1);
@@ -839,7 +839,7 @@ private:
       auto [type, message] = describeCurrentException();
       for (std::size_t i = begin; i < begin + count; ++i)
         addFailure({i, FailureKind::codec, "the partial fold holding this input could not be decoded: " + message, type, 0,
-                    std::nullopt, s.proc.pid});
+                    std::nullopt, s.proc.pid, -1, {}});
       taken = true;
     }
     if (!taken) throw ProtocolError("flock: unexpected partial fold from a worker");
@@ -1019,7 +1019,7 @@ private:
   void failUnresolved(FailureKind kind, const std::string& message) {
     auto add = [&](std::size_t b, std::size_t e) {
       for (std::size_t i = b; i < e; ++i) {
-        addFailure({i, kind, message, "", 0, std::nullopt, 0});
+        addFailure({i, kind, message, "", 0, std::nullopt, 0, -1, {}});
       }
       resolveHere(b, e - b);
     };

@@ -1,0 +1,815 @@
+// flock::mpi: the same apply across the ranks of an MPI job (MPI-3: tested with Open MPI 4.1;
+// started by mpirun or srun).
+//
+// Collective (SPMD): every rank calls flockmp::mpi::apply with the same inputs and callable. One
+// rank (the root) hands out batches of input *indices* on demand and computes too; each rank runs
+// its batches on its own forked workers, so a crash or a hang costs one input, never a rank. Only
+// indices and results cross the network. The forked workers never call MPI.
+#pragma once
+
+#ifndef FLOCK_WITH_MPI
+#error "<flock/mpi.hpp> needs the CMake target flock::mpi: target_link_libraries(your_target PRIVATE flock::mpi) (without CMake: compile with mpicxx and define FLOCK_WITH_MPI)"
+#endif
+
+// flock uses MPI's C API. The C++ bindings (deprecated in MPI-2.2, removed in MPI-3) are left out:
+// Open MPI's trip -Wcast-function-type. Include <mpi.h> before this header to keep them.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <mpi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "codec.hpp"
+#include "error.hpp"
+#include "options.hpp"
+#include "pool.hpp"
+#include "progress.hpp"
+
+namespace flockmp::mpi {
+
+/// How a collective call spreads over the ranks. Every rank must pass the same values.
+struct ClusterOptions {
+  /// The rank that schedules (and computes too) and receives the results.
+  int root = 0;
+  /// Give every rank all the results (and every outcome), not only the root. Default: the other
+  /// ranks receive an empty result (apply still throws the same TaskError on every rank).
+  bool broadcast = false;
+  /// The communicator the call runs on (flock duplicates it, so its messages never meet yours).
+  MPI_Comm comm = MPI_COMM_WORLD;
+  /// On the root, when set: filled with how many inputs each rank was given (indexed by rank).
+  std::vector<std::size_t>* inputsPerRank = nullptr;
+};
+
+namespace detail {
+
+/// Batch size for a rank that asks for work: guided, as locally (large first, shrinking as
+/// `remaining / (4 * ranks)`), never fewer than the rank's workers so that each of them gets one
+/// input, never more than what is left. A fixed `batchSize` (Options) wins.
+constexpr std::size_t guidedBatch(std::size_t remaining, std::size_t ranks, std::size_t workers,
+                                  std::size_t fixed = 0) noexcept {
+  if (remaining == 0) return 0;
+  if (fixed > 0) return std::min(fixed, remaining);
+  const std::size_t share = (remaining + 4 * ranks - 1) / (4 * std::max<std::size_t>(ranks, 1));
+  return std::min(remaining, std::max({share, workers, std::size_t{1}}));
+}
+
+inline void check(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) {
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    throw Error(fmt::format("flock: {} failed: {}", what, std::string(text, static_cast<std::size_t>(len))));
+  }
+}
+
+inline void requireInitialized() {
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized)
+    throw Error("flock: mpi::apply needs MPI to be initialized (and not finalized): create a flockmp::mpi::Environment "
+                "at the top of main, or call MPI_Init_thread yourself");
+}
+
+/// Waits for a request by testing it with short sleeps: Open MPI's blocking waits spin a core,
+/// which the workers of this rank (or of another rank on the same host) need.
+inline void waitGently(MPI_Request& request) {
+  // A short spin first: a reply to a request usually comes within a few microseconds.
+  const auto spinUntil = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+  auto pause = std::chrono::microseconds(10);
+  for (;;) {
+    int done = 0;
+    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    if (std::chrono::steady_clock::now() < spinUntil) continue;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
+  }
+}
+
+/// Messages longer than this go in several pieces (MPI counts are int).
+inline constexpr std::size_t maxPiece = std::size_t{1} << 30;
+
+/// A byte message: its size, then its bytes in pieces (tag + 1). MPI keeps messages of one
+/// sender, tag and communicator in order, so the pieces arrive in order.
+inline void sendBytes(const std::vector<std::byte>& bytes, int dest, int tag, MPI_Comm comm) {
+  const std::uint64_t size = bytes.size();
+  check(MPI_Send(&size, 1, MPI_UINT64_T, dest, tag, comm), "MPI_Send");
+  for (std::size_t at = 0; at < bytes.size(); at += maxPiece) {
+    const int n = static_cast<int>(std::min(maxPiece, bytes.size() - at));
+    check(MPI_Send(bytes.data() + at, n, MPI_BYTE, dest, tag + 1, comm), "MPI_Send");
+  }
+}
+
+/// Receives a message of sendBytes whose size was already received.
+inline void receiveBody(std::vector<std::byte>& bytes, std::uint64_t size, int source, int tag, MPI_Comm comm) {
+  bytes.resize(size);
+  for (std::size_t at = 0; at < bytes.size(); at += maxPiece) {
+    const int n = static_cast<int>(std::min(maxPiece, bytes.size() - at));
+    MPI_Request request;
+    check(MPI_Irecv(bytes.data() + at, n, MPI_BYTE, source, tag + 1, comm, &request), "MPI_Irecv");
+    waitGently(request);
+  }
+}
+
+/// Broadcasts bytes from `root` (their size first), waiting gently.
+inline void broadcastBytes(std::vector<std::byte>& bytes, int root, MPI_Comm comm) {
+  std::uint64_t size = bytes.size();
+  MPI_Request request;
+  check(MPI_Ibcast(&size, 1, MPI_UINT64_T, root, comm, &request), "MPI_Ibcast");
+  waitGently(request);
+  bytes.resize(size);
+  for (std::size_t at = 0; at < bytes.size(); at += maxPiece) {
+    const int n = static_cast<int>(std::min(maxPiece, bytes.size() - at));
+    check(MPI_Ibcast(bytes.data() + at, n, MPI_BYTE, root, comm, &request), "MPI_Ibcast");
+    waitGently(request);
+  }
+}
+
+/// The call's own communicator (a duplicate of the user's), freed at the end of the call.
+class Communicator {
+public:
+  explicit Communicator(MPI_Comm parent) {
+    check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+  ~Communicator() { MPI_Comm_free(&comm_); }
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+  [[nodiscard]] MPI_Comm get() const noexcept { return comm_; }
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  [[nodiscard]] int size() const noexcept { return size_; }
+
+private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+enum Tag : int {
+  tagRequest = 1, // a rank's results of its last batch and its request for the next (+1: its bytes)
+  tagAssign = 3,  // the root's answer: [begin, end) of the next batch, empty when all is handed out
+};
+
+inline std::string processorName() {
+  char name[MPI_MAX_PROCESSOR_NAME];
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  return std::string(name, static_cast<std::size_t>(std::max(len, 0)));
+}
+
+inline void encodeFailure(ByteWriter& w, const Failure& f) {
+  BinaryCodec::encode(w, static_cast<std::uint64_t>(f.index));
+  BinaryCodec::encode(w, static_cast<std::uint8_t>(f.kind));
+  BinaryCodec::encode(w, f.message);
+  BinaryCodec::encode(w, f.type);
+  BinaryCodec::encode(w, static_cast<std::int32_t>(f.signal));
+  BinaryCodec::encode(w, static_cast<std::uint8_t>(f.exitStatus.has_value()));
+  BinaryCodec::encode(w, static_cast<std::int32_t>(f.exitStatus.value_or(0)));
+  BinaryCodec::encode(w, static_cast<std::int64_t>(f.pid));
+  BinaryCodec::encode(w, static_cast<std::int32_t>(f.rank));
+  BinaryCodec::encode(w, f.host);
+}
+
+inline Failure decodeFailure(ByteReader& r) {
+  Failure f;
+  f.index = static_cast<std::size_t>(BinaryCodec::decode<std::uint64_t>(r));
+  const auto kind = BinaryCodec::decode<std::uint8_t>(r);
+  if (kind > static_cast<std::uint8_t>(FailureKind::notRun))
+    throw ProtocolError(fmt::format("flock: mpi: a failure of unknown kind {} arrived", kind));
+  f.kind = static_cast<FailureKind>(kind);
+  f.message = BinaryCodec::decode<std::string>(r);
+  f.type = BinaryCodec::decode<std::string>(r);
+  f.signal = BinaryCodec::decode<std::int32_t>(r);
+  const bool hasExit = BinaryCodec::decode<std::uint8_t>(r) != 0;
+  const auto exit = BinaryCodec::decode<std::int32_t>(r);
+  if (hasExit) f.exitStatus = exit;
+  f.pid = static_cast<pid_t>(BinaryCodec::decode<std::int64_t>(r));
+  f.rank = BinaryCodec::decode<std::int32_t>(r);
+  f.host = BinaryCodec::decode<std::string>(r);
+  return f;
+}
+
+/// What one rank made of one batch: an outcome per input.
+template <class R>
+using BatchOutcomes = std::vector<Outcome<R>>;
+
+/// Runs inputs [begin, end) on this rank's local workers, forked for this batch by the one-shot
+/// engine (which brings timeOutError, retries and the stopToken of `local`). Failures come back
+/// with their index in the whole input range and this rank's name. Never throws: a batch that
+/// cannot run at all (no worker starts) is one failure per input, so no rank waits forever.
+/// This is the one place to change to feed a persistent local pool instead.
+template <class Codec, class R, class It, class F>
+BatchOutcomes<R> runBatch(It first, std::size_t begin, std::size_t end, F& fn, const Options& local, int rank,
+                          const std::string& host) {
+  using Diff = std::iter_difference_t<It>;
+  BatchOutcomes<R> outs;
+  try {
+    outs = flockmp::detail::runOn<true, Codec, R>(first + static_cast<Diff>(begin), end - begin, fn, local);
+  } catch (const std::exception& e) {
+    outs.clear();
+    outs.reserve(end - begin);
+    for (std::size_t i = begin; i < end; ++i) {
+      Failure f;
+      f.index = i - begin;
+      f.kind = FailureKind::notRun;
+      f.message = fmt::format("the batch could not run on this rank: {}", e.what());
+      outs.emplace_back(std::move(f));
+    }
+  }
+  for (auto& o : outs) {
+    if (!o.hasValue()) {
+      Failure f = o.failure();
+      f.index += begin;
+      f.rank = rank;
+      f.host = host;
+      o = Outcome<R>(std::move(f));
+    }
+  }
+  return outs;
+}
+
+template <class Codec, class R>
+void encodeOutcomes(ByteWriter& w, std::size_t begin, BatchOutcomes<R>& outs) {
+  BinaryCodec::encode(w, static_cast<std::uint64_t>(begin));
+  BinaryCodec::encode(w, static_cast<std::uint64_t>(outs.size()));
+  for (auto& o : outs) {
+    BinaryCodec::encode(w, static_cast<std::uint8_t>(o.hasValue()));
+    if (!o.hasValue()) encodeFailure(w, o.failure());
+    else if constexpr (!std::is_void_v<R>) Codec::encode(w, *o);
+  }
+}
+
+/// The root's record of the call: a value or a failure for every input.
+template <class R>
+class Results {
+public:
+  using Stored = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+
+  explicit Results(std::size_t n) : values_(n) {}
+
+  [[nodiscard]] std::size_t size() const noexcept { return values_.size(); }
+  [[nodiscard]] std::size_t failed() const noexcept { return failures_.size(); }
+
+  void put(std::size_t i, Outcome<R>&& o) {
+    if (o.hasValue()) {
+      if constexpr (std::is_void_v<R>) values_[i].emplace();
+      else values_[i].emplace(std::move(*o));
+    } else {
+      failures_.push_back(o.failure());
+    }
+  }
+  void putValue(std::size_t i, Stored&& v) { values_[i].emplace(std::move(v)); }
+  void putFailure(Failure f) { failures_.push_back(std::move(f)); }
+
+  /// Reads a batch that encodeOutcomes wrote (untrusted: a corrupt batch throws ProtocolError or
+  /// CodecError); returns how many inputs it held.
+  template <class Codec>
+  std::size_t decodeBatch(ByteReader& r, std::size_t expectBegin, std::size_t expectCount) {
+    const auto begin = BinaryCodec::decode<std::uint64_t>(r);
+    const auto count = BinaryCodec::decode<std::uint64_t>(r);
+    if (begin != expectBegin || count != expectCount)
+      throw ProtocolError(fmt::format("flock: mpi: a rank sent results for inputs [{}, {}), not the batch [{}, {}) it was given",
+                                      begin, begin + count, expectBegin, expectBegin + expectCount));
+    for (std::size_t k = 0; k < count; ++k) {
+      const std::size_t i = begin + k;
+      if (BinaryCodec::decode<std::uint8_t>(r) != 0) {
+        if constexpr (std::is_void_v<R>) values_[i].emplace();
+        else values_[i].emplace(Codec::template decode<R>(r));
+      } else {
+        Failure f = decodeFailure(r);
+        if (f.index != i) throw ProtocolError(fmt::format("flock: mpi: a failure of input {} arrived as input {}", f.index, i));
+        failures_.push_back(std::move(f));
+      }
+    }
+    return count;
+  }
+
+  /// Failures sorted by index (done once, at the end).
+  std::vector<Failure>& sortedFailures() {
+    std::sort(failures_.begin(), failures_.end(), [](const Failure& a, const Failure& b) { return a.index < b.index; });
+    return failures_;
+  }
+
+  /// Everything the other ranks need: the failures, and with `all` every value too.
+  template <class Codec>
+  std::vector<std::byte> encodeSummary(bool all) {
+    std::vector<std::byte> bytes;
+    ByteWriter w(bytes);
+    auto& fs = sortedFailures();
+    BinaryCodec::encode(w, static_cast<std::uint64_t>(fs.size()));
+    for (const auto& f : fs) encodeFailure(w, f);
+    if (all) {
+      if constexpr (!std::is_void_v<R>) {
+        for (auto& v : values_) {
+          BinaryCodec::encode(w, static_cast<std::uint8_t>(v.has_value()));
+          if (v) Codec::encode(w, *v);
+        }
+      }
+    }
+    return bytes;
+  }
+
+  template <class Codec>
+  void decodeSummary(ByteReader& r, bool all) {
+    const auto count = BinaryCodec::decode<std::uint64_t>(r);
+    for (std::uint64_t k = 0; k < count; ++k) failures_.push_back(decodeFailure(r));
+    if (all) {
+      if constexpr (std::is_void_v<R>) {
+        for (auto& v : values_) v.emplace();
+      } else {
+        for (auto& v : values_)
+          if (BinaryCodec::decode<std::uint8_t>(r) != 0) v.emplace(Codec::template decode<R>(r));
+      }
+    }
+    r.expectEnd();
+  }
+
+  /// One outcome per input (failures sorted first).
+  std::vector<Outcome<R>> outcomes() {
+    std::vector<Outcome<R>> out;
+    out.reserve(values_.size());
+    auto& fs = sortedFailures();
+    std::size_t next = 0;
+    for (std::size_t i = 0; i < values_.size(); ++i) {
+      if (next < fs.size() && fs[next].index == i) {
+        out.emplace_back(fs[next++]);
+      } else if constexpr (std::is_void_v<R>) {
+        out.emplace_back();
+      } else {
+        out.emplace_back(std::move(*values_[i]));
+      }
+    }
+    return out;
+  }
+
+  std::vector<Stored> values() {
+    std::vector<Stored> out;
+    out.reserve(values_.size());
+    for (auto& v : values_) out.push_back(std::move(*v));
+    return out;
+  }
+
+private:
+  std::vector<std::optional<Stored>> values_;
+  std::vector<Failure> failures_;
+};
+
+/// The root's own share of the work, run by one thread of its own so that the root's MPI thread
+/// keeps answering the other ranks while its workers compute. This thread forks the workers
+/// (and outlives them: PR_SET_PDEATHSIG follows the forking thread) and never calls MPI.
+template <class Codec, class R, class It, class F>
+class RootLane {
+public:
+  RootLane(It first, F& fn, Options local, int rank, std::string host)
+      : first_(first), fn_(fn), local_(std::move(local)), rank_(rank), host_(std::move(host)) {
+    local_.stopToken = stop_.get_token();
+    local_.onProgress = [this](const Progress& p) { running_.store(p.done, std::memory_order_relaxed); };
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~RootLane() {
+    {
+      std::lock_guard lock(mutex_);
+      quit_ = true;
+    }
+    stop_.request_stop();
+    cv_.notify_all();
+    thread_.join();
+  }
+  RootLane(const RootLane&) = delete;
+  RootLane& operator=(const RootLane&) = delete;
+
+  [[nodiscard]] bool idle() {
+    std::lock_guard lock(mutex_);
+    return !task_ && !done_;
+  }
+  void give(std::size_t begin, std::size_t end) {
+    {
+      std::lock_guard lock(mutex_);
+      task_ = {begin, end};
+    }
+    cv_.notify_all();
+  }
+  /// The finished batch, if there is one: its first index and outcomes.
+  std::optional<std::pair<std::size_t, BatchOutcomes<R>>> take() {
+    std::lock_guard lock(mutex_);
+    auto out = std::move(done_);
+    done_.reset();
+    return out;
+  }
+  /// Waits until the running batch is finished, at most `d` (the root's idle wait: it wakes at
+  /// once for its own batch, and polls the other ranks at least every `d`).
+  void waitDone(std::chrono::microseconds d) {
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, d, [&] { return done_.has_value(); });
+  }
+  /// Inputs of the running batch finished so far (for progress).
+  [[nodiscard]] std::size_t running() const noexcept { return running_.load(std::memory_order_relaxed); }
+  /// Cancels the running batch and every later one (Options::stopToken of the root).
+  void cancel() { stop_.request_stop(); }
+
+private:
+  void loop() {
+    for (;;) {
+      std::pair<std::size_t, std::size_t> task;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return quit_ || task_.has_value(); });
+        if (quit_) return;
+        task = *task_;
+      }
+      running_.store(0, std::memory_order_relaxed);
+      auto outs = runBatch<Codec, R>(first_, task.first, task.second, fn_, local_, rank_, host_);
+      {
+        std::lock_guard lock(mutex_);
+        task_.reset();
+        running_.store(0, std::memory_order_relaxed);
+        done_.emplace(task.first, std::move(outs));
+      }
+      cv_.notify_all();
+    }
+  }
+
+  It first_;
+  F& fn_;
+  Options local_;
+  int rank_;
+  std::string host_;
+  std::stop_source stop_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::optional<std::pair<std::size_t, std::size_t>> task_;
+  std::optional<std::pair<std::size_t, BatchOutcomes<R>>> done_;
+  std::atomic<std::size_t> running_{0};
+  bool quit_ = false;
+  std::thread thread_;
+};
+
+/// The options of one batch on this rank: progress is the root's business (it aggregates every
+/// rank's), so the local engine draws nothing.
+inline Options localOptions(const Options& o) {
+  Options local = o;
+  local.onProgress = nullptr;
+  local.checkProgress = false;
+  local.progressLines = false;
+  return local;
+}
+
+/// The root: hands out batches to the ranks that ask (itself included, through its lane),
+/// collects their results, and reports progress.
+template <class Codec, class R, class It, class F>
+Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const ClusterOptions& cluster,
+                   const Communicator& comm, const std::vector<std::string>& hosts) {
+  const int ranks = comm.size();
+  const int me = comm.rank();
+  Results<R> results(n);
+  std::vector<std::size_t> given(static_cast<std::size_t>(ranks), 0);
+  // Per rank, the batch it is running: [begin, begin + count).
+  std::vector<std::pair<std::size_t, std::size_t>> running(static_cast<std::size_t>(ranks), {0, 0});
+  std::size_t next = 0;      // first input not handed out
+  std::size_t completed = 0; // inputs with a value or a failure
+  int released = 0;          // other ranks told that no work is left
+  bool stopped = false;
+  const std::size_t myWorkers = flockmp::detail::workerCount(opts, SIZE_MAX);
+
+  RootLane<Codec, R, It, F> lane(first, fn, localOptions(opts), me, hosts[static_cast<std::size_t>(me)]);
+  auto progressBar = flockmp::detail::ProgressBar::forOptions(opts);
+  auto lastReport = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  const auto report = [&](bool final) {
+    if (!opts.onProgress && !progressBar) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!final && now - lastReport < std::chrono::milliseconds(100)) return;
+    lastReport = now;
+    const std::size_t done = final ? completed : std::min(n, completed + lane.running());
+    if (opts.onProgress) opts.onProgress(Progress{done, results.failed(), n});
+    if (progressBar) progressBar->update(done, results.failed(), n, final);
+  };
+  const auto handOut = [&](int rank, std::size_t workers) -> std::pair<std::size_t, std::size_t> {
+    const std::size_t count = guidedBatch(n - next, static_cast<std::size_t>(ranks), workers, opts.batchSize);
+    const std::size_t begin = next;
+    next += count;
+    given[static_cast<std::size_t>(rank)] += count;
+    running[static_cast<std::size_t>(rank)] = {begin, count};
+    return {begin, begin + count};
+  };
+
+  std::vector<std::byte> message;
+  auto pause = std::chrono::microseconds(10);
+  while (completed < n || released < ranks - 1) {
+    bool acted = false;
+    if (!stopped && opts.stopToken.stop_requested()) {
+      // What is not handed out yet is cancelled; the root's own batch is cancelled by its engine;
+      // batches running on other ranks finish (each rank's own stopToken cancels its batch).
+      stopped = true;
+      lane.cancel();
+      for (; next < n; ++next) {
+        Failure f;
+        f.index = next;
+        f.kind = FailureKind::cancelled;
+        f.message = "the call was cancelled before this input was handed to a rank";
+        results.putFailure(std::move(f));
+        ++completed;
+      }
+    }
+    if (auto batch = lane.take()) {
+      for (std::size_t k = 0; k < batch->second.size(); ++k) results.put(batch->first + k, std::move(batch->second[k]));
+      completed += batch->second.size();
+      acted = true;
+    }
+    if (next < n && lane.idle()) {
+      auto [b, e] = handOut(me, myWorkers);
+      lane.give(b, e);
+      acted = true;
+    }
+    int arrived = 0;
+    MPI_Status status;
+    check(MPI_Iprobe(MPI_ANY_SOURCE, tagRequest, comm.get(), &arrived, &status), "MPI_Iprobe");
+    if (arrived) {
+      const int source = status.MPI_SOURCE;
+      std::uint64_t size = 0;
+      check(MPI_Recv(&size, 1, MPI_UINT64_T, source, tagRequest, comm.get(), MPI_STATUS_IGNORE), "MPI_Recv");
+      receiveBody(message, size, source, tagRequest, comm.get());
+      ByteReader r(message);
+      const auto workers = BinaryCodec::decode<std::uint64_t>(r);
+      auto& [begin, count] = running[static_cast<std::size_t>(source)];
+      completed += results.template decodeBatch<Codec>(r, begin, count);
+      r.expectEnd();
+      begin = 0;
+      count = 0;
+      std::uint64_t assign[2] = {0, 0};
+      if (next < n) {
+        auto [b, e] = handOut(source, static_cast<std::size_t>(std::max<std::uint64_t>(workers, 1)));
+        assign[0] = b;
+        assign[1] = e;
+      } else {
+        ++released;
+      }
+      check(MPI_Send(assign, 2, MPI_UINT64_T, source, tagAssign, comm.get()), "MPI_Send");
+      acted = true;
+    }
+    report(false);
+    if (acted) {
+      pause = std::chrono::microseconds(10);
+    } else {
+      lane.waitDone(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(500));
+    }
+  }
+  report(true);
+  if (cluster.inputsPerRank) *cluster.inputsPerRank = given;
+  return results;
+}
+
+/// Any other rank: asks the root for batches, runs them on its workers, sends the results back
+/// with its next request, until the root says that no work is left.
+template <class Codec, class R, class It, class F>
+void runMember(It first, F& fn, const Options& opts, int root, const Communicator& comm, const std::string& host) {
+  const Options local = localOptions(opts);
+  const auto workers = static_cast<std::uint64_t>(flockmp::detail::workerCount(opts, SIZE_MAX));
+  std::vector<std::byte> message;
+  ByteWriter w(message);
+  BinaryCodec::encode(w, workers);
+  BatchOutcomes<R> none;
+  encodeOutcomes<Codec, R>(w, 0, none);
+  for (;;) {
+    sendBytes(message, root, tagRequest, comm.get());
+    std::uint64_t assign[2] = {0, 0};
+    MPI_Request request;
+    check(MPI_Irecv(assign, 2, MPI_UINT64_T, root, tagAssign, comm.get(), &request), "MPI_Irecv");
+    waitGently(request);
+    if (assign[0] >= assign[1]) return;
+    auto outs = runBatch<Codec, R>(first, assign[0], assign[1], fn, local, comm.rank(), host);
+    message.clear();
+    BinaryCodec::encode(w, workers);
+    encodeOutcomes<Codec, R>(w, assign[0], outs);
+  }
+}
+
+/// Every rank checks its options and the call's shape, then all agree, before any work: a rank
+/// that disagrees makes every rank throw instead of hanging.
+inline void agree(std::size_t n, const Options& opts, const ClusterOptions& cluster, const Communicator& comm) {
+  std::exception_ptr mine;
+  try {
+    flockmp::detail::validateOptions(opts);
+    if (cluster.root < 0 || cluster.root >= comm.size())
+      throw OptionError(fmt::format("flock: mpi: root must be a rank of the communicator, 0 to {} (got {})", comm.size() - 1,
+                                    cluster.root));
+  } catch (...) {
+    mine = std::current_exception();
+  }
+  const auto count = static_cast<std::int64_t>(n);
+  const std::int64_t root = cluster.root;
+  const std::int64_t broadcast = cluster.broadcast ? 1 : 0;
+  // Maxima of x and -x give the largest and smallest value of each across the ranks.
+  std::int64_t v[7] = {count, -count, root, -root, broadcast, -broadcast, mine ? comm.rank() + 1 : 0};
+  check(MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_INT64_T, MPI_MAX, comm.get()), "MPI_Allreduce");
+  if (mine) std::rethrow_exception(mine);
+  if (v[6] != 0)
+    throw OptionError(fmt::format("flock: mpi: rank {} was given invalid options (its error names them); no rank ran anything",
+                                  v[6] - 1));
+  if (v[0] != -v[1])
+    throw Error(fmt::format("flock: mpi: the ranks disagree on the number of inputs: rank {} has {}, others have from {} to {}; "
+                            "every rank must call mpi::apply with the same inputs",
+                            comm.rank(), n, -v[1], v[0]));
+  if (v[2] != -v[3])
+    throw OptionError(fmt::format("flock: mpi: the ranks disagree on the root: rank {} names {}, others from {} to {}",
+                                  comm.rank(), root, -v[3], v[2]));
+  if (v[4] != -v[5]) throw OptionError("flock: mpi: the ranks disagree on ClusterOptions::broadcast");
+}
+
+/// Every rank's host name, on every rank (a failure names the host of its rank).
+inline std::vector<std::string> gatherHosts(const Communicator& comm) {
+  std::vector<char> all(static_cast<std::size_t>(comm.size()) * MPI_MAX_PROCESSOR_NAME, '\0');
+  std::vector<char> mine(MPI_MAX_PROCESSOR_NAME, '\0');
+  const std::string name = processorName();
+  std::copy(name.begin(), name.end(), mine.begin());
+  MPI_Request request;
+  check(MPI_Iallgather(mine.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
+                       comm.get(), &request),
+        "MPI_Iallgather");
+  waitGently(request);
+  std::vector<std::string> hosts;
+  for (int r = 0; r < comm.size(); ++r) {
+    const char* p = all.data() + static_cast<std::size_t>(r) * MPI_MAX_PROCESSOR_NAME;
+    hosts.emplace_back(p, std::find(p, p + MPI_MAX_PROCESSOR_NAME, '\0'));
+  }
+  return hosts;
+}
+
+template <bool Try, class Codec, class R, class It, class F>
+auto runCollective(It first, std::size_t n, F& fn, const Options& opts, const ClusterOptions& cluster)
+    -> flockmp::detail::CallResult<Try, R> {
+  requireInitialized();
+  Communicator comm(cluster.comm);
+  agree(n, opts, cluster, comm);
+  const auto hosts = gatherHosts(comm);
+  const bool isRoot = comm.rank() == cluster.root;
+
+  Results<R> results = isRoot ? runRoot<Codec, R>(first, n, fn, opts, cluster, comm, hosts) : Results<R>(n);
+  if (!isRoot) runMember<Codec, R>(first, fn, opts, cluster.root, comm, hosts[static_cast<std::size_t>(comm.rank())]);
+  // Every rank learns the failures (so apply throws the same TaskError everywhere), and with
+  // broadcast every value.
+  std::vector<std::byte> summary;
+  if (isRoot) summary = results.template encodeSummary<Codec>(cluster.broadcast);
+  broadcastBytes(summary, cluster.root, comm.get());
+  if (!isRoot) {
+    ByteReader r(summary);
+    results.template decodeSummary<Codec>(r, cluster.broadcast);
+  }
+  const bool whole = isRoot || cluster.broadcast;
+
+  if constexpr (Try) {
+    if (!whole) return std::vector<Outcome<R>>{};
+    return results.outcomes();
+  } else {
+    if (results.failed() > 0) {
+      std::vector<Failure> failures = results.sortedFailures();
+      throw TaskError(std::move(failures), whole ? results.outcomes() : std::vector<Outcome<R>>{});
+    }
+    if constexpr (std::is_void_v<R>) return;
+    else {
+      if (!whole) return std::vector<R>{};
+      return results.values();
+    }
+  }
+}
+
+template <bool Try, class Codec, class F, class Range>
+auto run(F& fn, Range&& items, const Options& opts, const ClusterOptions& cluster)
+    -> flockmp::detail::CallResult<Try, typename flockmp::detail::SafeResult<F, std::ranges::range_reference_t<Range>>::type> {
+  using Ref = std::ranges::range_reference_t<Range>;
+  using R = typename flockmp::detail::SafeResult<F, Ref>::type;
+  if constexpr (!flockmp::detail::CallableOn<F, Ref>) {
+    flockmp::detail::requireCallable<F, Ref>();
+    return {};
+  } else if constexpr (!std::is_void_v<R> && !CodecFor<Codec, R>) {
+    requireCodable<Codec, R>(); // results cross the network through the codec
+    return {};
+  } else if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
+    return runCollective<Try, Codec, R>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)), fn,
+                                        opts, cluster);
+  } else {
+    std::vector<std::ranges::range_value_t<Range>> copy;
+    for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
+    return runCollective<Try, Codec, R>(copy.begin(), copy.size(), fn, opts, cluster);
+  }
+}
+
+} // namespace detail
+
+/// Runs `fn(item)` for every item across the ranks of the communicator: a collective call that
+/// every rank makes with the same inputs and callable. The root (rank 0) hands out batches of
+/// indices on demand (large first, shrinking, so a slow rank or host gets less) and computes too;
+/// each rank runs its batches on `options.poolSize` local worker processes (default: its CPUs)
+/// forked from it, which inherit `fn` and the inputs: only indices and results (through `Codec`)
+/// cross the network. The workers never call MPI.
+///
+/// Returns the results in input order on the root, an empty vector on the other ranks (every
+/// rank gets them with `cluster.broadcast`). When an input fails (exception, crash, timeout),
+/// every rank throws the same flockmp::TaskError; its failures name the input, the rank and the
+/// host. Ranks that disagree on the number of inputs (or on `cluster`) all throw flockmp::Error
+/// before anything runs. `timeOutError`, `retries`, `batchSize` and the other options apply to
+/// each rank's workers as locally; progress (`onProgress`, `checkProgress`) is reported on the
+/// root for the whole call; the root's `stopToken` cancels what is not handed out yet and the
+/// root's own batch (batches running on other ranks finish; their own stopToken cancels them).
+///
+///   flockmp::mpi::Environment env(argc, argv);
+///   auto squares = flockmp::mpi::apply(xs, [](int x) { return x * x; }); // on rank 0
+template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
+auto apply(Range&& items, F&& fn, const Options& options = {}, const ClusterOptions& cluster = {}) {
+  return detail::run<false, Codec>(fn, std::forward<Range>(items), options, cluster);
+}
+
+/// Like apply, but never throws for failed inputs: one flockmp::Outcome per input on the root
+/// (on every rank with `cluster.broadcast`; an empty vector on the others otherwise).
+template <class Codec = BinaryCodec, std::ranges::input_range Range, class F>
+auto tryApply(Range&& items, F&& fn, const Options& options = {}, const ClusterOptions& cluster = {}) {
+  return detail::run<true, Codec>(fn, std::forward<Range>(items), options, cluster);
+}
+
+/// MPI for a program that has none of its own: initializes MPI (MPI_Init_thread) when it is not
+/// yet initialized and finalizes it at the end of its life; does nothing when the program
+/// initialized MPI itself. Create one at the top of main, before any thread or flock call.
+///
+/// Thread level: flock calls MPI only from the thread that calls mpi::apply, one call at a time;
+/// the root's second thread (which forks its workers) never calls MPI. MPI_THREAD_FUNNELED (the
+/// default asked for) is enough when apply is called from the main thread; ask for
+/// MPI_THREAD_SERIALIZED to call it from another thread.
+///
+/// Open MPI warns once per rank about fork() on fabrics that pin memory (InfiniBand; not over
+/// shared memory or TCP). flock leaves that warning on: its workers never call MPI, but on a
+/// kernel older than 5.13 pinned pages are missing in a forked child, and a worker that touched
+/// one would crash (one failed input each). Silence it with OMPI_MCA_mpi_warn_on_fork=0.
+class Environment {
+public:
+  explicit Environment(int requiredThreadLevel = MPI_THREAD_FUNNELED) { init(nullptr, nullptr, requiredThreadLevel); }
+  Environment(int& argc, char**& argv, int requiredThreadLevel = MPI_THREAD_FUNNELED) {
+    init(&argc, &argv, requiredThreadLevel);
+  }
+  Environment(const Environment&) = delete;
+  Environment& operator=(const Environment&) = delete;
+  /// Finalizes MPI if this object initialized it and nobody finalized it since.
+  ~Environment() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owns_ && !finalized) MPI_Finalize();
+  }
+
+  /// The thread level MPI provides.
+  [[nodiscard]] int threadLevel() const noexcept { return provided_; }
+  /// Whether this object initialized MPI (and will finalize it).
+  [[nodiscard]] bool ownsMpi() const noexcept { return owns_; }
+  /// This process's rank in MPI_COMM_WORLD.
+  [[nodiscard]] int rank() const noexcept {
+    int r = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+  }
+  /// The number of ranks in MPI_COMM_WORLD.
+  [[nodiscard]] int size() const noexcept {
+    int s = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &s);
+    return s;
+  }
+
+private:
+  void init(int* argc, char*** argv, int required) {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (initialized) {
+      MPI_Query_thread(&provided_);
+      return;
+    }
+    detail::check(MPI_Init_thread(argc, argv, required, &provided_), "MPI_Init_thread");
+    owns_ = true;
+  }
+
+  int provided_ = MPI_THREAD_SINGLE;
+  bool owns_ = false;
+};
+
+} // namespace flockmp::mpi
