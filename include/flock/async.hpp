@@ -226,48 +226,88 @@ private:
   std::thread thread_; // last: it starts once everything it uses exists
 };
 
-/// What a handle shares with its tasks, and the service that runs them.
+/// What Future and AsyncCall share: the outcomes of their tasks, the service that runs them,
+/// waiting, and cancelling. Destroying a handle whose tasks are not all done cancels those not
+/// sent to a worker yet.
 template <class R>
-struct HandleCore {
-  std::shared_ptr<TaskState<R>> state;
-  AsyncService* service = nullptr;
+class AsyncHandle {
+public:
+  AsyncHandle() = default;
+  AsyncHandle(AsyncHandle&& o) noexcept : state_(std::move(o.state_)), service_(o.service_) {}
+  AsyncHandle& operator=(AsyncHandle&& o) noexcept {
+    if (this != &o) {
+      abandon();
+      state_ = std::move(o.state_);
+      service_ = o.service_;
+    }
+    return *this;
+  }
+  ~AsyncHandle() { abandon(); }
 
+  /// Wait until every task has its outcome.
+  void wait() const {
+    requireValid();
+    state_->wait();
+  }
+  /// Wait at most `d`, as std::future::wait_for: ready, or timeout.
+  template <class Rep, class Period>
+  std::future_status waitFor(std::chrono::duration<Rep, Period> d) const {
+    requireValid();
+    return state_->waitFor(d) ? std::future_status::ready : std::future_status::timeout;
+  }
+  /// True once every task has its outcome.
+  [[nodiscard]] bool ready() const {
+    requireValid();
+    return state_->ready();
+  }
+  /// True until get() or tryGet() took the outcomes.
+  [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
+  /// Cancel the tasks not sent to a worker yet (they are reported cancelled); running ones
+  /// finish.
   void cancel() const {
     requireValid();
-    state->cancel();
+    state_->cancel();
     // Once every task has its outcome the service may be gone (the pool closed): nothing to wake.
-    if (!state->ready()) service->wake();
+    if (!state_->ready()) service_->wake();
   }
+
+protected:
+  AsyncHandle(std::shared_ptr<TaskState<R>> state, AsyncService* service) noexcept
+      : state_(std::move(state)), service_(service) {}
+
   void requireValid() const {
-    if (!state) throw Error("flock: this handle has no result (it was moved from, or its result was taken)");
+    if (!state_) throw Error("flock: this handle has no result (it was moved from, or its result was taken)");
   }
-  /// A handle dropped before its tasks ended cancels those not sent yet.
+  /// Every outcome, once all are in; the handle is then empty.
+  std::vector<Outcome<R>> takeOutcomes() {
+    requireValid();
+    auto outcomes = state_->take();
+    state_.reset();
+    return outcomes;
+  }
+
+  std::shared_ptr<TaskState<R>> state_;
+
+private:
   void abandon() noexcept {
-    if (state && !state->ready()) {
-      state->cancel();
-      service->wake();
+    if (state_ && !state_->ready()) {
+      state_->cancel();
+      service_->wake();
     }
-    state.reset();
+    state_.reset();
   }
+
+  AsyncService* service_ = nullptr;
 };
 
 } // namespace detail
 
 /// The result of one task submitted to a pool (BaseMultiProc::submit), in the manner of
-/// std::future. Destroying it before the task was sent to a worker cancels the task.
+/// std::future: wait(), waitFor(), ready(), valid(), cancel(), and get() or tryGet().
 template <class R>
-class Future {
+class Future : public detail::AsyncHandle<R> {
 public:
   Future() = default;
-  Future(Future&&) noexcept = default;
-  Future& operator=(Future&& o) noexcept {
-    if (this != &o) {
-      core_.abandon();
-      core_ = std::exchange(o.core_, {});
-    }
-    return *this;
-  }
-  ~Future() { core_.abandon(); }
 
   /// The task's value (nothing for a void task); throws flockmp::TaskError when it failed
   /// (threw, crashed, timed out, was cancelled). Waits for it; afterwards valid() is false.
@@ -278,56 +318,19 @@ public:
   }
   /// The task's outcome, never throwing for a failed task. Waits for it; afterwards valid() is
   /// false.
-  Outcome<R> tryGet() {
-    core_.requireValid();
-    auto outcomes = core_.state->take();
-    core_.state.reset();
-    return std::move(outcomes.front());
-  }
-  /// Wait until the task has its outcome.
-  void wait() const {
-    core_.requireValid();
-    core_.state->wait();
-  }
-  /// Wait at most `d`, as std::future::wait_for: ready, or timeout.
-  template <class Rep, class Period>
-  std::future_status waitFor(std::chrono::duration<Rep, Period> d) const {
-    core_.requireValid();
-    return core_.state->waitFor(d) ? std::future_status::ready : std::future_status::timeout;
-  }
-  /// True once the task has its outcome.
-  [[nodiscard]] bool ready() const {
-    core_.requireValid();
-    return core_.state->ready();
-  }
-  /// True until get() or tryGet() took the outcome.
-  [[nodiscard]] bool valid() const noexcept { return core_.state != nullptr; }
-  /// Cancel the task if it has not been sent to a worker yet (it is then reported cancelled); a
-  /// running task finishes.
-  void cancel() const { core_.cancel(); }
+  Outcome<R> tryGet() { return std::move(this->takeOutcomes().front()); }
 
 private:
   friend class BaseMultiProc;
-  explicit Future(detail::HandleCore<R> core) noexcept : core_(std::move(core)) {}
-
-  detail::HandleCore<R> core_;
+  using detail::AsyncHandle<R>::AsyncHandle;
 };
 
-/// A whole range running on a pool in the background (BaseMultiProc::applyAsync). Destroying it
-/// before the call ended cancels the inputs not sent to a worker yet.
+/// A whole range running on a pool in the background (BaseMultiProc::applyAsync): wait(),
+/// waitFor(), ready(), valid(), cancel(), progress(), and get() or tryGet().
 template <class R>
-class AsyncCall {
+class AsyncCall : public detail::AsyncHandle<R> {
 public:
   AsyncCall() = default;
-  AsyncCall(AsyncCall&&) noexcept = default;
-  AsyncCall& operator=(AsyncCall&& o) noexcept {
-    if (this != &o) {
-      core_.abandon();
-      core_ = std::exchange(o.core_, {});
-    }
-    return *this;
-  }
-  ~AsyncCall() { core_.abandon(); }
 
   /// The results in input order (nothing for a void callable), as apply returns them; throws
   /// flockmp::TaskError when an input failed. Waits for the call; afterwards valid() is false.
@@ -346,42 +349,18 @@ public:
       return values;
     }
   }
-  /// One outcome per input, never throwing for failed inputs. Waits for the call.
-  std::vector<Outcome<R>> tryGet() {
-    core_.requireValid();
-    auto outcomes = core_.state->take();
-    core_.state.reset();
-    return outcomes;
-  }
-  void wait() const {
-    core_.requireValid();
-    core_.state->wait();
-  }
-  /// Wait at most `d`, as std::future::wait_for: ready, or timeout.
-  template <class Rep, class Period>
-  std::future_status waitFor(std::chrono::duration<Rep, Period> d) const {
-    core_.requireValid();
-    return core_.state->waitFor(d) ? std::future_status::ready : std::future_status::timeout;
-  }
-  [[nodiscard]] bool ready() const {
-    core_.requireValid();
-    return core_.state->ready();
-  }
-  [[nodiscard]] bool valid() const noexcept { return core_.state != nullptr; }
+  /// One outcome per input, never throwing for failed inputs. Waits for the call; afterwards
+  /// valid() is false.
+  std::vector<Outcome<R>> tryGet() { return this->takeOutcomes(); }
   /// Inputs finished so far (with a value or a failure), of how many.
   [[nodiscard]] Progress progress() const {
-    core_.requireValid();
-    return core_.state->progress();
+    this->requireValid();
+    return this->state_->progress();
   }
-  /// Cancel the inputs not sent to a worker yet (they are reported cancelled); running ones
-  /// finish.
-  void cancel() const { core_.cancel(); }
 
 private:
   friend class BaseMultiProc;
-  explicit AsyncCall(detail::HandleCore<R> core) noexcept : core_(std::move(core)) {}
-
-  detail::HandleCore<R> core_;
+  using detail::AsyncHandle<R>::AsyncHandle;
 };
 
 } // namespace flockmp

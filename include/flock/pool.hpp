@@ -256,7 +256,7 @@ public:
       group.offsets.push_back(group.args.size());
       auto* service = asyncService();
       service->post(std::move(group));
-      return Future<R>(detail::HandleCore<R>{std::move(state), service});
+      return Future<R>(std::move(state), service);
     }
   }
 
@@ -292,7 +292,7 @@ public:
       group.target = state;
       auto* service = asyncService();
       if (group.offsets.size() > 1) service->post(std::move(group));
-      return AsyncCall<R>(detail::HandleCore<R>{std::move(state), service});
+      return AsyncCall<R>(std::move(state), service);
     }
   }
 

@@ -20,17 +20,9 @@
 
 using flockmp::Context;
 using flockmp::FailureKind;
+using flockmp::test::nameOf;
 
 namespace {
-
-const char* nameOf(Context c) {
-  switch (c) {
-  case Context::fork: return "fork";
-  case Context::forkserver: return "forkserver";
-  case Context::spawn: return "spawn";
-  }
-  return "?";
-}
 
 int add(int a, int b) { return a + b; }
 std::string repeat(const std::string& s, int n) {

@@ -33,6 +33,7 @@
 
 using flockmp::Context;
 using flockmp::FailureKind;
+using flockmp::test::nameOf;
 
 namespace {
 
@@ -41,15 +42,6 @@ constexpr int scale = 5; // a sanitized process starts ~20x slower: the longest 
 #else
 constexpr int scale = 1;
 #endif
-
-const char* nameOf(Context c) {
-  switch (c) {
-  case Context::fork: return "fork";
-  case Context::forkserver: return "forkserver";
-  case Context::spawn: return "spawn";
-  }
-  return "?";
-}
 
 int square(int x) { return x * x; }
 

@@ -26,6 +26,7 @@
 
 using flockmp::Context;
 using flockmp::FailureKind;
+using flockmp::test::nameOf;
 
 namespace {
 
@@ -34,15 +35,6 @@ constexpr int scale = 10; // a sanitized run is ~20x slower: the longest loops s
 #else
 constexpr int scale = 1;
 #endif
-
-const char* nameOf(Context c) {
-  switch (c) {
-  case Context::fork: return "fork";
-  case Context::forkserver: return "forkserver";
-  case Context::spawn: return "spawn";
-  }
-  return "?";
-}
 
 /// What an input does: a value, a throw (x % 17 == 3), a crash (x == 50).
 long faulty(int x) {
@@ -102,6 +94,27 @@ void checkFaulty(int x, const flockmp::Outcome<long>& o) {
     REQUIRE(o.hasValue());
     CHECK(*o == 10L * x);
   }
+}
+
+/// The inputs of [0, n) on which squareOrThrow fails.
+std::vector<std::size_t> failingInputs(long n) {
+  std::vector<std::size_t> failed;
+  for (long x = 0; x < n; ++x)
+    if (x % 100'000 == 7 || x == 123'457) failed.push_back(static_cast<std::size_t>(x));
+  return failed;
+}
+
+/// Checks tryMapReduce of squareOrThrow over [0, n): the fold leaves out exactly the inputs
+/// that failed, and each is reported once. Catches a partial fold lost or counted twice after a
+/// crash (the stretch its worker had not sent runs again), and failures lost or repeated.
+void checkFoldWithFailures(const flockmp::Reduced<long>& r, long n, long serial) {
+  long expected = serial;
+  const auto failed = failingInputs(n);
+  for (const std::size_t x : failed) expected -= static_cast<long>(x * x);
+  CHECK(r.value == expected);
+  std::vector<std::size_t> got;
+  for (const auto& f : r.failures) got.push_back(f.index);
+  CHECK(got == failed);
 }
 
 } // namespace
@@ -284,25 +297,13 @@ TEST_CASE("mapReduce over 10,000,000 inputs equals a serial fold; failures are l
   const auto xs = std::views::iota(0L, n);
   CHECK(flockmp::FunctionAsync::mapReduce(xs, square, plus, 0L, {.poolSize = 2}) == serial);
 
-  // A crash loses the stretch its worker had not sent: it runs again, once (catches a partial
-  // fold lost or counted twice).
-  auto r = flockmp::FunctionAsync::tryMapReduce(xs, squareOrThrow, plus, 0L, {.poolSize = 2});
-  long expected = serial;
-  std::vector<std::size_t> failed;
-  for (long x = 0; x < n; ++x)
-    if (x % 100'000 == 7 || x == 123'457) {
-      expected -= x * x;
-      failed.push_back(static_cast<std::size_t>(x));
-    }
-  CHECK(r.value == expected);
-  std::vector<std::size_t> got;
-  for (const auto& f : r.failures) got.push_back(f.index);
-  CHECK(got == failed);
+  // Throws and a crash (input 123,457) on the one-shot path.
+  checkFoldWithFailures(flockmp::FunctionAsync::tryMapReduce(xs, squareOrThrow, plus, 0L, {.poolSize = 2}), n, serial);
   try {
     (void)flockmp::FunctionAsync::mapReduce(xs, squareOrThrow, plus, 0L, {.poolSize = 2});
     FAIL("no TaskError");
   } catch (const flockmp::TaskError& e) {
-    CHECK(e.failures().size() == failed.size());
+    CHECK(e.failures().size() == failingInputs(n).size());
   }
 }
 
@@ -316,18 +317,7 @@ TEST_CASE("mapReduce on a pool under every context, and with a merge for a map a
   for (long x = 0; x < n; ++x) serial += x * x;
   CHECK(pool.mapReduce(std::views::iota(0L, n), square, plus, 0L) == serial);
   // Failures (throws, and a crash at input 123,457 when it is in range) are left out and named.
-  const auto r = pool.tryMapReduce(std::views::iota(0L, n), squareOrThrow, plus, 0L);
-  long expected = serial;
-  std::vector<std::size_t> failed;
-  for (long x = 0; x < n; ++x)
-    if (x % 100'000 == 7 || x == 123'457) {
-      expected -= x * x;
-      failed.push_back(static_cast<std::size_t>(x));
-    }
-  CHECK(r.value == expected);
-  std::vector<std::size_t> got;
-  for (const auto& f : r.failures) got.push_back(f.index);
-  CHECK(got == failed);
+  checkFoldWithFailures(pool.tryMapReduce(std::views::iota(0L, n), squareOrThrow, plus, 0L), n, serial);
 
   std::vector<std::string> words;
   for (int i = 0; i < 5000; ++i) words.push_back(i % 3 == 0 ? "a" : i % 3 == 1 ? "bb" : "ccc");

@@ -1,4 +1,4 @@
-// Test helpers shared by the test binaries: input ranges and temporary directories.
+// Test helpers shared by the test binaries: input ranges, temporary directories, context names.
 #pragma once
 
 #include <stdlib.h>
@@ -11,7 +11,19 @@
 #include <system_error>
 #include <vector>
 
+#include <flock/options.hpp>
+
 namespace flockmp::test {
+
+/// The name of a context, for CAPTURE in tests that run under each.
+inline const char* nameOf(Context c) {
+  switch (c) {
+  case Context::fork: return "fork";
+  case Context::forkserver: return "forkserver";
+  case Context::spawn: return "spawn";
+  }
+  return "?";
+}
 
 /// 0, 1, ..., n - 1.
 inline std::vector<int> range(int n) {
