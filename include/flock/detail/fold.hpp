@@ -195,14 +195,7 @@ auto runFoldCall(Range&& items, const F& fn, const Reduce& reduce, const Merge& 
     Mrg localMerge = merge;
     auto go = [&](auto first, std::size_t n) {
       FoldJob<Codec, decltype(first), Fn, Red, Acc, Mrg, Portable> job(first, n, fold, localMerge);
-      std::vector<Failure> failures;
-      if (pool) {
-        failures = pool->call(job, opts);
-      } else {
-        Engine engine(opts, Lifetime::oneCall);
-        engine.call(job, opts);
-        failures = engine.takeFailures();
-      }
+      std::vector<Failure> failures = runJob(job, opts, pool);
       if constexpr (Try) {
         return Reduced<Acc>{job.sink().take(), std::move(failures)};
       } else {

@@ -312,20 +312,22 @@ public:
   virtual ~PoolCaller() = default;
 };
 
+/// Runs `job` on `pool`'s persistent workers, or on workers forked for it (pool == nullptr), and
+/// returns its failures sorted by index.
+inline std::vector<Failure> runJob(JobBase& job, const Options& opts, PoolCaller* pool) {
+  if (pool) return pool->call(job, opts);
+  Engine engine(opts, Lifetime::oneCall);
+  engine.call(job, opts);
+  return engine.takeFailures();
+}
+
 /// Run `fn` over `first[0..n)` and hand back either outcomes (Try) or values/TaskError. With
 /// `pool`, on its persistent workers (the call must be portable); otherwise on workers forked
 /// for this call.
 template <bool Try, class Codec, class R, bool Portable = false, class It, class F>
 auto runOn(It first, std::size_t n, F& fn, const Options& opts, PoolCaller* pool = nullptr) {
   Job<Codec, It, F, R, Portable> job(std::move(first), n, fn);
-  std::vector<Failure> failures;
-  if (pool) {
-    failures = pool->call(job, opts);
-  } else {
-    Engine engine(opts, Lifetime::oneCall);
-    engine.call(job, opts);
-    failures = engine.takeFailures();
-  }
+  std::vector<Failure> failures = runJob(job, opts, pool);
   if constexpr (Try) {
     return job.sink().outcomes(failures);
   } else {
