@@ -2,7 +2,7 @@
 // frame written to CSV and read back.
 #include <unistd.h>
 
-#include <flock/dataframe_async.hpp>
+#include <flock/dataframe.hpp>
 
 #include <fmt/core.h>
 

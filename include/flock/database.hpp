@@ -27,7 +27,7 @@
 #include <type_traits>
 #include <utility>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "codec.hpp"
 #include "detail/invoke.hpp"

@@ -1291,3 +1291,7 @@ struct fmt::formatter<flockmp::Column> {
     return std::copy(s.begin(), s.end(), ctx.out());
   }
 };
+
+// <flock/dataframe.hpp> gives all of the seed's flockmp.dataframe: DataFrameAsync too. Last, as
+// dataframe_async.hpp needs the DataFrame above (#pragma once ends the cycle either way round).
+#include "dataframe_async.hpp" // IWYU pragma: export

@@ -1,11 +1,12 @@
 // flock: run any C++ callable over many inputs in parallel worker processes, results in input
-// order. Include this header to get everything.
+// order. This is the core: FunctionAsync, ListAsync, BaseMultiProc (pools, streams, async calls),
+// the codec, errors and options. As the seed keeps them in flockmp.dataframe and flockmp.database,
+// DataFrames and databases have their own headers, so only programs that use them pay for their
+// compile time: <flock/dataframe.hpp> (DataFrame, DataFrameAsync) and <flock/database.hpp>
+// (DatabaseAsync, DatabaseSetup; with <flock/sqlite.hpp> or <flock/postgres.hpp>).
 #pragma once
 
 #include "codec.hpp"        // IWYU pragma: export
-#include "database.hpp"     // IWYU pragma: export
-#include "dataframe.hpp"    // IWYU pragma: export
-#include "dataframe_async.hpp" // IWYU pragma: export
 #include "error.hpp"        // IWYU pragma: export
 #include "function_async.hpp" // IWYU pragma: export
 #include "init.hpp"         // IWYU pragma: export

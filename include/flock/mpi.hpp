@@ -39,7 +39,7 @@
 #include <variant>
 #include <vector>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "codec.hpp"
 #include "error.hpp"

@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "database.hpp"
 #include "error.hpp"

@@ -29,7 +29,7 @@
 #include <variant>
 #include <vector>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "database.hpp"
 #include "error.hpp"

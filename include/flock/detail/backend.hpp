@@ -27,7 +27,7 @@
 #include <exception>
 #include <memory>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "../error.hpp"
 #include "../options.hpp"

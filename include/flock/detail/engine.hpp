@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "../error.hpp"
 #include "backend.hpp"

@@ -15,7 +15,7 @@
 #include <type_traits>
 #include <utility>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "../codec.hpp"
 #include "../error.hpp"

@@ -21,7 +21,7 @@
 #include <string_view>
 #include <vector>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include "../codec.hpp"
 #include "../error.hpp"
