@@ -3,6 +3,7 @@
 #pragma once
 
 #include "codec.hpp"        // IWYU pragma: export
+#include "current_input.hpp" // IWYU pragma: export
 #include "database.hpp"     // IWYU pragma: export
 #include "dataframe.hpp"    // IWYU pragma: export
 #include "dataframe_async.hpp" // IWYU pragma: export
