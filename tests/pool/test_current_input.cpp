@@ -137,6 +137,13 @@ TEST_CASE("currentInput in DataFrameAsync is the row (row-like) or the chunk (bl
   checkIndices(chunks, 9); // Bug caught: a chunk seeing a row index or nothing
 }
 
+TEST_CASE("currentInput in DatabaseAsync is the input's index", "[current_input][database]") {
+  flockmp::test::DeadlockGuard guard;
+  flockmp::DatabaseAsync db{{.poolSize = 2}, flockmp::DatabaseSetup{.name = "n", .server = [] { return 3; }}};
+  // Bug caught: the connection-passing path not recording the index.
+  checkIndices(db.apply(flockmp::test::range(3000 / scale), [](int, int&) { return seen(); }), 3000 / scale);
+}
+
 TEST_CASE("currentInput is the input's index in a pool's calls under every context, retries included",
           "[current_input][pool]") {
   const auto context = GENERATE(Context::fork, Context::forkserver, Context::spawn);

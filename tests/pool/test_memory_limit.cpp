@@ -66,6 +66,7 @@ enum class Mode : int {
   mmapBlock = 3, ///< mmap, touch, then block forever: only the parent can see it
   hugeNew = 4,   ///< new of a block four times the limit, never touched
   sigkill = 5,   ///< the worker kills itself with SIGKILL, as the kernel's OOM killer would
+  mmapFree = 6,  ///< mmap, touch, munmap, return: the memory is surely given back (no allocator cache)
 };
 
 /// The input `at` does what `mode` says, reaching 64 MiB past `limit`; every input returns
@@ -86,12 +87,14 @@ struct Hog {
         break;
       }
       case Mode::mmapKeep:
+      case Mode::mmapFree:
       case Mode::mmapBlock: {
         void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
         touch(static_cast<char*>(p), bytes);
         if (static_cast<Mode>(mode) == Mode::mmapBlock)
           for (;;) ::pause();
+        if (static_cast<Mode>(mode) == Mode::mmapFree) ::munmap(p, bytes);
         break;
       }
       case Mode::hugeNew: {
@@ -253,7 +256,7 @@ TEST_CASE("memoryLimit in pools under every context: new, mmap, and a hog that b
   }
   // The limit is the call's: without it the same input touches as much and succeeds (bug
   // caught: a pool worker keeping an earlier call's limit or peak).
-  const auto free = pool.tryApply(flockmp::test::range(24), Hog{limit, 11, static_cast<int>(Mode::newTouch)});
+  const auto free = pool.tryApply(flockmp::test::range(24), Hog{limit, 11, static_cast<int>(Mode::mmapFree)});
   for (const auto& o : free) CHECK(o.hasValue());
   // And with a limit again, inputs that stay under it pass although the workers touched more
   // before (the peak of an earlier call does not count).
