@@ -69,6 +69,7 @@ enum class FailureKind {
   setup,     ///< per-worker setup failed, so this input could not run
   cancelled, ///< the call was cancelled through `Options::stopToken` before this input ran
   notRun,    ///< the call gave up (restart budget exhausted) before this input could run
+  outOfMemory, ///< the input pushed its worker past `Options::memoryLimit`; the worker was replaced
 };
 
 /// The name of a failure kind, as it appears in messages (`"crashed"`, `"timed out"`...).
@@ -82,6 +83,7 @@ constexpr std::string_view toString(FailureKind k) noexcept {
   case FailureKind::setup: return "setup error";
   case FailureKind::cancelled: return "cancelled";
   case FailureKind::notRun: return "not run";
+  case FailureKind::outOfMemory: return "out of memory";
   }
   return "unknown";
 }

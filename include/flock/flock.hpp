@@ -7,6 +7,7 @@
 #pragma once
 
 #include "codec.hpp"        // IWYU pragma: export
+#include "current_input.hpp" // IWYU pragma: export
 #include "error.hpp"        // IWYU pragma: export
 #include "function_async.hpp" // IWYU pragma: export
 #include "init.hpp"         // IWYU pragma: export

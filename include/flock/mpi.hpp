@@ -199,7 +199,7 @@ inline Failure decodeFailure(ByteReader& r) {
   Failure f;
   f.index = static_cast<std::size_t>(BinaryCodec::decode<std::uint64_t>(r));
   const auto kind = BinaryCodec::decode<std::uint8_t>(r);
-  if (kind > static_cast<std::uint8_t>(FailureKind::notRun))
+  if (kind > static_cast<std::uint8_t>(FailureKind::outOfMemory))
     throw ProtocolError(fmt::format("flock: mpi: a failure of unknown kind {} arrived", kind));
   f.kind = static_cast<FailureKind>(kind);
   f.message = BinaryCodec::decode<std::string>(r);

@@ -61,6 +61,26 @@ struct Options {
   std::size_t batchSize = 0;
   /// Recycle a worker after this many inputs (for leaky libraries). 0 (default): never.
   std::size_t maxTasksPerWorker = 0;
+  /// Most resident memory (RSS, in bytes) a worker may hold. An input that pushes its worker
+  /// past it fails with FailureKind::outOfMemory, naming the limit, and the worker is replaced
+  /// (what it held unsent runs again elsewhere; `retries` applies, since a fresh worker starts
+  /// from its baseline). Resident memory, as the kernel's OOM killer counts it, is measured
+  /// rather than allocations, so memory touched without `new` (mmap, a C library) counts:
+  /// - the worker reads its peak RSS after each input (so an input that touches memory and
+  ///   returns, or frees it before returning, is caught, deterministically);
+  /// - the parent reads the RSS of busy workers every 50 ms and kills one past the limit (so an
+  ///   input that grows and never returns is caught);
+  /// - the worker's address space is capped (RLIMIT_AS) at its size when the limit is armed plus
+  ///   twice the limit, so an allocation that can never fit throws std::bad_alloc at once; any
+  ///   std::bad_alloc an input throws is then reported as outOfMemory. Not under AddressSanitizer
+  ///   or ThreadSanitizer, which reserve terabytes of address space: there the RSS checks alone
+  ///   apply, and a `new` that is never touched goes unnoticed.
+  /// A worker's RSS includes what it shares with the parent (under Context::fork, the parent's
+  /// memory it inherited): a worker already past the limit once started fails to start (a setup
+  /// failure naming both figures, ending the call through the restart budget). 0 (default): no
+  /// limit. A value below 1 MiB throws flockmp::OptionError (bytes are meant, not megabytes).
+  /// The kernel's OOM killer is separate: a worker it kills is reported crashed by SIGKILL.
+  std::size_t memoryLimit = 0;
   /// How many times an input whose worker crashed or timed out is tried again on a fresh
   /// worker before it is reported. Default 0.
   int retries = 0;

@@ -39,6 +39,7 @@ struct CallOptions {
   std::optional<bool> progressLines{};
   std::optional<bool> failFast{};
   std::optional<std::size_t> maxInFlight{};
+  std::optional<std::size_t> memoryLimit{};
 };
 
 /// A pool of persistent worker processes (the seed's BaseMultiProc). Workers start at the first
@@ -413,6 +414,7 @@ private:
     if (c.progressLines) o.progressLines = *c.progressLines;
     if (c.failFast) o.failFast = *c.failFast;
     if (c.maxInFlight) o.maxInFlight = *c.maxInFlight;
+    if (c.memoryLimit) o.memoryLimit = *c.memoryLimit;
     return o;
   }
 

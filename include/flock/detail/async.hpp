@@ -97,7 +97,8 @@ struct SafeSubmitResult<F, std::tuple<Args...>> {
 inline constexpr std::uint32_t cancelledTaskKind = 0xffffffffu;
 
 /// Worker side of the async call: the callable's bytes are the table of task kinds, the inputs
-/// are records ([u32 kind][u64 length][arguments]).
+/// are records ([u32 kind][u64 index in its handle][u64 length][arguments]); the index in its
+/// handle is what currentInput() gives its task.
 inline void asyncThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
                        std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out) {
   struct Kind {
@@ -123,9 +124,12 @@ inline void asyncThunk(std::span<const std::byte> callable, std::size_t begin, s
   ByteReader ir(inputs);
   for (std::size_t i = begin; i < end; ++i) {
     const auto kind = ir.readRaw<std::uint32_t>();
+    const auto local = ir.readRaw<std::uint64_t>();
     const auto length = ir.readRaw<std::uint64_t>();
     const std::span<const std::byte> args{ir.take(static_cast<std::size_t>(length)), static_cast<std::size_t>(length)};
+    if (local > static_cast<std::uint64_t>(INT64_MAX)) throw ProtocolError("flock: a task record with a bad index arrived");
     ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    currentInputSource().local = static_cast<std::int64_t>(local);
     if (kind == cancelledTaskKind) {
       out.failure(i, FailureKind::cancelled, "", "cancelled before it ran");
     } else if (kind >= kinds.size()) {
@@ -135,6 +139,7 @@ inline void asyncThunk(std::span<const std::byte> callable, std::size_t begin, s
     } else {
       kinds[kind].thunk(kinds[kind].callable, i, args, ctl, out);
     }
+    currentInputSource().local = -1;
     out.flushIfDue();
   }
   ir.expectEnd();
@@ -186,11 +191,13 @@ public:
       const std::size_t k = i - seg.first;
       if (seg.group.target->cancelled()) {
         w.writeRaw<std::uint32_t>(cancelledTaskKind);
+        w.writeRaw<std::uint64_t>(k);
         w.writeRaw<std::uint64_t>(0);
         continue;
       }
       const std::size_t from = seg.group.offsets[k], to = seg.group.offsets[k + 1];
       w.writeRaw<std::uint32_t>(seg.kind);
+      w.writeRaw<std::uint64_t>(k);
       w.writeRaw<std::uint64_t>(to - from);
       w.write(seg.group.args.data() + from, to - from);
     }

@@ -34,6 +34,7 @@
 #include "worker.hpp"
 #include "protocol.hpp"
 #include "dispatch.hpp"
+#include "memory.hpp"
 #include "posix.hpp"
 
 namespace flockmp::detail {
@@ -57,6 +58,9 @@ inline void validateOptions(const Options& o) {
   if (o.restartBudget.maxRestarts < 0)
     throw OptionError(fmt::format("flock: restartBudget.maxRestarts must be >= 0 (got {})", o.restartBudget.maxRestarts));
   if (o.restartBudget.period.count() <= 0) throw OptionError("flock: restartBudget.period must be a positive duration");
+  if (o.memoryLimit != 0 && o.memoryLimit < minMemoryLimit)
+    throw OptionError(fmt::format("flock: memoryLimit is in bytes and must be 0 (no limit) or at least {} (got {})",
+                                  minMemoryLimit, o.memoryLimit));
 }
 
 /// Whether workers serve one call or every call of a pool.
@@ -242,6 +246,7 @@ private:
     std::string protocolError; // killed by us for a corrupt frame
     bool channelLost = false;  // exited because a task closed or replaced its channel
     std::string setupError;    // its initializer failed or ran past the setup limit
+    std::uint64_t killedAtMemory = 0; // killed by us: its resident memory went past memoryLimit
     Clock::time_point startedAt{};
     Clock::time_point lastBytes{};
     std::deque<Batch> outstanding;
@@ -341,6 +346,7 @@ private:
       return;
     }
     checkTimeouts();
+    checkMemory();
     checkStalls();
     if (draining_) {
       // A death requeued what its worker held: a stopping stream runs none of it.
@@ -394,7 +400,7 @@ private:
   void startWorker(std::size_t i) {
     auto& s = slots_[i];
     auto* ctl = new (&control(i)) WorkerControl{};
-    (void)ctl;
+    ctl->memoryLimit.store(opts_.memoryLimit, std::memory_order_relaxed);
     LaunchContext ctx{this, i};
     s = Slot{};
     const bool mainThread = ::gettid() == ::getpid();
@@ -468,7 +474,11 @@ private:
     opts_.checkProgress = callOpts.checkProgress;
     opts_.progressLines = callOpts.progressLines;
     opts_.failFast = callOpts.failFast;
+    opts_.memoryLimit = callOpts.memoryLimit;
     validateOptions(opts_);
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].alive) control(i).memoryLimit.store(opts_.memoryLimit, std::memory_order_relaxed);
+    lastMemoryCheck_ = {};
     failFastCause_.reset();
     ++callEpoch_;
     dispatch_.begin(0, {});
@@ -983,6 +993,30 @@ private:
                   "descriptors it did not open); the worker was replaced";
       return f;
     }
+    if (s.killedAtMemory != 0) {
+      f.kind = FailureKind::outOfMemory;
+      f.message = fmt::format("the worker's resident memory reached {} while running this input, past the memoryLimit "
+                              "of {}; the worker was killed and replaced",
+                              formatBytes(s.killedAtMemory), formatBytes(opts_.memoryLimit));
+      return f;
+    }
+    if (status && WIFEXITED(*status) && WEXITSTATUS(*status) == workerOutOfMemoryExit &&
+        control(slotOf(s)).memoryCause.load(std::memory_order_acquire) != 0) {
+      const auto& ctl = control(slotOf(s));
+      const std::uint64_t peak = ctl.memoryPeak.load(std::memory_order_relaxed);
+      f.kind = FailureKind::outOfMemory;
+      if (ctl.memoryCause.load(std::memory_order_relaxed) == 2) {
+        f.type = "std::bad_alloc";
+        f.message = fmt::format("an allocation failed under the memoryLimit of {} (the worker's peak resident memory was "
+                                "{}); the worker was replaced",
+                                formatBytes(opts_.memoryLimit), formatBytes(peak));
+      } else {
+        f.message = fmt::format("the worker's resident memory peaked at {} while running this input, past the "
+                                "memoryLimit of {}; the worker was replaced",
+                                formatBytes(peak), formatBytes(opts_.memoryLimit));
+      }
+      return f;
+    }
     if (s.timedOut) {
       f.kind = FailureKind::timedOut;
       f.message = fmt::format("ran longer than the time limit of {}; the worker was killed",
@@ -1115,6 +1149,28 @@ private:
     }
   }
 
+  /// Options::memoryLimit, parent side: an input that grows past the limit and does not return
+  /// (the worker checks only after each input) is found by its worker's resident memory, read
+  /// every memoryPollInterval while it runs, and killed.
+  void checkMemory() {
+    if (opts_.memoryLimit == 0) return;
+    const auto now = Clock::now();
+    if (now - lastMemoryCheck_ < memoryPollInterval) return;
+    lastMemoryCheck_ = now;
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      auto& s = slots_[i];
+      if (!s.alive || s.outstanding.empty() || s.killedAtMemory != 0 || s.timedOut) continue;
+      if (control(i).current.load(std::memory_order_acquire) < 0) continue;
+      const std::uint64_t resident = memoryUseOf(s.proc.pid).resident;
+      if (resident > opts_.memoryLimit) {
+        s.killedAtMemory = resident;
+        killGroup(s);
+      }
+    }
+  }
+
+  [[nodiscard]] std::size_t slotOf(const Slot& s) const noexcept { return static_cast<std::size_t>(&s - slots_.data()); }
+
   int pollTimeoutMs() const {
     using namespace std::chrono;
     long ms = -1;
@@ -1137,6 +1193,8 @@ private:
       }
     }
     if (opts_.onProgress || progressBar_) atMost(100);
+    if (opts_.memoryLimit != 0 && anyOutstanding())
+      atMost(std::max<long>(0, duration_cast<milliseconds>(lastMemoryCheck_ + memoryPollInterval - now).count() + 1));
     for (const auto& s : slots_)
       if (s.alive && (s.reader.pending() > 0 || s.direct.remaining > 0)) atMost(500); // see checkStalls
     if (hasWork() && std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return !s.alive; }))
@@ -1169,6 +1227,8 @@ private:
   }
 
   static constexpr std::chrono::seconds stallGrace{3};
+  /// How often the parent reads the resident memory of busy workers when memoryLimit is set.
+  static constexpr std::chrono::milliseconds memoryPollInterval{50};
   /// How long a cancelled call waits for its workers to send what they finished and stop.
   static constexpr std::chrono::milliseconds cancelGrace{200};
   static constexpr std::chrono::milliseconds initialStartBackoff{10};
@@ -1191,6 +1251,7 @@ private:
   Clock::time_point nextStartAttempt_{};
   std::chrono::milliseconds startBackoff_{initialStartBackoff};
   Clock::time_point lastProgress_{};
+  Clock::time_point lastMemoryCheck_{};
   std::optional<ProgressBar> progressBar_; // Options::checkProgress, when stderr is a terminal
   bool gaveUp_ = false;
   bool inCall_ = false;          // open() began a call that has not ended

@@ -33,6 +33,9 @@ inline constexpr int workerInternalErrorExit = 121;
 /// Exit code of a worker that found its channel to the parent closed or replaced by a task (a
 /// task that closes every fd, say): it cannot report anything else.
 inline constexpr int workerChannelLostExit = 122;
+/// Exit code of a worker that went past Options::memoryLimit while running an input (the input
+/// and the peak are in its control block).
+inline constexpr int workerOutOfMemoryExit = 123;
 
 /// Writes out what the process's stdio and iostreams buffer. A worker leaves with _exit, which
 /// would drop it (stdout to a file or a pipe is fully buffered).

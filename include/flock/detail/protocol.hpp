@@ -316,7 +316,7 @@ inline Failure parseFailure(std::span<const std::byte> payload) {
   std::uint32_t kind = 0, len = 0;
   take(&index, sizeof index);
   take(&kind, sizeof kind);
-  if (kind > static_cast<std::uint32_t>(FailureKind::notRun)) throw fail();
+  if (kind > static_cast<std::uint32_t>(FailureKind::outOfMemory)) throw fail();
   Failure f;
   f.index = static_cast<std::size_t>(index);
   f.kind = static_cast<FailureKind>(kind);

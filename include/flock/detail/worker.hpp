@@ -33,8 +33,10 @@
 #include <vector>
 
 #include "../codec.hpp"
+#include "../current_input.hpp"
 #include "../error.hpp"
 #include "dispatch.hpp"
+#include "memory.hpp"
 #include "portable.hpp"
 #include "posix.hpp"
 #include "protocol.hpp"
@@ -53,6 +55,13 @@ struct alignas(64) WorkerControl {
   std::atomic<std::uint32_t> serving{0};
   /// Written by the parent to cancel: the worker sends what it has finished and stops.
   std::atomic<std::uint32_t> stop{0};
+  /// Written by the worker before it exits with workerOutOfMemoryExit: 1 when its peak resident
+  /// memory went past the limit, 2 when an allocation failed (std::bad_alloc) under the limit.
+  std::atomic<std::uint32_t> memoryCause{0};
+  /// Written by the parent: Options::memoryLimit of the call (0: none).
+  std::atomic<std::uint64_t> memoryLimit{0};
+  /// Written by the worker with memoryCause: its peak resident memory then, in bytes.
+  std::atomic<std::uint64_t> memoryPeak{0};
 };
 
 /// Thrown inside a worker when the parent asked it to stop (cancellation), after its finished
@@ -143,7 +152,23 @@ public:
   }
 
   void failure(std::size_t index, FailureKind kind, std::string_view type, std::string_view message) {
+    if (memoryGuard().limit() != 0) checkMemory(kind == FailureKind::exception && handlingBadAlloc());
     appendFailure(writer_, index, kind, type, message);
+  }
+
+  /// Options::memoryLimit, after each input (from due() and failure()): a worker whose peak
+  /// resident memory went past the limit, or whose input ran out of memory under it (`badAlloc`),
+  /// leaves at once with workerOutOfMemoryExit, its current input blamed. Nothing buffered is
+  /// sent (nor committed by beforeSend): those inputs run again on the worker that replaces it,
+  /// as after a crash.
+  void checkMemory(bool badAlloc = false) noexcept {
+    if (memoryGuard().limit() == 0 || ctl_.current.load(std::memory_order_relaxed) < 0) return;
+    const std::uint64_t peak = memoryGuard().overLimit();
+    if (peak == 0 && !badAlloc) return;
+    ctl_.memoryPeak.store(peak != 0 ? peak : peakResident(), std::memory_order_relaxed);
+    ctl_.memoryCause.store(peak != 0 ? 1 : 2, std::memory_order_release);
+    flushStdio();
+    ::_exit(workerOutOfMemoryExit);
   }
 
   /// Start a block of `count` raw results for inputs [begin, begin + count) and return where the
@@ -223,7 +248,7 @@ public:
 
   /// Flush when enough bytes are buffered or when due(). Call once per input.
   void flushIfDue() {
-    if (buf_.size() >= flushBytes || due()) flush();
+    if (due() || buf_.size() >= flushBytes) flush();
   }
 
   /// Flush when enough bytes are buffered.
@@ -237,6 +262,7 @@ public:
   /// loses little: a crash makes its worker's unsent results run again), when inputs take slowInputNs or more each (a send per input then costs under 1 %),
   /// or when the parent asked to stop.
   bool due() noexcept {
+    checkMemory();
     if (--countdown_ > 0) return false;
     const std::uint64_t now = monotonicNs();
     const std::uint64_t perInput = (now - lastCheck_) / stride_;
@@ -417,6 +443,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       }
     }
   };
+  currentInputSource() = {&ctl.current, -1};
   WorkerOutput out(commandFd, resultFd, ctl);
 #if defined(__GLIBC__)
   // Memory the parent had freed but malloc kept is shared copy-on-write with this worker, so
@@ -436,6 +463,19 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
     }
   }
   out.verifyChannel(); // an initializer that closed every fd cannot be served
+  if (const std::uint64_t limit = ctl.memoryLimit.load(std::memory_order_relaxed); limit != 0) {
+    memoryGuard().arm(limit);
+    if (const std::uint64_t resident = memoryUseOf().resident; resident > limit) {
+      // No input could run within the limit: a setup failure, which ends the call through the
+      // restart budget with this message rather than blaming inputs one by one.
+      out.failure(static_cast<std::size_t>(workerFailureIndex), FailureKind::setup, "flockmp::OptionError",
+                  fmt::format("memoryLimit ({}) is below the worker's resident memory once started ({}); raise it",
+                              formatBytes(limit), formatBytes(resident)));
+      out.flush();
+      flushStdio();
+      ::_exit(workerInternalErrorExit);
+    }
+  }
   ctl.serving.store(1, std::memory_order_release);
   Finally finally{finalizer};
   std::vector<std::byte> payload;
@@ -480,6 +520,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
         if (area.resultBytes > 0)
           out.useSharedResults(shared.data() + area.resultOffset, static_cast<std::size_t>(area.resultBytes));
       }
+      memoryGuard().arm(ctl.memoryLimit.load(std::memory_order_relaxed)); // a pool's call may bring another
       const std::uint64_t t0 = monotonicNs();
       out.batchStarted();
       const auto begin = static_cast<std::size_t>(run.begin), end = static_cast<std::size_t>(run.end);
