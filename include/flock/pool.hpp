@@ -22,6 +22,7 @@
 #include "detail/run.hpp"
 #include "detail/stream.hpp"
 #include "error.hpp"
+#include "insights.hpp"
 #include "options.hpp"
 #include "stream.hpp"
 
@@ -39,6 +40,8 @@ struct CallOptions {
   std::optional<bool> progressLines{};
   std::optional<bool> failFast{};
   std::optional<std::size_t> maxInFlight{};
+  /// Where this call's Insights go (nullptr: the pool's Options::insights, by default none).
+  Insights* insights = nullptr;
 };
 
 /// A pool of persistent worker processes (the seed's BaseMultiProc). Workers start at the first
@@ -413,6 +416,7 @@ private:
     if (c.progressLines) o.progressLines = *c.progressLines;
     if (c.failFast) o.failFast = *c.failFast;
     if (c.maxInFlight) o.maxInFlight = *c.maxInFlight;
+    if (c.insights) o.insights = c.insights;
     return o;
   }
 

@@ -125,7 +125,7 @@ inline void asyncThunk(std::span<const std::byte> callable, std::size_t begin, s
     const auto kind = ir.readRaw<std::uint32_t>();
     const auto length = ir.readRaw<std::uint64_t>();
     const std::span<const std::byte> args{ir.take(static_cast<std::size_t>(length)), static_cast<std::size_t>(length)};
-    ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    out.startInput(i);
     if (kind == cancelledTaskKind) {
       out.failure(i, FailureKind::cancelled, "", "cancelled before it ran");
     } else if (kind >= kinds.size()) {
