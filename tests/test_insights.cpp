@@ -331,3 +331,38 @@ TEST_CASE("a call that does not ask for insights leaves them alone; a worker tim
     for (int fd : {fds[0], fds[1], cmd[0], cmd[1]}) ::close(fd);
   }
 }
+
+TEST_CASE("insights give a recycled worker and its successor a row each", "[insights]") {
+  flockmp::test::DeadlockGuard guard;
+  constexpr std::size_t n = 35;
+  std::vector<int> xs(n);
+  for (std::size_t i = 0; i < n; ++i) xs[i] = static_cast<int>(i);
+  Insights in;
+  const auto outcomes = FunctionAsync::tryApply(xs, [](int) -> std::int64_t { return ::getpid(); },
+                                                {.poolSize = 1, .maxTasksPerWorker = 10, .checkProgress = false, .insights = &in});
+  flockmp::test::checkInsightsAddUp(in, n, 1);
+  // Four workers in turn (10 + 10 + 10 + 5 inputs): a row each, the first three ended (recycled).
+  REQUIRE(in.workers.size() == 4);
+  for (std::size_t k = 0; k < 4; ++k) {
+    CHECK(in.workers[k].ended == (k < 3)); // a recycled worker not marked, or the last one marked
+    CHECK(in.workers[k].inputs == (k < 3 ? 10u : 5u));
+  }
+  CHECK(in.restarts == 0); // a recycling counted as a restart
+  CHECK(inputsByRow(in) == inputsByPid(outcomes));
+}
+
+TEST_CASE("insights of DataFrameAsync, whose options nest Options", "[insights]") {
+  flockmp::test::DeadlockGuard guard;
+  std::vector<double> col(300);
+  for (std::size_t i = 0; i < col.size(); ++i) col[i] = static_cast<double>(i);
+  const flockmp::DataFrame df{{"x", col}};
+  Insights in;
+  const auto out = flockmp::DataFrameAsync::apply(df, [](const flockmp::Row& r) { return r.get<double>("x") * 2; },
+                                                  {.poolSize = 2, .pool = {.checkProgress = false, .insights = &in}});
+  CHECK(out.size() == col.size());
+  std::size_t ran = 0;
+  for (const auto& w : in.workers) ran += w.inputs;
+  CHECK(ran == in.inputs); // the nested pointer not passed on to the call
+  CHECK(in.inputs > 0);
+  CHECK(in.workers.size() == 2);
+}

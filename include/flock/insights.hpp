@@ -42,10 +42,11 @@ struct WorkerInsights {
   /// Bytes of results (and failure records) it sent to the parent, those passed through shared
   /// memory included.
   std::uint64_t bytesSent = 0;
-  /// Its peak resident set size in bytes: /proc/<pid>/status VmHWM, read by the parent while it
-  /// still runs (at the end of the call, or before the parent kills it); for a worker that
-  /// died on its own, the ru_maxrss (getrusage) it reported after its last finished batch
-  /// (0 if none finished).
+  /// Its peak resident set size in bytes: for a worker alive at the end of the call,
+  /// /proc/<pid>/status VmHWM read by the parent then (before a one-shot call's workers stop);
+  /// for one that ended during the call (crash, timeout, recycling), the ru_maxrss (getrusage)
+  /// it reported after its last finished batch of the call (0 if none finished): a process
+  /// that has exited has no VmHWM left to read.
   std::uint64_t peakRss = 0;
   /// True when it ended during the call for a reason other than the call's end: it crashed,
   /// timed out, sent a corrupt frame, or was recycled (maxTasksPerWorker).
@@ -74,7 +75,8 @@ struct InputTime {
 /// the request reaches them through the shared control block each already has, not the wire.
 /// When requested, each worker reads the clock once per input and sends, per batch, one small
 /// frame (its task time, its peak memory, and its 5 slowest inputs of the batch).
-/// Not filled by flockmp::mpi calls (their ranks run their own calls).
+/// Not filled by flockmp::mpi calls (their ranks run their own calls), nor by a pool's async
+/// calls (submit, applyAsync: they share open-ended calls on a driver thread).
 struct Insights {
   /// Number of slowest inputs kept.
   static constexpr std::size_t slowestKept = 5;

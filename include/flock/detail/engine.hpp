@@ -144,6 +144,11 @@ public:
       }
       job_->sink().reserve();
       noticeIdleDeaths();
+      // A pool's workers that served earlier calls get their rows (those started now get theirs
+      // in startWorker); a worker that died between calls is not this call's restart.
+      if (insightsOut_)
+        for (std::size_t i = 0; i < slots_.size(); ++i)
+          if (slots_[i].alive && slots_[i].row == noRow) openRow(i);
       startMissing();
       topUpAll();
       job_->sink().prepare();
@@ -502,8 +507,6 @@ private:
       insights_ = Insights{};
       callStartNs_ = monotonicNs();
       parentNs_ = 0;
-      for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (slots_[i].alive) openRow(i);
     }
     const auto now = Clock::now();
     for (auto& s : slots_) {
