@@ -902,6 +902,18 @@ int main(int argc, char** argv) {
     const double bw = pipeBandwidth(1 << 16, std::size_t{1} << 30);
     const double flockBw = static_cast<double>(n) * 1024.0 / r.flock;
     r.note = throughputNote(flockBw, static_cast<double>(n) * 1024.0 / r.serial, bw);
+    // The same call with Options::insights (each input timed in its worker, a timing frame per
+    // batch), against the call without, alternated so that both see the same machine load.
+    flockmp::Insights insights;
+    double off = 1e300, on = 1e300;
+    for (int k = 0; k < 2 * std::max(reps, 3); ++k) {
+      const bool asked = k % 4 == 1 || k % 4 == 2; // off, on, on, off, ...: neither always goes first
+      const double t = bestOf(1, [&] {
+        (void)flockmp::FunctionAsync::apply(idx, make, {.poolSize = static_cast<int>(workers), .insights = asked ? &insights : nullptr});
+      });
+      (asked ? on : off) = std::min(asked ? on : off, t);
+    }
+    r.note += fmt::format("; with insights {:.3f}x the time", on / off);
     rows.push_back(r);
   }
   {

@@ -107,6 +107,8 @@ public:
     opts_.onProgress = nullptr;
     opts_.stopToken = {};
     opts_.failFast = false;
+    // Nor one call whose end fills insights: its open-ended calls run on a driver thread.
+    opts_.insights = nullptr;
     const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd < 0) throwErrno("eventfd for async calls");
     wake_ = Fd(efd, true);

@@ -11,6 +11,7 @@
 #include "error.hpp"        // IWYU pragma: export
 #include "function_async.hpp" // IWYU pragma: export
 #include "init.hpp"         // IWYU pragma: export
+#include "insights.hpp"     // IWYU pragma: export
 #include "list_async.hpp"   // IWYU pragma: export
 #include "options.hpp"      // IWYU pragma: export
 #include "pool.hpp"         // IWYU pragma: export

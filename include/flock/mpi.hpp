@@ -476,6 +476,7 @@ inline Options localOptions(const Options& o) {
   local.onProgress = nullptr;
   local.checkProgress = false;
   local.progressLines = false;
+  local.insights = nullptr; // a rank's local part is not the call's insights (not supported yet)
   return local;
 }
 

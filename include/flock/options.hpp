@@ -9,6 +9,8 @@
 
 namespace flockmp {
 
+struct Insights;
+
 /// How worker processes come to exist.
 enum class Context {
   fork,       ///< fork the calling process when the call starts (default on Linux): any callable
@@ -121,6 +123,12 @@ struct Options {
   /// memory does not grow with its length. 0 (default): 32768 per worker, enough for tiny
   /// tasks to stream at nearly the speed of apply; set it lower for large inputs or results.
   std::size_t maxInFlight = 0;
+  /// When set, the call fills `*insights` when it ends (however it ends: with a TaskError or
+  /// another exception too) with what happened in it: per worker, its start-up, inputs, task and
+  /// idle time, bytes sent and peak memory; for the call, its wall time, the parent's time on
+  /// results, the 5 slowest inputs, restarts, retries and failures by kind (see Insights, in
+  /// <flock/insights.hpp>). Default nullptr: nothing is measured, nothing costs.
+  Insights* insights = nullptr;
 };
 
 } // namespace flockmp

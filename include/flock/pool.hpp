@@ -22,6 +22,7 @@
 #include "detail/run.hpp"
 #include "detail/stream.hpp"
 #include "error.hpp"
+#include "insights.hpp"
 #include "options.hpp"
 #include "stream.hpp"
 
@@ -40,6 +41,8 @@ struct CallOptions {
   std::optional<bool> failFast{};
   std::optional<std::size_t> maxInFlight{};
   std::optional<std::size_t> memoryLimit{};
+  /// Where this call's Insights go (nullptr: the pool's Options::insights, by default none).
+  Insights* insights = nullptr;
 };
 
 /// A pool of persistent worker processes (the seed's BaseMultiProc). Workers start at the first
@@ -415,6 +418,7 @@ private:
     if (c.failFast) o.failFast = *c.failFast;
     if (c.maxInFlight) o.maxInFlight = *c.maxInFlight;
     if (c.memoryLimit) o.memoryLimit = *c.memoryLimit;
+    if (c.insights) o.insights = c.insights;
     return o;
   }
 

@@ -128,7 +128,7 @@ inline void asyncThunk(std::span<const std::byte> callable, std::size_t begin, s
     const auto length = ir.readRaw<std::uint64_t>();
     const std::span<const std::byte> args{ir.take(static_cast<std::size_t>(length)), static_cast<std::size_t>(length)};
     if (local > static_cast<std::uint64_t>(INT64_MAX)) throw ProtocolError("flock: a task record with a bad index arrived");
-    ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    out.startInput(i);
     currentInputSource().local = static_cast<std::int64_t>(local);
     if (kind == cancelledTaskKind) {
       out.failure(i, FailureKind::cancelled, "", "cancelled before it ran");

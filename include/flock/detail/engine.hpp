@@ -28,6 +28,7 @@
 #include <fmt/core.h>
 
 #include "../error.hpp"
+#include "../insights.hpp"
 #include "backend.hpp"
 #include "../options.hpp"
 #include "../progress.hpp"
@@ -130,7 +131,10 @@ public:
     openEnded_ = openEnded;
     inputsComplete_ = !openEnded;
     closeFd_ = closeFd;
-    if (n_ == 0 && !openEnded) return;
+    if (n_ == 0 && !openEnded) {
+      publishInsights();
+      return;
+    }
     inCall_ = true;
     guarded([&] {
       ensureSlots(openEnded ? SIZE_MAX : n_);
@@ -144,6 +148,11 @@ public:
       }
       job_->sink().reserve();
       noticeIdleDeaths();
+      // A pool's workers that served earlier calls get their rows (those started now get theirs
+      // in startWorker); a worker that died between calls is not this call's restart.
+      if (insightsOut_)
+        for (std::size_t i = 0; i < slots_.size(); ++i)
+          if (slots_[i].alive && slots_[i].row == noRow) openRow(i);
       startMissing();
       topUpAll();
       job_->sink().prepare();
@@ -216,6 +225,7 @@ public:
       draining_ = false;
       abandonCall();
       inCall_ = false;
+      publishInsights();
     }
   }
 
@@ -259,7 +269,16 @@ private:
     std::vector<std::byte> pending; // frames not yet written to the worker (commands socket full)
     std::size_t pendingAt = 0;      // bytes of `pending` already written
     std::uint64_t callEpoch = 0;    // the call whose callable this worker holds (pools)
+    // Insights: what the worker did over its life, and where this call's row starts.
+    std::uint64_t launchNs = 0;     // when it was asked for (monotonicNs, the worker's clock)
+    std::uint64_t busyNs = 0;       // its batches' times (batchDone)
+    std::uint64_t bytesIn = 0;      // result bytes not counted by `reader`: direct reads, shared blocks
+    std::size_t row = noRow;        // its row in insights_.workers, during a call that asks for them
+    std::size_t rowFinished = 0;    // `finished`, `busyNs` and bytes received when the row opened
+    std::uint64_t rowBusyNs = 0;
+    std::uint64_t rowBytes = 0;
   };
+  static constexpr std::size_t noRow = SIZE_MAX;
 
   /// Inputs remain, batches are in flight (a pool's next call must not find this call's
   /// acknowledgements in its channels), or a stream may read more.
@@ -278,6 +297,7 @@ private:
       inCall_ = false;
       stopCb_.reset();
       stopFd_ = Fd{};
+      publishInsights();
       throw;
     }
   }
@@ -364,6 +384,7 @@ private:
     inCall_ = false;
     stopCb_.reset();
     stopFd_ = Fd{};
+    publishInsights(); // before a one-shot call's workers stop: their peak memory is read while they run
     if (life_ == Lifetime::oneCall) {
       shutdown();
     } else {
@@ -404,9 +425,11 @@ private:
     LaunchContext ctx{this, i};
     s = Slot{};
     const bool mainThread = ::gettid() == ::getpid();
+    s.launchNs = monotonicNs();
     s.proc = launcher_->launch(WorkerStart{&Engine::workerMain, &ctx, controls_.fd(), controls_.size(), i,
                                            life_ == Lifetime::oneCall || mainThread});
     s.alive = true;
+    if (insightsOut_) openRow(i);
     s.startedAt = s.lastChange = s.lastBytes = Clock::now();
     startBackoff_ = initialStartBackoff;
     if (launcher_->portable()) {
@@ -488,6 +511,13 @@ private:
     startBackoff_ = initialStartBackoff;
     progressBar_.reset();
     gaveUp_ = false;
+    resolvedHere_ = 0;
+    insightsOut_ = callOpts.insights;
+    if (insightsOut_) {
+      insights_ = Insights{};
+      callStartNs_ = monotonicNs();
+      parentNs_ = 0;
+    }
     const auto now = Clock::now();
     for (auto& s : slots_) {
       s.lastCurrent = -1;
@@ -699,17 +729,26 @@ private:
   /// Inputs [begin, begin + count) resolved in the parent (a failure found there).
   void resolveHere(std::size_t begin, std::size_t count) {
     resolved_ += count;
+    resolvedHere_ += count;
     job_->sink().done(begin, count);
   }
 
   void addFailure(Failure f) {
     ++failedCount_;
+    if (insightsOut_) ++insights_.failures[static_cast<std::size_t>(f.kind)];
     if (opts_.failFast && !failFastCause_ && f.kind != FailureKind::cancelled) failFastCause_ = f.index;
     if (!job_->sink().keepFailure(f)) failures_.push_back(std::move(f));
   }
 
   /// Read and process everything the worker has sent so far.
   void drain(Slot& s) {
+    struct Timer { // insights: the parent's time on results
+      std::uint64_t* total;
+      std::uint64_t start = total ? monotonicNs() : 0;
+      ~Timer() {
+        if (total) *total += monotonicNs() - start;
+      }
+    } timer{insightsOut_ ? &parentNs_ : nullptr};
     try {
       for (;;) {
         if (s.direct.remaining > 0) {
@@ -729,6 +768,7 @@ private:
             return;
           }
           s.lastBytes = Clock::now();
+          s.bytesIn += static_cast<std::uint64_t>(r);
           s.direct.dst += r;
           s.direct.remaining -= static_cast<std::size_t>(r);
           if (s.direct.remaining == 0) finishRawBlock(s);
@@ -759,6 +799,7 @@ private:
       case FrameKind::batchDone: onBatchDone(s, f->payload); break;
       case FrameKind::sharedBlock: onSharedBlock(s, f->payload); break;
       case FrameKind::partial: onPartial(s, f->payload); break;
+      case FrameKind::timing: onTiming(s, f->payload); break;
       default: throw ProtocolError(fmt::format("flock: unexpected frame kind {} from a worker", static_cast<unsigned>(f->kind)));
       }
     }
@@ -828,6 +869,7 @@ private:
     std::memcpy(job_->sink().rawDestination(static_cast<std::size_t>(begin)),
                 static_cast<const std::byte*>(controls_.data()) + b.resultOffset + (begin - b.begin) * elem,
                 static_cast<std::size_t>(count) * elem);
+    s.bytesIn += static_cast<std::uint64_t>(count) * elem;
     b.next += count;
     resolve(s, static_cast<std::size_t>(begin), static_cast<std::size_t>(count));
   }
@@ -881,6 +923,93 @@ private:
     resolve(s, index, 1);
   }
 
+  /// Insights: a batch's times, sent by its worker just before its batchDone.
+  void onTiming(Slot& s, std::span<const std::byte> payload) {
+    if (!insightsOut_ || s.row == noRow) throw ProtocolError("flock: unexpected timing frame from a worker");
+    const auto head = headOf<TimingHead>(payload);
+    if (s.outstanding.empty() || head.count > maxTimedInputs ||
+        payload.size() != sizeof(TimingHead) + static_cast<std::size_t>(head.count) * sizeof(TimedInput))
+      throw ProtocolError("flock: malformed timing frame");
+    const auto& b = s.outstanding.front();
+    if (head.begin != b.begin || head.end != b.end) throw ProtocolError("flock: timing frame for the wrong batch");
+    auto& w = insights_.workers[s.row];
+    w.tasks += std::chrono::nanoseconds(static_cast<std::int64_t>(head.tasksNs));
+    w.peakRss = std::max(w.peakRss, head.peakRss);
+    const auto* records = afterHead<TimingHead>(payload).data();
+    for (std::size_t k = 0; k < head.count; ++k) {
+      TimedInput t;
+      std::memcpy(&t, records + k * sizeof t, sizeof t);
+      if (t.index < b.begin || t.index >= b.end) throw ProtocolError("flock: timing frame names an input outside its batch");
+      keepSlow({static_cast<std::size_t>(t.index), std::chrono::nanoseconds(static_cast<std::int64_t>(t.ns))});
+    }
+  }
+
+  /// Keeps the Insights::slowestKept slowest inputs seen (unordered until publishInsights).
+  void keepSlow(InputTime t) {
+    auto& slow = insights_.slowest;
+    if (slow.size() < Insights::slowestKept) {
+      slow.push_back(t);
+      return;
+    }
+    auto fastest = std::min_element(slow.begin(), slow.end(), [](const InputTime& a, const InputTime& b) { return a.duration < b.duration; });
+    if (t.duration > fastest->duration) *fastest = t;
+  }
+
+  /// Insights: worker i starts its row of this call; from now on its batches are timed.
+  void openRow(std::size_t i) {
+    auto& s = slots_[i];
+    s.row = insights_.workers.size();
+    WorkerInsights w;
+    w.pid = s.proc.pid;
+    insights_.workers.push_back(w);
+    s.rowFinished = s.finished;
+    s.rowBusyNs = s.busyNs;
+    s.rowBytes = s.reader.received() + s.bytesIn;
+    control(i).insights.store(1, std::memory_order_release);
+  }
+
+  /// Insights: worker i's row is complete (the call ends, or the worker ended: `ended`). Call
+  /// before it is killed, so that its peak memory can still be read.
+  void closeRow(std::size_t i, bool ended) noexcept {
+    auto& s = slots_[i];
+    if (s.row == noRow || !insightsOut_) {
+      s.row = noRow;
+      return;
+    }
+    auto& w = insights_.workers[s.row];
+    s.row = noRow;
+    auto& ctl = control(i);
+    ctl.insights.store(0, std::memory_order_relaxed);
+    const std::uint64_t now = monotonicNs();
+    w.inputs = s.finished - s.rowFinished;
+    w.bytesSent = s.reader.received() + s.bytesIn - s.rowBytes;
+    std::uint64_t from = now; // never ready: never idle in the call
+    if (ctl.serving.load(std::memory_order_acquire) != 0) {
+      const std::uint64_t ready = ctl.readyNs.load(std::memory_order_relaxed);
+      w.startup = std::chrono::nanoseconds(ready > s.launchNs ? static_cast<std::int64_t>(ready - s.launchNs) : 0);
+      from = std::max(callStartNs_, ready);
+    }
+    const std::uint64_t present = now > from ? now - from : 0, busy = s.busyNs - s.rowBusyNs;
+    w.idle = std::chrono::nanoseconds(present > busy ? static_cast<std::int64_t>(present - busy) : 0);
+    if (s.alive && s.proc.pid > 0)
+      if (const auto peak = peakRssOf(s.proc.pid)) w.peakRss = std::max(w.peakRss, *peak);
+    w.ended = ended;
+  }
+
+  /// Insights: the call is over (however it ended): hand them to the caller, once.
+  void publishInsights() noexcept {
+    if (!insightsOut_) return;
+    for (std::size_t i = 0; i < slots_.size(); ++i) closeRow(i, false);
+    insights_.wall = std::chrono::nanoseconds(static_cast<std::int64_t>(monotonicNs() - callStartNs_));
+    insights_.parentResults = std::chrono::nanoseconds(static_cast<std::int64_t>(parentNs_));
+    insights_.inputs = resolved_;
+    insights_.notRun = resolvedHere_;
+    std::sort(insights_.slowest.begin(), insights_.slowest.end(), [](const InputTime& a, const InputTime& b) {
+      return a.duration != b.duration ? a.duration > b.duration : a.index < b.index;
+    });
+    *std::exchange(insightsOut_, nullptr) = std::move(insights_);
+  }
+
   void onBatchDone(Slot& s, std::span<const std::byte> payload) {
     if (payload.size() != sizeof(BatchDoneBody) || s.outstanding.empty())
       throw ProtocolError("flock: malformed batch acknowledgement");
@@ -889,6 +1018,7 @@ private:
     if (done.begin != b.begin || done.end != b.end) throw ProtocolError("flock: batch acknowledgement for the wrong batch");
     if (b.next != b.end) throw ProtocolError("flock: a worker acknowledged a batch with missing results");
     dispatch_.batchFinished(b.end - b.begin, done.ns);
+    s.busyNs += done.ns;
     s.outstanding.pop_front();
   }
 
@@ -904,6 +1034,7 @@ private:
   std::optional<int> reap(Slot& s) noexcept { return launcher_->reap(s.proc); }
 
   void killAndReap(Slot& s) noexcept {
+    closeRow(static_cast<std::size_t>(&s - slots_.data()), false); // while it runs: its peak memory is readable
     killGroup(s);
     (void)reap(s);
     s.alive = false;
@@ -924,6 +1055,7 @@ private:
 
     const bool expected = s.stopping && s.outstanding.empty() && status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
     if (!expected) accountForDeath(i, status, pid);
+    closeRow(i, true);
     s.proc = WorkerProcess{};
     s.pending.clear();
     s.pendingAt = 0;
@@ -939,11 +1071,14 @@ private:
     s.outstanding.clear();
     s.direct = {};
     const auto& culprit = verdict.culprit;
+    if (insightsOut_ && s.row != noRow) ++insights_.restarts;
     if (culprit) {
       Failure f = deathFailure(s, *culprit, status, pid);
       if (!dispatch_.applyVerdict(verdict, f.kind != FailureKind::protocol)) {
         addFailure(std::move(f));
         resolve(s, *culprit, 1);
+      } else if (insightsOut_) {
+        ++insights_.retries;
       }
     } else {
       dispatch_.applyVerdict(verdict, false);
@@ -1265,6 +1400,11 @@ private:
   std::optional<std::size_t> failFastCause_; // the input whose failure stops the call (failFast)
   std::vector<pollfd> pfds_;
   std::vector<std::pair<std::size_t, int>> who_;
+  std::size_t resolvedHere_ = 0;     // inputs resolved without a worker (see Insights::notRun)
+  Insights* insightsOut_ = nullptr;  // the call's Options::insights, until it is filled
+  Insights insights_;                // being gathered for insightsOut_
+  std::uint64_t callStartNs_ = 0;    // monotonicNs at the call's start
+  std::uint64_t parentNs_ = 0;       // the parent's time in drain() this call
 };
 
 } // namespace flockmp::detail

@@ -40,7 +40,7 @@ struct FoldCall {
 /// failure, so the parent accounts for every input, and a crash loses only the unsent stretch
 /// (which runs again). A `reduce` that throws fails the inputs of the stretch it was folding.
 template <class Codec, class Acc, class Call, class Reduce>
-void runFold(std::size_t begin, std::size_t end, Call&& call, Reduce& reduce, const Acc& init, WorkerControl& ctl,
+void runFold(std::size_t begin, std::size_t end, Call&& call, Reduce& reduce, const Acc& init, [[maybe_unused]] WorkerControl& ctl,
              WorkerOutput& out) {
   Acc acc = init;
   std::size_t from = begin; // the first input not yet reported; [from, i) are folded into acc
@@ -52,7 +52,7 @@ void runFold(std::size_t begin, std::size_t end, Call&& call, Reduce& reduce, co
     from = upTo;
   };
   for (std::size_t i = begin; i < end; ++i) {
-    ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    out.startInput(i);
     bool mapped = false;
     try {
       auto result = call(i);

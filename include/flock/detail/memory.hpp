@@ -20,7 +20,7 @@
 #include <string>
 #include <sys/types.h>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 namespace flockmp::detail {
 

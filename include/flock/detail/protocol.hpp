@@ -48,10 +48,12 @@ enum class FrameKind : std::uint32_t {
                     ///< are in the batch's shared result area, at (begin - batch begin) * size
   partial = 11,     ///< worker -> parent (mapReduce): [RawBlockHead] + the encoded fold of the
                     ///< results of inputs [begin, begin + count) that did not fail
+  timing = 12,      ///< worker -> parent, only while the call asks for insights, just before a
+                    ///< batchDone: [TimingHead] + `count` TimedInput (the batch's slowest inputs)
 };
 
 /// The highest FrameKind value; a header with a kind above it is corrupt.
-inline constexpr FrameKind lastFrameKind = FrameKind::partial;
+inline constexpr FrameKind lastFrameKind = FrameKind::timing;
 
 struct FrameHeader {
   static constexpr std::uint32_t magicValue = 0x314B4C46; // "FLK1"
@@ -86,6 +88,18 @@ struct RawBlockHead {     ///< rawBlock: the object bytes of `count` results for
 };
 struct BatchDoneBody {    ///< batchDone: the whole payload; `ns` is the batch's time in the worker
   std::uint64_t begin = 0, end = 0, ns = 0;
+};
+
+/// The most slowest inputs a timing frame carries (the parent keeps as many for the call).
+inline constexpr std::size_t maxTimedInputs = 5;
+struct TimingHead {       ///< timing: the batch [begin, end) just run, as measured by its worker
+  std::uint64_t begin = 0, end = 0;
+  std::uint64_t tasksNs = 0;   ///< the sum of its inputs' times
+  std::uint64_t peakRss = 0;   ///< the worker's peak resident set size so far, in bytes
+  std::uint64_t count = 0;     ///< TimedInput records that follow (at most maxTimedInputs)
+};
+struct TimedInput {       ///< timing, after TimingHead: one of the batch's slowest inputs
+  std::uint64_t index = 0, ns = 0;
 };
 
 /// The fixed head of a payload; throws ProtocolError (naming `Head`'s frame) when it is shorter.
@@ -219,6 +233,7 @@ public:
       }
       if (r == 0) return Fill::eof;
       end_ += static_cast<std::size_t>(r);
+      received_ += static_cast<std::uint64_t>(r);
       return Fill::data;
     }
   }
@@ -234,6 +249,9 @@ public:
     start_ += sizeof(FrameHeader) + h->length;
     return v;
   }
+
+  /// Bytes read from the fd by fill() so far.
+  [[nodiscard]] std::uint64_t received() const noexcept { return received_; }
 
   /// Bytes received that do not form a complete frame yet.
   [[nodiscard]] std::size_t pending() const noexcept { return end_ - start_; }
@@ -288,6 +306,7 @@ private:
   std::vector<std::byte> buf_;
   std::size_t start_ = 0;
   std::size_t end_ = 0;
+  std::uint64_t received_ = 0;
 };
 
 /// failure: [u64 index][u32 kind][u32 len][type][u32 len][message].

@@ -33,7 +33,7 @@ namespace flockmp::detail {
 /// Worker side: run inputs [begin, end) through `call(i)` (which invokes the callable on input i)
 /// and buffer their results or failures in `out`, raw blocks or encoded (see runResults).
 template <class R, class Call>
-void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, WorkerOutput& out) {
+void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, [[maybe_unused]] WorkerControl& ctl, WorkerOutput& out) {
   constexpr std::size_t elementSize = std::is_void_v<R> ? 0 : sizeof(std::conditional_t<std::is_void_v<R>, char, R>);
   if constexpr (elementSize > 0) {
     if (std::byte* area = out.sharedResults(); area && out.sharedResultBytes() >= (end - begin) * elementSize) {
@@ -41,7 +41,7 @@ void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerContro
       // sharedBlock frames announce the ones written so far (an input that throws ends a block).
       std::size_t from = begin;
       for (std::size_t i = begin; i < end; ++i) {
-        ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+        out.startInput(i);
         try {
           const R value = call(i);
           std::memcpy(area + (i - begin) * elementSize, &value, elementSize);
@@ -72,7 +72,7 @@ void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerContro
     std::byte* dst = out.rawBlockBegin(blockBegin, count, elementSize);
     bool closed = false; // the block ended early: an input threw, or its results are due
     for (; i < blockBegin + count; ++i) {
-      ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+      out.startInput(i);
       try {
         if constexpr (std::is_void_v<R>) call(i);
         else {
@@ -103,9 +103,9 @@ void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerContro
 }
 
 template <class Codec, class R, class Call>
-void runResultsEncoded(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, WorkerOutput& out) {
+void runResultsEncoded(std::size_t begin, std::size_t end, Call&& call, [[maybe_unused]] WorkerControl& ctl, WorkerOutput& out) {
   for (std::size_t i = begin; i < end; ++i) {
-    ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    out.startInput(i);
     try {
       out.template result<Codec, R>(i, call(i));
     } catch (...) {

@@ -11,12 +11,14 @@
 #include <malloc.h>
 #endif
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -58,11 +60,18 @@ struct alignas(64) WorkerControl {
   /// Written by the worker before it exits with workerOutOfMemoryExit: 1 when its peak resident
   /// memory went past the limit, 2 when an allocation failed (std::bad_alloc) under the limit.
   std::atomic<std::uint32_t> memoryCause{0};
+  /// Written by the parent: 1 while the call asks for insights (Options::insights); the worker
+  /// then times the inputs of each batch it starts. Through here, not the wire: off costs nothing.
+  std::atomic<std::uint32_t> insights{0};
   /// Written by the parent: Options::memoryLimit of the call (0: none).
   std::atomic<std::uint64_t> memoryLimit{0};
   /// Written by the worker with memoryCause: its peak resident memory then, in bytes.
   std::atomic<std::uint64_t> memoryPeak{0};
+  /// Written by the worker as it becomes ready (serving = 1): CLOCK_MONOTONIC in ns, the clock
+  /// the parent reads too, so that the parent knows the worker's start-up time.
+  std::atomic<std::uint64_t> readyNs{0};
 };
+static_assert(sizeof(WorkerControl) == 64);
 
 /// Thrown inside a worker when the parent asked it to stop (cancellation), after its finished
 /// results were sent; the worker loop ends normally and the finalizer runs.
@@ -207,6 +216,36 @@ public:
     writer_.end();
   }
 
+  /// Called before input `i` runs: records it in the control block (for the parent to blame a
+  /// death or a hang on it) and, when the batch is timed, ends the previous input's time.
+  void startInput(std::size_t i) noexcept {
+    ctl_.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    if (timing_) [[unlikely]]
+      lap(i);
+  }
+
+  /// Called when a batch starts: time its inputs when the parent asked for insights.
+  void timeInputs(bool on) noexcept {
+    timing_ = on;
+    timedIndex_ = noInput;
+    tasksNs_ = excluded_ = 0;
+    slowCount_ = 0;
+  }
+
+  /// Insights: append the batch's timing frame (its task time, the worker's peak memory, its
+  /// slowest inputs) when the batch was timed. Call before batchDone.
+  void batchTiming(std::size_t begin, std::size_t end) {
+    if (!timing_) return;
+    lap(noInput);
+    timing_ = false;
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    writer_.begin(FrameKind::timing);
+    writer_.appendRaw(TimingHead{begin, end, tasksNs_, static_cast<std::uint64_t>(ru.ru_maxrss) * 1024u, slowCount_});
+    writer_.append(slow_.data(), slowCount_ * sizeof(TimedInput));
+    writer_.end();
+  }
+
   void batchDone(std::size_t begin, std::size_t end, std::uint64_t ns) {
     writer_.begin(FrameKind::batchDone);
     writer_.appendRaw(BatchDoneBody{begin, end, ns});
@@ -216,6 +255,7 @@ public:
   /// Send what is buffered. If the parent is gone there is nobody to work for: exit. Throws
   /// StopRequested afterwards when the parent asked the worker to stop.
   void flush() {
+    const std::uint64_t flushStart = timing_ ? monotonicNs() : 0;
     verifyChannel();
     if (auto& hook = beforeSend(); hook.fn) {
       try {
@@ -243,6 +283,7 @@ public:
     }
     buf_.clear();
     lastFlush_ = monotonicNs();
+    if (timing_) excluded_ += lastFlush_ - flushStart; // writes are not the input's time
     if (ctl_.stop.load(std::memory_order_relaxed) != 0) throw StopRequested{};
   }
 
@@ -299,6 +340,27 @@ public:
   static constexpr std::uint64_t maxStride = 4096;
 
 private:
+  static constexpr std::uint64_t noInput = ~std::uint64_t{0};
+
+  /// Ends the time of the input being timed (if any) and starts timing `next` (noInput: none).
+  void lap(std::uint64_t next) noexcept {
+    const std::uint64_t now = monotonicNs();
+    if (timedIndex_ != noInput) {
+      const std::uint64_t span = now - timedStart_;
+      const std::uint64_t ns = span > excluded_ ? span - excluded_ : 0;
+      tasksNs_ += ns;
+      if (slowCount_ < slow_.size()) {
+        slow_[slowCount_++] = {timedIndex_, ns};
+      } else {
+        auto fastest = std::min_element(slow_.begin(), slow_.end(), [](const TimedInput& a, const TimedInput& b) { return a.ns < b.ns; });
+        if (ns > fastest->ns) *fastest = {timedIndex_, ns};
+      }
+    }
+    timedIndex_ = next;
+    timedStart_ = now;
+    excluded_ = 0;
+  }
+
   /// Device and inode of an open fd ({0, 0} when it is not open).
   static std::pair<dev_t, ino_t> identify(int fd) noexcept {
     struct stat st {};
@@ -320,6 +382,14 @@ private:
   std::uint64_t lastCheck_ = monotonicNs();
   std::uint64_t countdown_ = 1;
   std::uint64_t stride_ = 1;
+  // Insights (see timeInputs): the input being timed, since when, the flush time inside it.
+  bool timing_ = false;
+  std::uint64_t timedIndex_ = noInput;
+  std::uint64_t timedStart_ = 0;
+  std::uint64_t excluded_ = 0;
+  std::uint64_t tasksNs_ = 0;
+  std::array<TimedInput, maxTimedInputs> slow_{};
+  std::size_t slowCount_ = 0;
 };
 
 /// What the engine runs: typed jobs (see pool.hpp) implement it.
@@ -476,6 +546,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       ::_exit(workerInternalErrorExit);
     }
   }
+  ctl.readyNs.store(monotonicNs(), std::memory_order_relaxed);
   ctl.serving.store(1, std::memory_order_release);
   Finally finally{finalizer};
   std::vector<std::byte> payload;
@@ -523,9 +594,11 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       memoryGuard().arm(ctl.memoryLimit.load(std::memory_order_relaxed)); // a pool's call may bring another
       const std::uint64_t t0 = monotonicNs();
       out.batchStarted();
+      out.timeInputs(ctl.insights.load(std::memory_order_acquire) != 0);
       const auto begin = static_cast<std::size_t>(run.begin), end = static_cast<std::size_t>(run.end);
       runner.run(begin, end, inputs, ctl, out);
       ctl.current.store(idleAfter(end - 1), std::memory_order_relaxed);
+      out.batchTiming(begin, end);
       out.batchDone(begin, end, monotonicNs() - t0);
       // What the tasks printed goes out with their results (stdout to a file or a pipe is fully
       // buffered, and the worker leaves with _exit).
