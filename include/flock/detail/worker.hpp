@@ -86,7 +86,7 @@ inline std::pair<std::string, std::string> describeCurrentException() {
 /// reaches the parent before what its input wrote is durable. One per worker process; `fn` is
 /// cleared before it runs, so it runs once per registration. If it throws, the buffered results
 /// cannot be vouched for: the worker prints why and exits without sending them, and the parent
-/// runs those inputs again on a fresh worker (see WorkerOutput::flush).
+/// runs those inputs again on a fresh worker (see ResultWriter::flush).
 struct BeforeSend {
   void (*fn)(void* context) = nullptr;
   void* context = nullptr;
@@ -97,9 +97,9 @@ inline BeforeSend& beforeSend() noexcept {
 }
 
 /// Worker side: frames waiting to go to the parent, written in few large writes.
-class WorkerOutput {
+class ResultWriter {
 public:
-  WorkerOutput(int commandFd, int resultFd, WorkerControl& ctl)
+  ResultWriter(int commandFd, int resultFd, WorkerControl& ctl)
       : commandFd_(commandFd), fd_(resultFd), ctl_(ctl), commandId_(identify(commandFd)), resultId_(identify(resultFd)),
         writer_(buf_) {
     buf_.reserve(1 << 16);
@@ -304,7 +304,7 @@ public:
   /// Where the results go.
   [[nodiscard]] virtual ResultSink& sink() noexcept = 0;
   /// Worker side: run inputs [begin, end) in order, storing `current` before each.
-  virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) = 0;
+  virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, ResultWriter& out) = 0;
   /// True for a pool's call: the workers did not inherit the job, so each gets the callable
   /// (encodeCall) and each batch carries its inputs (encodeInputs).
   [[nodiscard]] virtual bool portable() const noexcept { return false; }
@@ -335,7 +335,7 @@ public:
   virtual void onCall(std::span<const std::byte> payload) = 0;
   /// Run inputs [begin, end), whose encoded values (pool) are `inputs`.
   virtual void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
-                   WorkerOutput& out) = 0;
+                   ResultWriter& out) = 0;
 };
 
 /// A one-shot worker: the job (callable, inputs, result types) is in its copy-on-write memory.
@@ -344,7 +344,7 @@ public:
   explicit InheritedJobRunner(JobBase& job) noexcept : job_(job) {}
   void onCall(std::span<const std::byte>) override { ::_exit(workerInternalErrorExit); }
   void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
-           WorkerOutput& out) override {
+           ResultWriter& out) override {
     if (!inputs.empty()) ::_exit(workerInternalErrorExit);
     job_.runBatch(begin, end, ctl, out);
   }
@@ -356,7 +356,7 @@ private:
 /// The code a pool's worker runs for one batch of a call: a template instantiated for the call's
 /// codec, callable, input and result types (see pool.hpp), found in the worker by its CodeRef.
 using PoolThunk = void (*)(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
-                           std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out);
+                           std::span<const std::byte> inputs, WorkerControl& ctl, ResultWriter& out);
 
 /// A pool's worker: each call names its thunk and brings the callable's bytes.
 class PoolRunner final : public BatchRunner {
@@ -373,7 +373,7 @@ public:
     }
   }
   void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
-           WorkerOutput& out) override {
+           ResultWriter& out) override {
     if (thunk_ == nullptr) {
       failAll(begin, end, out, FailureKind::exception, "flockmp::Error",
               error_.empty() ? std::string("flock: a batch arrived before its call") : error_);
@@ -390,7 +390,7 @@ public:
   }
 
 private:
-  static void failAll(std::size_t begin, std::size_t end, WorkerOutput& out, FailureKind kind, std::string_view type,
+  static void failAll(std::size_t begin, std::size_t end, ResultWriter& out, FailureKind kind, std::string_view type,
                       std::string_view message) {
     for (std::size_t i = begin; i < end; ++i) out.failure(i, kind, type, message);
   }
@@ -417,7 +417,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       }
     }
   };
-  WorkerOutput out(commandFd, resultFd, ctl);
+  ResultWriter out(commandFd, resultFd, ctl);
 #if defined(__GLIBC__)
   // Memory the parent had freed but malloc kept is shared copy-on-write with this worker, so
   // each parent write into it (decoded results, mostly) would copy a page while the worker
@@ -450,7 +450,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
           got = readExact(commandFd, payload.data(), payload.size());
         }
       } catch (const Error&) {
-        WorkerOutput::channelLost();
+        ResultWriter::channelLost();
       }
       if (!got) return; // parent closed the channel
       if (h.magic != FrameHeader::magicValue || h.length > maxFramePayload) ::_exit(workerInternalErrorExit);
@@ -514,7 +514,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
     payload.resize(static_cast<std::size_t>(h.length));
     if (!readExact(commandFd, payload.data(), payload.size())) ::_exit(0);
   } catch (const Error&) {
-    WorkerOutput::channelLost();
+    ResultWriter::channelLost();
   }
   std::string setupError;
   try {
