@@ -59,7 +59,7 @@ void taskThunk(std::span<const std::byte> callable, std::size_t index, std::span
     out.failure(index, FailureKind::codec, type, "the task could not be rebuilt in the worker: " + message);
     return;
   }
-  ctl.current.store(static_cast<std::int64_t>(index), std::memory_order_relaxed);
+  startInput(ctl, index);
   try {
     if constexpr (Spread) {
       if constexpr (std::is_void_v<R>) {
@@ -125,7 +125,7 @@ inline void asyncThunk(std::span<const std::byte> callable, std::size_t begin, s
     const auto kind = ir.readRaw<std::uint32_t>();
     const auto length = ir.readRaw<std::uint64_t>();
     const std::span<const std::byte> args{ir.take(static_cast<std::size_t>(length)), static_cast<std::size_t>(length)};
-    ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    startInput(ctl, i);
     if (kind == cancelledTaskKind) {
       out.failure(i, FailureKind::cancelled, "", "cancelled before it ran");
     } else if (kind >= kinds.size()) {

@@ -34,6 +34,7 @@
 #include "worker.hpp"
 #include "protocol.hpp"
 #include "dispatch.hpp"
+#include "output.hpp"
 #include "posix.hpp"
 
 namespace flockmp::detail {
@@ -254,6 +255,8 @@ private:
     std::vector<std::byte> pending; // frames not yet written to the worker (commands socket full)
     std::size_t pendingAt = 0;      // bytes of `pending` already written
     std::uint64_t callEpoch = 0;    // the call whose callable this worker holds (pools)
+    bool killed = false;            // killed by us (killGroup)
+    OutputPipe output[2];           // its stdout and stderr (WorkerOutput::forward, prefix)
   };
 
   /// Inputs remain, batches are in flight (a pool's next call must not find this call's
@@ -281,7 +284,7 @@ private:
   /// `draining_` (a stream stopping early): nothing new is handed out.
   void pollOnce(int capMs) {
     // (slot, 0 = results, 1 = pidfd, 2 = cancelled, 3 = commands writable, 4 = pool closing,
-    // 5 = woken)
+    // 5 = woken, 6 and 7 = stdout and stderr)
     pfds_.clear();
     who_.clear();
     for (std::size_t i = 0; i < slots_.size(); ++i) {
@@ -296,6 +299,12 @@ private:
       if (s.pendingAt < s.pending.size()) {
         pfds_.push_back({s.proc.commands.get(), POLLOUT, 0});
         who_.emplace_back(i, 3);
+      }
+      for (int k = 0; k < 2; ++k) {
+        // Always read, busy worker or not: a worker must never wait on a full pipe for long.
+        if (!s.output[k].open()) continue;
+        pfds_.push_back({s.output[k].fd(), POLLIN, 0});
+        who_.emplace_back(i, 6 + k);
       }
     }
     if (stopFd_) {
@@ -333,8 +342,10 @@ private:
       if (!s.alive) continue;
       if (what == 0) drain(s);
       else if (what == 1) handleExit(i);
+      else if (what >= 6) s.output[what - 6].read(forwarded_[what - 6]);
       else flushPending(s);
     }
+    writeForwardedLines();
     if (gaveUp_) return;
     if (failFastCause_ && !draining_) {
       cancel(fmt::format("input {} failed and failFast is on", *failFastCause_));
@@ -361,9 +372,15 @@ private:
     if (life_ == Lifetime::oneCall) {
       shutdown();
     } else {
-      // Idle now: nothing writes the control blocks until the next batch.
-      for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (slots_[i].alive) control(i).current.store(-1, std::memory_order_release);
+      // Idle now: nothing writes the control blocks until the next batch. What the call's
+      // inputs printed is in the pipes (a worker flushes its stdio before acknowledging a
+      // batch): it is written now, unfinished lines included, not at the next call.
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        if (!slots_[i].alive) continue;
+        control(i).current.store(-1, std::memory_order_release);
+        for (int k = 0; k < 2; ++k) slots_[i].output[k].finish(forwarded_[k], "", false);
+      }
+      writeForwardedLines();
     }
     reportProgress(true);
   }
@@ -398,8 +415,28 @@ private:
     LaunchContext ctx{this, i};
     s = Slot{};
     const bool mainThread = ::gettid() == ::getpid();
-    s.proc = launcher_->launch(WorkerStart{&Engine::workerMain, &ctx, controls_.fd(), controls_.size(), i,
-                                           life_ == Lifetime::oneCall || mainThread});
+    WorkerStart start{&Engine::workerMain, &ctx, controls_.fd(), controls_.size(), i,
+                      life_ == Lifetime::oneCall || mainThread};
+    Fd readEnds[2], writeEnds[2];
+    const bool forwarding = opts_.workerOutput != WorkerOutput::inherit;
+    if (forwarding) {
+      for (int k = 0; k < 2; ++k) {
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) < 0) throwErrno("pipe for a worker's output");
+        readEnds[k] = Fd(aboveStdio(p[0], "moving a worker's output pipe above fd 2"), true);
+        writeEnds[k] = Fd(aboveStdio(p[1], "moving a worker's output pipe above fd 2"), true);
+        setNonBlocking(readEnds[k].get());
+      }
+      start.stdoutFd = writeEnds[0].get();
+      start.stderrFd = writeEnds[1].get();
+      if (opts_.workerOutput == WorkerOutput::prefix) control(i).outputNonce = newOutputNonce();
+    }
+    s.proc = launcher_->launch(start);
+    if (forwarding) {
+      for (int k = 0; k < 2; ++k)
+        s.output[k] = OutputPipe(std::move(readEnds[k]), static_cast<int>(i),
+                                 opts_.workerOutput == WorkerOutput::prefix, control(i).outputNonce);
+    }
     s.alive = true;
     s.startedAt = s.lastChange = s.lastBytes = Clock::now();
     startBackoff_ = initialStartBackoff;
@@ -883,6 +920,7 @@ private:
   }
 
   static void killGroup(Slot& s) noexcept {
+    s.killed = true;
     // The worker leads its own process group: this also kills what it started. While the worker
     // is not yet reaped its pid cannot be reused, so the group id is still ours.
     ::kill(-s.proc.pid, SIGKILL);
@@ -895,7 +933,8 @@ private:
 
   void killAndReap(Slot& s) noexcept {
     killGroup(s);
-    (void)reap(s);
+    const auto status = reap(s);
+    endOutput(s, status);
     s.alive = false;
     s.proc = WorkerProcess{};
     s.pending.clear();
@@ -911,6 +950,7 @@ private:
     const auto status = reap(s);
     const pid_t pid = s.proc.pid;
     s.alive = false;
+    endOutput(s, status);
 
     const bool expected = s.stopping && s.outstanding.empty() && status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
     if (!expected) accountForDeath(i, status, pid);
@@ -1007,6 +1047,43 @@ private:
     return f;
   }
 
+  /// The worker has exited and its group is dead: what its pipes still hold is written, an
+  /// unfinished line marked as cut unless the worker ended normally; the pipes are closed.
+  void endOutput(Slot& s, std::optional<int> status) noexcept {
+    std::string_view cut = " [cut: worker crashed]";
+    if (status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0) cut = "";
+    else if (s.timedOut) cut = " [cut: worker timed out]";
+    else if (s.killed) cut = " [cut: worker killed]";
+    try {
+      for (int k = 0; k < 2; ++k) s.output[k].finish(forwarded_[k], cut, true);
+    } catch (...) {
+      // Out of memory for the text: it is dropped, the call goes on.
+    }
+    writeForwardedLines();
+    for (auto& o : s.output) o = OutputPipe{};
+  }
+
+  /// Writes the whole lines read from the workers to the parent's stdout and stderr, above the
+  /// progress bar (erased, then drawn again below them). Blocking, as the application's own
+  /// printf would be: while the parent's stdout is a full pipe nobody reads, the call waits
+  /// here, and workers that print meanwhile wait on their full pipes (see WorkerOutput).
+  void writeForwardedLines() noexcept {
+    if (forwarded_[0].empty() && forwarded_[1].empty()) return;
+    if (progressBar_) progressBar_->hide();
+    for (int k = 0; k < 2; ++k) {
+      if (forwarded_[k].empty()) continue;
+      std::fflush(k == 0 ? stdout : stderr); // the application's own text stays before
+      writeForwarded(k + 1, forwarded_[k]);
+      forwarded_[k].clear();
+    }
+    if (progressBar_) progressBar_->restore();
+  }
+
+  /// Reads what a worker's output pipes hold now.
+  void readOutputs(Slot& s) {
+    for (int k = 0; k < 2; ++k) s.output[k].read(forwarded_[k]);
+  }
+
   static std::string formatDuration(std::chrono::nanoseconds d) {
     using namespace std::chrono;
     if (d % seconds(1) == nanoseconds(0)) return fmt::format("{}s", duration_cast<seconds>(d).count());
@@ -1064,6 +1141,11 @@ private:
         }
         pfds.push_back({s.proc.pidfd.get(), POLLIN, 0});
         who.emplace_back(i, true);
+        for (auto& o : s.output) {
+          if (!o.open()) continue;
+          pfds.push_back({o.fd(), POLLIN, 0});
+          who.emplace_back(i, false);
+        }
       }
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (pfds.empty() || left <= 0) break;
@@ -1073,8 +1155,10 @@ private:
         auto& s = slots_[who[k].first];
         if (!s.alive) continue;
         if (!s.eof && s.protocolError.empty()) drain(s);
+        readOutputs(s);
         if (who[k].second) killAndReap(s); // it stopped; anything left in its group goes too
       }
+      writeForwardedLines();
     }
     for (auto& s : slots_) {
       if (!s.alive) continue;
@@ -1160,9 +1244,23 @@ private:
     const auto deadline = Clock::now() + std::chrono::seconds(5);
     for (auto& s : slots_) {
       if (!s.alive) continue;
-      pollfd p{s.proc.pidfd.get(), POLLIN, 0};
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      while (::poll(&p, 1, static_cast<int>(std::max<long>(0, left))) < 0 && errno == EINTR) {
+      // Its finalizer may print: its pipes are read while it stops, or it could wait on a full
+      // one until killed.
+      for (;;) {
+        pollfd p[3] = {{s.proc.pidfd.get(), POLLIN, 0},
+                       {s.output[0].open() ? s.output[0].fd() : -1, POLLIN, 0}, // poll skips -1
+                       {s.output[1].open() ? s.output[1].fd() : -1, POLLIN, 0}};
+        const nfds_t n = 3;
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        const int rc = ::poll(p, n, static_cast<int>(std::max<long>(0, left)));
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc <= 0 || p[0].revents != 0) break;
+        try {
+          readOutputs(s);
+        } catch (...) {
+          break;
+        }
+        writeForwardedLines();
       }
       killAndReap(s); // kills any grandchild left in the worker's group, then reaps
     }
@@ -1204,6 +1302,7 @@ private:
   std::optional<std::size_t> failFastCause_; // the input whose failure stops the call (failFast)
   std::vector<pollfd> pfds_;
   std::vector<std::pair<std::size_t, int>> who_;
+  std::string forwarded_[2]; // whole worker lines read, for the parent's stdout and stderr
 };
 
 } // namespace flockmp::detail

@@ -52,7 +52,7 @@ void runFold(std::size_t begin, std::size_t end, Call&& call, Reduce& reduce, co
     from = upTo;
   };
   for (std::size_t i = begin; i < end; ++i) {
-    ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    startInput(ctl, i);
     bool mapped = false;
     try {
       auto result = call(i);

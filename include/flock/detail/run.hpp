@@ -41,7 +41,7 @@ void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerContro
       // sharedBlock frames announce the ones written so far (an input that throws ends a block).
       std::size_t from = begin;
       for (std::size_t i = begin; i < end; ++i) {
-        ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+        startInput(ctl, i);
         try {
           const R value = call(i);
           std::memcpy(area + (i - begin) * elementSize, &value, elementSize);
@@ -72,7 +72,7 @@ void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerContro
     std::byte* dst = out.rawBlockBegin(blockBegin, count, elementSize);
     bool closed = false; // the block ended early: an input threw, or its results are due
     for (; i < blockBegin + count; ++i) {
-      ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+      startInput(ctl, i);
       try {
         if constexpr (std::is_void_v<R>) call(i);
         else {
@@ -105,7 +105,7 @@ void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, WorkerContro
 template <class Codec, class R, class Call>
 void runResultsEncoded(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, ResultWriter& out) {
   for (std::size_t i = begin; i < end; ++i) {
-    ctl.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    startInput(ctl, i);
     try {
       out.template result<Codec, R>(i, call(i));
     } catch (...) {

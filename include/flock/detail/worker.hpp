@@ -35,6 +35,7 @@
 #include "../codec.hpp"
 #include "../error.hpp"
 #include "dispatch.hpp"
+#include "output.hpp"
 #include "portable.hpp"
 #include "posix.hpp"
 #include "protocol.hpp"
@@ -53,7 +54,18 @@ struct alignas(64) WorkerControl {
   std::atomic<std::uint32_t> serving{0};
   /// Written by the parent to cancel: the worker sends what it has finished and stops.
   std::atomic<std::uint32_t> stop{0};
+  /// Written by the parent before the worker starts: the nonce of its output markers under
+  /// WorkerOutput::prefix (see output.hpp); 0: no markers.
+  std::uint64_t outputNonce = 0;
 };
+
+/// Worker side: input `index` starts (the parent learns it through the control block, and,
+/// under WorkerOutput::prefix, through a marker in the output pipes).
+inline void startInput(WorkerControl& ctl, std::size_t index) noexcept {
+  ctl.current.store(static_cast<std::int64_t>(index), std::memory_order_relaxed);
+  if (workerStdio().nonce != 0) [[unlikely]]
+    markOutput(static_cast<std::int64_t>(index));
+}
 
 /// Thrown inside a worker when the parent asked it to stop (cancellation), after its finished
 /// results were sent; the worker loop ends normally and the finalizer runs.
@@ -418,6 +430,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
     }
   };
   ResultWriter out(commandFd, resultFd, ctl);
+  setUpWorkerStdio(ctl.outputNonce);
 #if defined(__GLIBC__)
   // Memory the parent had freed but malloc kept is shared copy-on-write with this worker, so
   // each parent write into it (decoded results, mostly) would copy a page while the worker
@@ -487,8 +500,9 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       ctl.current.store(idleAfter(end - 1), std::memory_order_relaxed);
       out.batchDone(begin, end, monotonicNs() - t0);
       // What the tasks printed goes out with their results (stdout to a file or a pipe is fully
-      // buffered, and the worker leaves with _exit).
+      // buffered, and the worker leaves with _exit); what follows is outside any input.
       flushStdio();
+      markOutput(-1);
       out.flush();
     }
   } catch (const StopRequested&) {
