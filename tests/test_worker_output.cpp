@@ -395,3 +395,71 @@ TEST_CASE("streams and DatabaseAsync forward their workers' output too", "[worke
   REQUIRE(stream.size() == 30);
   REQUIRE(database.size() == 10);
 }
+
+#if defined(FLOCK_SCRIPT_PROGRAM) && defined(FLOCK_WORKER_OUTPUT_PROBE)
+namespace {
+/// The rows a terminal shows for `bytes`: `\r` returns to column 0, `\n` starts a new row,
+/// `ESC [ K` erases to the end of the row, other bytes overwrite the cell under the cursor.
+std::vector<std::string> screenOf(const std::string& bytes) {
+  std::vector<std::string> rows(1);
+  std::size_t col = 0;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    const char c = bytes[i];
+    auto& row = rows.back();
+    if (c == '\r') {
+      col = 0;
+    } else if (c == '\n') {
+      rows.emplace_back();
+      col = 0;
+    } else if (c == '\x1b' && bytes.compare(i, 3, "\x1b[K") == 0) {
+      row.resize(std::min(row.size(), col));
+      i += 2;
+    } else {
+      if (row.size() <= col) row.resize(col + 1, ' ');
+      row[col++] = c;
+    }
+  }
+  while (!rows.empty() && rows.back().empty()) rows.pop_back();
+  return rows;
+}
+} // namespace
+
+TEST_CASE("under a terminal, forwarded lines are written above the progress bar, which is drawn again below them",
+          "[workerOutput][progress]") {
+  DeadlockGuard guard;
+  std::string raw;
+  {
+    const std::string command =
+        std::string(FLOCK_SCRIPT_PROGRAM) + " -qfec '" + FLOCK_WORKER_OUTPUT_PROBE + "' /dev/null < /dev/null";
+    std::FILE* p = ::popen(command.c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) raw.append(buf, n);
+    REQUIRE(::pclose(p) == 0);
+  }
+  INFO(raw);
+  // Not vacuous: the probe prints lines 4-7 only after the bar is drawn, so the bar must have
+  // been erased right before forwarded text at least once (bug caught: no erase, the line lands
+  // after the bar's text on its row).
+  REQUIRE(raw.find("\r\x1b[Kworker ") != std::string::npos);
+  const auto rows = screenOf(raw);
+  // Bug caught: a bar fragment left in a worker line's row (not erased, or erased after the
+  // line), or a worker line cut by a bar redraw: each line is a whole row of its own.
+  for (int i = 0; i < 8; ++i) {
+    REQUIRE(std::count(rows.begin(), rows.end(), "worker line " + std::to_string(i)) == 1);
+    REQUIRE(std::count(rows.begin(), rows.end(), "worker err line " + std::to_string(i)) == 1);
+  }
+  for (const auto& row : rows) {
+    if (row.find("worker") == std::string::npos) continue;
+    REQUIRE(row.find("ETA") == std::string::npos);
+    REQUIRE(row.find('[') == std::string::npos);
+  }
+  // Bug caught: the bar not drawn again below the lines: the last rows are the final bar, then
+  // the probe's own line.
+  REQUIRE(rows.size() >= 2);
+  REQUIRE(rows.back() == "done 8");
+  const auto& bar = rows[rows.size() - 2];
+  REQUIRE(bar.find("8/8") != std::string::npos);
+  REQUIRE(bar.find("100%") != std::string::npos);
+}
+#endif
