@@ -463,3 +463,14 @@ TEST_CASE("under a terminal, forwarded lines are written above the progress bar,
   REQUIRE(bar.find("100%") != std::string::npos);
 }
 #endif
+
+TEST_CASE("a workerOutput value outside the enum is an OptionError naming the option", "[workerOutput][options]") {
+  // Bug caught: an unknown value silently treated as one of the three.
+  std::string message;
+  try {
+    flockmp::FunctionAsync::apply(range(2), [](int i) { return i; }, {.workerOutput = static_cast<WorkerOutput>(7)});
+  } catch (const flockmp::OptionError& e) {
+    message = e.what();
+  }
+  REQUIRE(message.find("workerOutput") != std::string::npos);
+}

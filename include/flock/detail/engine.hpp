@@ -58,6 +58,10 @@ inline void validateOptions(const Options& o) {
   if (o.restartBudget.maxRestarts < 0)
     throw OptionError(fmt::format("flock: restartBudget.maxRestarts must be >= 0 (got {})", o.restartBudget.maxRestarts));
   if (o.restartBudget.period.count() <= 0) throw OptionError("flock: restartBudget.period must be a positive duration");
+  if (o.workerOutput != WorkerOutput::inherit && o.workerOutput != WorkerOutput::forward &&
+      o.workerOutput != WorkerOutput::prefix)
+    throw OptionError(fmt::format("flock: workerOutput must be WorkerOutput::inherit, forward or prefix (got {})",
+                                  static_cast<int>(o.workerOutput)));
 }
 
 /// Whether workers serve one call or every call of a pool.
