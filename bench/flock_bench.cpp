@@ -791,6 +791,7 @@ void outputSection(bool quick) {
     for (int round = 0; round < rounds; ++round) {
       std::size_t m = 0;
       for (auto mode : modes) {
+        std::fflush(stdout); // the table so far goes to the real stdout
         ::dup2(devNull, 1);
         const double t = bestOf(1, [&] {
           (void)flockmp::FunctionAsync::apply(idx, task, {.poolSize = 2, .workerOutput = mode});

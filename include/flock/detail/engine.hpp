@@ -261,6 +261,7 @@ private:
     std::uint64_t callEpoch = 0;    // the call whose callable this worker holds (pools)
     bool killed = false;            // killed by us (killGroup)
     OutputPipe output[2];           // its stdout and stderr (WorkerOutput::forward, prefix)
+    Clock::time_point outputQuietUntil[2]{}; // see readOutput
   };
 
   /// Inputs remain, batches are in flight (a pool's next call must not find this call's
@@ -291,6 +292,7 @@ private:
     // 5 = woken, 6 and 7 = stdout and stderr)
     pfds_.clear();
     who_.clear();
+    outputNow_ = Clock::now();
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       auto& s = slots_[i];
       if (!s.alive) continue;
@@ -305,8 +307,8 @@ private:
         who_.emplace_back(i, 3);
       }
       for (int k = 0; k < 2; ++k) {
-        // Always read, busy worker or not: a worker must never wait on a full pipe for long.
-        if (!s.output[k].open()) continue;
+        // Read busy workers' pipes too: a worker must never wait on a full pipe for long.
+        if (!s.output[k].open() || outputNow_ < s.outputQuietUntil[k]) continue;
         pfds_.push_back({s.output[k].fd(), POLLIN, 0});
         who_.emplace_back(i, 6 + k);
       }
@@ -346,7 +348,7 @@ private:
       if (!s.alive) continue;
       if (what == 0) drain(s);
       else if (what == 1) handleExit(i);
-      else if (what >= 6) s.output[what - 6].read(forwarded_[what - 6]);
+      else if (what >= 6) readOutput(s, what - 6);
       else flushPending(s);
     }
     writeForwardedLines();
@@ -1083,6 +1085,16 @@ private:
     if (progressBar_) progressBar_->restore();
   }
 
+  /// Reads what stream `k` of a worker holds now. A pipe that held little (a line, a marker)
+  /// is left out of the next waits for outputQuiet: its next bytes are read with those that
+  /// follow, instead of costing the parent a wake-up per line (and the worker the wake-up of a
+  /// sleeping reader). A pipe that held much is watched at once: a worker printing megabytes
+  /// never waits on a full pipe for more than a read.
+  void readOutput(Slot& s, int k) {
+    const std::size_t got = s.output[k].read(forwarded_[k]);
+    s.outputQuietUntil[k] = got < outputBusyBytes ? Clock::now() + outputQuiet : Clock::time_point{};
+  }
+
   /// Reads what a worker's output pipes hold now.
   void readOutputs(Slot& s) {
     for (int k = 0; k < 2; ++k) s.output[k].read(forwarded_[k]);
@@ -1226,6 +1238,10 @@ private:
     }
     if (opts_.onProgress || progressBar_) atMost(100);
     for (const auto& s : slots_)
+      for (int k = 0; k < 2; ++k)
+        if (s.alive && s.output[k].open() && s.outputQuietUntil[k] > now)
+          atMost(std::max<long>(1, duration_cast<milliseconds>(s.outputQuietUntil[k] - now).count() + 1));
+    for (const auto& s : slots_)
       if (s.alive && (s.reader.pending() > 0 || s.direct.remaining > 0)) atMost(500); // see checkStalls
     if (hasWork() && std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return !s.alive; }))
       atMost(std::max<long>(0, duration_cast<milliseconds>(nextStartAttempt_ - now).count() + 1)); // see replaceDead
@@ -1271,6 +1287,9 @@ private:
   }
 
   static constexpr std::chrono::seconds stallGrace{3};
+  /// See readOutput: a pipe that held less than outputBusyBytes is read again after outputQuiet.
+  static constexpr std::chrono::milliseconds outputQuiet{2};
+  static constexpr std::size_t outputBusyBytes = 16384;
   /// How long a cancelled call waits for its workers to send what they finished and stop.
   static constexpr std::chrono::milliseconds cancelGrace{200};
   static constexpr std::chrono::milliseconds initialStartBackoff{10};
@@ -1307,6 +1326,7 @@ private:
   std::vector<pollfd> pfds_;
   std::vector<std::pair<std::size_t, int>> who_;
   std::string forwarded_[2]; // whole worker lines read, for the parent's stdout and stderr
+  Clock::time_point outputNow_{}; // when pollOnce began (which output pipes it watches)
 };
 
 } // namespace flockmp::detail

@@ -153,30 +153,27 @@ public:
   /// and appends the lines it completes to `out`. Returns the bytes read (0: nothing now, or
   /// the end of the pipe).
   std::size_t read(std::string& out, std::size_t budget = std::size_t{1} << 20) {
+    static thread_local char chunk[1 << 16];
     std::size_t got = 0;
     while (open() && got < budget) {
-      const std::size_t chunk = 1 << 16;
-      const std::size_t at = buf_.size();
-      buf_.resize(at + chunk);
-      const ssize_t r = ::read(fd_.get(), buf_.data() + at, chunk);
-      buf_.resize(at + static_cast<std::size_t>(r > 0 ? r : 0));
+      const ssize_t r = ::read(fd_.get(), chunk, sizeof chunk);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
         if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) eof_ = true;
         break;
       }
       got += static_cast<std::size_t>(r);
-      parse(at, out);
+      parse(chunk, static_cast<std::size_t>(r), out);
     }
     return got;
   }
 
-  /// The worker is gone, or its call is over: read all the pipe holds, then write an unfinished
-  /// line with `cut` appended (e.g. " [cut: worker crashed]"; empty: nothing) and a newline, so
-  /// that no line waits for a later call. With `close`, the pipe is closed afterwards.
+  /// The worker is gone, or its call is over: read what the pipe holds (bounded, should a
+  /// process the task left behind keep writing), then write an unfinished line with `cut`
+  /// appended (e.g. " [cut: worker crashed]"; empty: nothing) and a newline, so that no line
+  /// waits for a later call. With `close`, the pipe is closed afterwards.
   void finish(std::string& out, std::string_view cut, bool close) {
-    while (read(out) > 0) {
-    }
+    read(out, std::size_t{16} << 20);
     if (close) fd_.reset();
     if (!prefix_) {
       if (buf_.empty()) return;
@@ -193,21 +190,34 @@ public:
   }
 
 private:
-  /// Handles the bytes of buf_ from `from` on (those before are an unfinished line without
-  /// markers in forward mode, or a partial marker in prefix mode).
-  void parse(std::size_t from, std::string& out) {
+  /// Handles `n` bytes just read.
+  void parse(const char* data, std::size_t n, std::string& out) {
     if (!prefix_) {
-      // Forward: whole lines go out as they are, in one append; the unfinished one stays.
-      const void* nl = ::memrchr(buf_.data() + from, '\n', buf_.size() - from);
-      if (nl == nullptr) return;
-      const std::size_t end = static_cast<std::size_t>(static_cast<const char*>(nl) - buf_.data()) + 1;
-      out.append(buf_.data(), end);
-      buf_.erase(0, end);
+      // Forward: whole lines go out as they are, in one append; the unfinished one waits in buf_.
+      const void* nl = ::memrchr(data, '\n', n);
+      if (nl == nullptr) {
+        buf_.append(data, n);
+        return;
+      }
+      const auto end = static_cast<std::size_t>(static_cast<const char*>(nl) - data) + 1;
+      out += buf_;
+      out.append(data, end);
+      buf_.assign(data + end, n - end);
       return;
     }
-    // Prefix: buf_ starts with at most a partial marker left by the last read.
-    const char* p = buf_.data();
-    const char* const end = p + buf_.size();
+    if (buf_.empty()) {
+      parsePrefixed(data, data + n, out);
+      return;
+    }
+    std::string joined; // a partial marker held from the last read, then these bytes
+    joined.swap(buf_);
+    joined.append(data, n);
+    parsePrefixed(joined.data(), joined.data() + joined.size(), out);
+  }
+
+  /// Prefix mode: lines into line_ (emitted at their newline), markers into current_; a
+  /// possible marker cut by the end of the read waits in buf_.
+  void parsePrefixed(const char* p, const char* const end, std::string& out) {
     while (p < end) {
       const auto n = static_cast<std::size_t>(end - p);
       const char* nl = static_cast<const char*>(std::memchr(p, '\n', n));
@@ -215,8 +225,7 @@ private:
       if (z == nullptr) {
         if (nl == nullptr) {
           appendToLine(p, n);
-          p = end;
-          break;
+          return;
         }
         appendToLine(p, static_cast<std::size_t>(nl - p) + 1);
         emit(out);
@@ -225,9 +234,7 @@ private:
       }
       appendToLine(p, static_cast<std::size_t>(z - p));
       if (static_cast<std::size_t>(end - z) < outputMarkerBytes) {
-        // Perhaps the start of a marker: decided by the next read.
-        const std::string rest(z, static_cast<std::size_t>(end - z));
-        buf_ = rest;
+        buf_.assign(z, static_cast<std::size_t>(end - z)); // perhaps a marker: the next read says
         return;
       }
       std::uint64_t nonce = 0;
@@ -240,7 +247,6 @@ private:
         p = z + 1;
       }
     }
-    buf_.clear();
   }
 
   void appendToLine(const char* p, std::size_t n) {
@@ -268,7 +274,7 @@ private:
   bool prefix_ = false;
   std::uint64_t nonce_ = 0;
   bool eof_ = false;
-  std::string buf_;           // bytes read and not yet handled (forward: the unfinished line)
+  std::string buf_;           // forward: the unfinished line; prefix: a possible marker cut by a read
   std::string line_;          // prefix: the unfinished line, markers removed
   bool started_ = false;      // line_ has a first byte (it may be empty only in forward settle)
   std::int64_t lineInput_ = -1;
