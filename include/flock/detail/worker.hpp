@@ -447,6 +447,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       flushStdio();
       ::_exit(workerInternalErrorExit);
     }
+    flushStdio(); // what the initializer printed goes out now, not with the first batch
   }
   out.verifyChannel(); // an initializer that closed every fd cannot be served
   ctl.serving.store(1, std::memory_order_release);
