@@ -427,6 +427,13 @@ private:
     const bool forwarding = opts_.workerOutput != WorkerOutput::inherit;
     if (forwarding) {
       for (int k = 0; k < 2; ++k) {
+        if (::fcntl(k + 1, F_GETFD) < 0) {
+          // The parent has this stream closed: the worker writes to /dev/null, as with inherit.
+          const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+          if (null < 0) throwErrno("open /dev/null for a worker's output");
+          writeEnds[k] = Fd(aboveStdio(null, "moving /dev/null above fd 2"), true);
+          continue;
+        }
         int p[2];
         if (::pipe2(p, O_CLOEXEC) < 0) throwErrno("pipe for a worker's output");
         readEnds[k] = Fd(aboveStdio(p[0], "moving a worker's output pipe above fd 2"), true);
@@ -440,7 +447,8 @@ private:
     s.proc = launcher_->launch(start);
     if (forwarding) {
       for (int k = 0; k < 2; ++k)
-        s.output[k] = OutputPipe(std::move(readEnds[k]), static_cast<int>(i),
+        if (readEnds[k])
+          s.output[k] = OutputPipe(std::move(readEnds[k]), static_cast<int>(i),
                                  opts_.workerOutput == WorkerOutput::prefix, control(i).outputNonce);
     }
     s.alive = true;
