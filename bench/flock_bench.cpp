@@ -774,11 +774,63 @@ void streamSection(bool quick) {
   }
 }
 
+/// Options::workerOutput: what forwarding (and prefix) costs against inherit, the parent's stdout
+/// sent to /dev/null meanwhile (inherit: the workers write there themselves). Rounds alternate the
+/// modes so that a drift of the machine does not favour one; each mode keeps its best round.
+void outputSection(bool quick) {
+  const std::size_t n = quick ? 20'000 : 100'000;
+  const int rounds = quick ? 2 : 5;
+  std::vector<int> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  const int devNull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  std::fflush(stdout);
+  const int savedOut = ::dup(1);
+  const auto modes = {flockmp::WorkerOutput::inherit, flockmp::WorkerOutput::forward, flockmp::WorkerOutput::prefix};
+  auto measure = [&](auto&& task) {
+    std::array<double, 3> best{1e300, 1e300, 1e300};
+    for (int round = 0; round < rounds; ++round) {
+      std::size_t m = 0;
+      for (auto mode : modes) {
+        std::fflush(stdout); // the table so far goes to the real stdout
+        ::dup2(devNull, 1);
+        const double t = bestOf(1, [&] {
+          (void)flockmp::FunctionAsync::apply(idx, task, {.poolSize = 2, .workerOutput = mode});
+        });
+        std::fflush(stdout);
+        ::dup2(savedOut, 1);
+        best[m] = std::min(best[m], t);
+        ++m;
+      }
+    }
+    return best;
+  };
+  auto print = [&](std::string_view what, const std::array<double, 3>& t) {
+    fmt::print("{:<66} inherit {:.1f} ms; forward {:.1f} ms ({:.3f}x inherit); prefix {:.1f} ms ({:.3f}x inherit)\n",
+               what, t[0] * 1e3, t[1] * 1e3, t[1] / t[0], t[2] * 1e3, t[2] / t[0]);
+  };
+  fmt::print("\nworker output (Options::workerOutput), 2 workers, stdout to /dev/null, best of {} alternating rounds:\n",
+             rounds);
+  print(fmt::format("{:>10} x  1 KB std::string result, nothing printed", n),
+        measure([](int i) { return std::string(1024, static_cast<char>('a' + i % 26)); }));
+  print(fmt::format("{:>10} x  1 KB std::string result, also printed as a line", n), measure([](int i) {
+          std::string s(1024, static_cast<char>('a' + i % 26));
+          std::printf("%s\n", s.c_str());
+          return s;
+        }));
+  print(fmt::format("{:>10} x  one short line printed per input (int result)", n), measure([](int i) {
+          std::printf("input %d done\n", i);
+          return i;
+        }));
+  ::close(savedOut);
+  ::close(devNull);
+}
+
 int main(int argc, char** argv) {
   // First: a process started by Context::spawn becomes a pool worker here; the parent starts the
   // forkserver (Context::forkserver) while it has no other thread.
   flockmp::init(argc, argv);
-  bool quick = false, resultsOnly = false, faultsOnly = false, poolsOnly = false, streamsOnly = false;
+  bool quick = false, resultsOnly = false, faultsOnly = false, poolsOnly = false, streamsOnly = false,
+       outputOnly = false;
   double pythonNsPerItem = 0, pythonTinyMs = 0;
   std::string pythonFaults;
   for (int i = 1; i < argc; ++i) {
@@ -787,6 +839,7 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--faults-only") == 0) faultsOnly = true;   // only goodput under faults
     else if (std::strcmp(argv[i], "--pools-only") == 0) poolsOnly = true;     // only the persistent-pool rows
     else if (std::strcmp(argv[i], "--streams-only") == 0) streamsOnly = true; // only the streaming rows
+    else if (std::strcmp(argv[i], "--output-only") == 0) outputOnly = true;   // only the workerOutput rows
     else if (std::strcmp(argv[i], "--python-faults") == 0 && i + 1 < argc) pythonFaults = argv[++i];
     else if (std::strcmp(argv[i], "--python-ns-per-item") == 0 && i + 1 < argc) pythonNsPerItem = std::atof(argv[++i]);
     else if (std::strcmp(argv[i], "--python-tiny-ms") == 0 && i + 1 < argc) pythonTinyMs = std::atof(argv[++i]);
@@ -798,6 +851,10 @@ int main(int argc, char** argv) {
   }
   if (streamsOnly) {
     streamSection(quick);
+    return 0;
+  }
+  if (outputOnly) {
+    outputSection(quick);
     return 0;
   }
   const unsigned workers = 2;
@@ -972,6 +1029,7 @@ int main(int argc, char** argv) {
   printTable(rows, workers);
   if (!poolRows.empty()) printPoolTable(poolRows);
   if (!resultsOnly) streamSection(quick);
+  if (!resultsOnly) outputSection(quick);
   if (!resultsOnly && !faultsSection(quick, pythonFaults)) return 1;
   return 0;
 }

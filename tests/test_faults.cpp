@@ -537,7 +537,10 @@ TEST_CASE("running out of file descriptors: no worker is a SystemError with the 
       rlimit lim{static_cast<rlim_t>(highest + 1 + spare), static_cast<rlim_t>(highest + 1 + spare)};
       if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return 3;
       try {
-        auto r = flockmp::FunctionAsync::apply(range(8), [](int x) { return x * 3; }, {.poolSize = 4});
+        // inherit: these fd budgets count a worker's sockets and pidfd; WorkerOutput::forward
+        // would add its two output pipes.
+        auto r = flockmp::FunctionAsync::apply(range(8), [](int x) { return x * 3; },
+                                               {.poolSize = 4, .workerOutput = flockmp::WorkerOutput::inherit});
         if (expectedErrno != 0) return 4; // starting should have failed
         // Bug caught: one worker failing to start must not fail or lose the call.
         for (int i = 0; i < 8; ++i)

@@ -312,7 +312,7 @@ void abandonTransaction(ConnectionSlots<Conns...>& slots) noexcept {
   slots.inTransaction = false;
 }
 
-/// WorkerOutput's BeforeSend hook: commit the batch transaction before its results go. Throws
+/// ResultWriter's BeforeSend hook: commit the batch transaction before its results go. Throws
 /// (and the worker exits without sending them) when it cannot.
 template <class... Conns>
 void commitBeforeSend(void* context) {

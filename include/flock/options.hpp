@@ -19,6 +19,33 @@ enum class Context {
   spawn,      ///< start fresh executions of the program image
 };
 
+/// What becomes of what workers print on their stdout and stderr (Options::workerOutput).
+enum class WorkerOutput {
+  /// The workers write to the parent's stdout and stderr themselves, as any child process does.
+  /// Their stdio buffers are flushed after each batch, so nothing printed by a finished input
+  /// stays buffered, but their lines may land in the middle of the progress bar or of each
+  /// other's lines (two workers writing at once).
+  inherit,
+  /// The workers' stdout and stderr are pipes read by the parent in its event loop; each whole
+  /// line is written to the parent's same stream (stdout lines to stdout, stderr lines to
+  /// stderr), never cut or mixed with another line, above the progress bar, which is erased and
+  /// drawn again below the lines. Order is kept within each stream of each worker (not between a
+  /// worker's stdout and its stderr, nor between workers). A line still unfinished when its
+  /// worker crashes is printed with ` [cut: worker crashed]` (or `timed out`, `killed`) and a
+  /// newline; one unfinished when its call (or a pool) ends gets a newline. The default: the
+  /// bar is on by default, and worker lines written into it garble both; the price is one copy
+  /// through the parent, and a line is held whole in the parent until its newline comes.
+  forward,
+  /// Like forward, with `[worker N, input I] ` in front of each line: N is the worker's slot
+  /// (0 to poolSize - 1; a replacement worker takes the number of the one it replaces) and I is
+  /// the input that was running when the line's first byte was written. A line written outside
+  /// any input (the initializer, the finalizer, a process the task left running between
+  /// inputs) gets `[worker N] `. To know I exactly even when a batch holds many inputs, each
+  /// worker flushes its stdio and writes a small marker to both pipes when each input starts:
+  /// two writes per input, so prefer forward for very many tiny inputs.
+  prefix,
+};
+
 /// A time limit: std::chrono::nanoseconds that any std::chrono duration converts to, floating
 /// point ones included (`std::chrono::duration<double>(1.5)`, `30s`, `250ms`). A fraction of a
 /// nanosecond is dropped.
@@ -123,6 +150,10 @@ struct Options {
   /// memory does not grow with its length. 0 (default): 32768 per worker, enough for tiny
   /// tasks to stream at nearly the speed of apply; set it lower for large inputs or results.
   std::size_t maxInFlight = 0;
+  /// What becomes of the workers' stdout and stderr; see WorkerOutput. Default: forward, so
+  /// that worker lines never break the progress bar or each other. Set when the workers start:
+  /// a pool takes it from its own Options (its workers outlive calls), not from CallOptions.
+  WorkerOutput workerOutput = WorkerOutput::forward;
   /// When set, the call fills `*insights` when it ends (however it ends: with a TaskError or
   /// another exception too) with what happened in it: per worker, its start-up, inputs, task and
   /// idle time, bytes sent and peak memory; for the call, its wall time, the parent's time on

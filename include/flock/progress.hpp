@@ -257,7 +257,8 @@ public:
       : style_(style), out_(fd), start_(start) {}
   ProgressBar(ProgressBar&& o) noexcept
       : style_(o.style_), out_(std::move(o.out_)), start_(o.start_), shown_(o.shown_),
-        finished_(o.finished_), nextQuarter_(o.nextQuarter_), nextCount_(o.nextCount_) {
+        finished_(o.finished_), hidden_(o.hidden_), last_(std::move(o.last_)), nextQuarter_(o.nextQuarter_),
+        nextCount_(o.nextCount_) {
     o.shown_ = false; // the moved-from object must not end the line
   }
   ProgressBar& operator=(ProgressBar&& o) noexcept {
@@ -268,6 +269,8 @@ public:
       start_ = o.start_;
       shown_ = std::exchange(o.shown_, false);
       finished_ = o.finished_;
+      hidden_ = o.hidden_;
+      last_ = std::move(o.last_);
       nextQuarter_ = o.nextQuarter_;
       nextCount_ = o.nextCount_;
     }
@@ -290,11 +293,13 @@ public:
       std::string line = "\r";
       line += totalKnown ? render(done, failed, total, elapsed, width()) : renderCount(done, failed, elapsed);
       line += "\x1b[K";
+      hidden_ = false;
       if (final) {
         line += '\n';
         finished_ = true;
       }
       put(line);
+      last_ = std::move(line);
       return;
     }
     if (!totalKnown) {
@@ -367,6 +372,20 @@ public:
 
   [[nodiscard]] bool shown() const noexcept { return shown_; }
 
+  /// Other text (forwarded worker lines) is about to be written to the terminal: erase the bar
+  /// so that the text starts on a clean line. Call restore() after it.
+  void hide() noexcept {
+    if (style_ != Style::bar || !shown_ || finished_ || hidden_) return;
+    put("\r\x1b[K");
+    hidden_ = true;
+  }
+  /// Draw the bar again, as it was, below the text written since hide().
+  void restore() noexcept {
+    if (!hidden_) return;
+    hidden_ = false;
+    put(last_);
+  }
+
 private:
   void endLine() noexcept {
     if (style_ == Style::bar && shown_ && !finished_) put("\n");
@@ -387,6 +406,8 @@ private:
   Clock::time_point start_;
   bool shown_ = false;
   bool finished_ = false;
+  bool hidden_ = false; // erased by hide(), not yet drawn again
+  std::string last_;    // the bar as last drawn (bar style), for restore()
   unsigned nextQuarter_ = 1;
   std::size_t nextCount_ = 1000; // plain lines with no total: the next count that prints one
 };

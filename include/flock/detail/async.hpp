@@ -39,13 +39,13 @@ struct TaskKind {
 
 /// Worker side: run one task of a kind, from its encoded arguments, and buffer its outcome.
 using TaskThunk = void (*)(std::span<const std::byte> callable, std::size_t index, std::span<const std::byte> args,
-                           WorkerControl& ctl, WorkerOutput& out);
+                           WorkerControl& ctl, ResultWriter& out);
 
 /// The kind of a task: `fn` on a decoded `In`, spread into its arguments when `Spread` (submit's
 /// argument tuple), or given as one input that invokeOn may unpack (applyAsync's items).
 template <class Codec, class F, class In, class R, bool Spread>
 void taskThunk(std::span<const std::byte> callable, std::size_t index, std::span<const std::byte> args,
-               WorkerControl& ctl, WorkerOutput& out) {
+               WorkerControl& ctl, ResultWriter& out) {
   std::optional<F> fn;
   std::optional<In> in;
   try {
@@ -59,7 +59,7 @@ void taskThunk(std::span<const std::byte> callable, std::size_t index, std::span
     out.failure(index, FailureKind::codec, type, "the task could not be rebuilt in the worker: " + message);
     return;
   }
-  ctl.current.store(static_cast<std::int64_t>(index), std::memory_order_relaxed);
+  startInput(ctl, index);
   try {
     if constexpr (Spread) {
       if constexpr (std::is_void_v<R>) {
@@ -100,7 +100,7 @@ inline constexpr std::uint32_t cancelledTaskKind = 0xffffffffu;
 /// are records ([u32 kind][u64 index in its handle][u64 length][arguments]); the index in its
 /// handle is what currentInput() gives its task.
 inline void asyncThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
-                       std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out) {
+                       std::span<const std::byte> inputs, WorkerControl& ctl, ResultWriter& out) {
   struct Kind {
     TaskThunk thunk = nullptr;
     std::span<const std::byte> callable;
@@ -172,7 +172,7 @@ class AsyncJob final : public JobBase, private ResultSink {
 public:
   [[nodiscard]] std::size_t size() const noexcept override { return 0; } // open-ended
   [[nodiscard]] ResultSink& sink() noexcept override { return *this; }
-  void runBatch(std::size_t, std::size_t, WorkerControl&, WorkerOutput&) override { ::_exit(workerInternalErrorExit); }
+  void runBatch(std::size_t, std::size_t, WorkerControl&, ResultWriter&) override { ::_exit(workerInternalErrorExit); }
   [[nodiscard]] bool portable() const noexcept override { return true; }
 
   void encodeCall(ByteWriter& w) override {

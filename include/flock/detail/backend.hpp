@@ -62,7 +62,21 @@ struct WorkerStart {
   /// thread, not the process). Off for a pool's worker started from a thread other than main:
   /// that thread may end long before the pool; such a worker leaves when its channel closes.
   bool dieWithThread = true;
+  /// Under WorkerOutput::forward and prefix: the write ends of the pipes that become the
+  /// worker's stdout and stderr (the parent reads the other ends); -1: the parent's own.
+  int stdoutFd = -1;
+  int stderrFd = -1;
 };
+
+/// In a new worker: make `out` and `err` (pipes to the parent) its stdout and stderr, and close
+/// the originals. Nothing when they are -1 (WorkerOutput::inherit).
+inline void installWorkerStdio(int out, int err) noexcept {
+  if (out < 0 || err < 0) return;
+  ::dup2(out, 1);
+  ::dup2(err, 2);
+  if (out > 2) ::close(out);
+  if (err > 2) ::close(err);
+}
 
 /// The backend seam: starts workers and collects their exit. Implementations differ in where a
 /// worker's code and data come from (Context::fork, forkserver, spawn).
@@ -257,6 +271,9 @@ public:
     }
     if (pid == 0) {
       prepareForkedChild(parent, start.dieWithThread);
+      FdRegistry::remove(start.stdoutFd); // installed as fd 1 and 2, not closed below
+      FdRegistry::remove(start.stderrFd);
+      installWorkerStdio(start.stdoutFd, start.stderrFd);
       // Close the parent's end of every flock channel in this process (other workers' too),
       // keep only this worker's own ends, and register those: a call made inside a task has
       // workers of its own, which must not hold this worker's channel.
@@ -319,10 +336,14 @@ struct ServerReply {
   std::int32_t pad = 0;
 };
 
-/// Sends one message with up to three fds over a SOCK_SEQPACKET socket. False when the peer is gone.
+/// The most fds a forkserver request carries: the worker's two channel ends, the control
+/// blocks' memfd, and (WorkerOutput::forward, prefix) its stdout and stderr pipes.
+inline constexpr int maxPassedFds = 5;
+
+/// Sends one message with up to maxPassedFds fds over a SOCK_SEQPACKET socket. False when the peer is gone.
 inline bool sendWithFds(int sock, const void* data, std::size_t n, const int* fds, int count) noexcept {
   iovec iov{const_cast<void*>(data), n};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 3)] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * maxPassedFds)] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -342,11 +363,11 @@ inline bool sendWithFds(int sock, const void* data, std::size_t n, const int* fd
   }
 }
 
-/// Receives one message and up to three fds (close-on-exec). Returns the byte count, 0 at EOF, -1
+/// Receives one message and up to maxPassedFds fds (close-on-exec). Returns the byte count, 0 at EOF, -1
 /// on error; `count` is set to the fds received.
 inline ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds, int& count) noexcept {
   iovec iov{data, n};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 3)] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * maxPassedFds)] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -364,7 +385,7 @@ inline ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds, int
     for (int i = 0; i < k; ++i) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + sizeof(int) * static_cast<std::size_t>(i), sizeof fd);
-      if (count < 3) fds[count++] = fd;
+      if (count < maxPassedFds) fds[count++] = fd;
       else ::close(fd);
     }
   }
@@ -388,17 +409,18 @@ inline ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds, int
   ::sigaction(SIGCHLD, &dfl, nullptr);
   for (;;) {
     ServerRequest req;
-    int fds[3];
+    int fds[maxPassedFds];
     int count = 0;
     const ssize_t r = receiveWithFds(sock, &req, sizeof req, fds, count);
     if (r <= 0) break;
     ServerReply reply;
     int replyFd = -1;
-    if (r == sizeof req && req.kind == ServerRequest::launch && count == 3) {
+    if (r == sizeof req && req.kind == ServerRequest::launch && (count == 3 || count == 5)) {
       std::fflush(nullptr);
       const pid_t pid = ::fork();
       if (pid == 0) {
         prepareForkedChild(self);
+        if (count == 5) installWorkerStdio(fds[3], fds[4]);
         ::close(sock);
         for (const auto& c : children) ::close(c.pidfd);
         FdRegistry::closeAllInChild();
@@ -507,12 +529,13 @@ public:
     auto c = makeChannels();
     auto& rt = runtime();
     ServerRequest req{ServerRequest::launch, 0, start.controlBytes, start.slot};
-    const int fds[3] = {c.childCommands.get(), c.childResults.get(), start.controlFd};
+    const int fds[maxPassedFds] = {c.childCommands.get(), c.childResults.get(), start.controlFd, start.stdoutFd,
+                                   start.stderrFd};
     ServerReply reply;
     int pidfd = -1;
     {
       std::lock_guard lock(rt.serverMutex);
-      exchange(req, fds, 3, reply, &pidfd);
+      exchange(req, fds, start.stdoutFd >= 0 && start.stderrFd >= 0 ? 5 : 3, reply, &pidfd);
     }
     if (reply.value <= 0) {
       if (pidfd >= 0) ::close(pidfd);
@@ -545,7 +568,7 @@ private:
     const int sock = rt.server.get();
     if (sock < 0 || !sendWithFds(sock, &req, sizeof req, fds, count))
       throw Error("flock: the forkserver is gone (was it killed?); workers of Context::forkserver cannot start");
-    int got[3];
+    int got[maxPassedFds];
     int n = 0;
     const ssize_t r = receiveWithFds(sock, &reply, sizeof reply, got, n);
     for (int i = 0; i < n; ++i) {
@@ -596,6 +619,10 @@ public:
     // dup2 of an fd onto itself clears its close-on-exec flag in the child only.
     for (int fd : {in, out, start.controlFd}) ::posix_spawn_file_actions_adddup2(&actions, fd, fd);
     ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (start.stdoutFd >= 0 && start.stderrFd >= 0) {
+      ::posix_spawn_file_actions_adddup2(&actions, start.stdoutFd, 1);
+      ::posix_spawn_file_actions_adddup2(&actions, start.stderrFd, 2);
+    }
     sigset_t none, defaults;
     ::sigemptyset(&none);
     ::sigfillset(&defaults);

@@ -36,6 +36,7 @@
 #include "protocol.hpp"
 #include "dispatch.hpp"
 #include "memory.hpp"
+#include "output.hpp"
 #include "posix.hpp"
 
 namespace flockmp::detail {
@@ -62,6 +63,10 @@ inline void validateOptions(const Options& o) {
   if (o.memoryLimit != 0 && o.memoryLimit < minMemoryLimit)
     throw OptionError(fmt::format("flock: memoryLimit is in bytes and must be 0 (no limit) or at least {} (got {})",
                                   minMemoryLimit, o.memoryLimit));
+  if (o.workerOutput != WorkerOutput::inherit && o.workerOutput != WorkerOutput::forward &&
+      o.workerOutput != WorkerOutput::prefix)
+    throw OptionError(fmt::format("flock: workerOutput must be WorkerOutput::inherit, forward or prefix (got {})",
+                                  static_cast<int>(o.workerOutput)));
 }
 
 /// Whether workers serve one call or every call of a pool.
@@ -277,6 +282,9 @@ private:
     std::size_t rowFinished = 0;    // `finished`, `busyNs` and bytes received when the row opened
     std::uint64_t rowBusyNs = 0;
     std::uint64_t rowBytes = 0;
+    bool killed = false;            // killed by us (killGroup)
+    OutputPipe output[2];           // its stdout and stderr (WorkerOutput::forward, prefix)
+    Clock::time_point outputQuietUntil[2]{}; // see readOutput
   };
   static constexpr std::size_t noRow = SIZE_MAX;
 
@@ -306,9 +314,10 @@ private:
   /// `draining_` (a stream stopping early): nothing new is handed out.
   void pollOnce(int capMs) {
     // (slot, 0 = results, 1 = pidfd, 2 = cancelled, 3 = commands writable, 4 = pool closing,
-    // 5 = woken)
+    // 5 = woken, 6 and 7 = stdout and stderr)
     pfds_.clear();
     who_.clear();
+    outputNow_ = Clock::now();
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       auto& s = slots_[i];
       if (!s.alive) continue;
@@ -321,6 +330,12 @@ private:
       if (s.pendingAt < s.pending.size()) {
         pfds_.push_back({s.proc.commands.get(), POLLOUT, 0});
         who_.emplace_back(i, 3);
+      }
+      for (int k = 0; k < 2; ++k) {
+        // Read busy workers' pipes too: a worker must never wait on a full pipe for long.
+        if (!s.output[k].open() || outputNow_ < s.outputQuietUntil[k]) continue;
+        pfds_.push_back({s.output[k].fd(), POLLIN, 0});
+        who_.emplace_back(i, 6 + k);
       }
     }
     if (stopFd_) {
@@ -358,8 +373,10 @@ private:
       if (!s.alive) continue;
       if (what == 0) drain(s);
       else if (what == 1) handleExit(i);
+      else if (what >= 6) readOutput(s, what - 6);
       else flushPending(s);
     }
+    writeForwardedLines();
     if (gaveUp_) return;
     if (failFastCause_ && !draining_) {
       cancel(fmt::format("input {} failed and failFast is on", *failFastCause_));
@@ -388,9 +405,15 @@ private:
     if (life_ == Lifetime::oneCall) {
       shutdown();
     } else {
-      // Idle now: nothing writes the control blocks until the next batch.
-      for (std::size_t i = 0; i < slots_.size(); ++i)
-        if (slots_[i].alive) control(i).current.store(-1, std::memory_order_release);
+      // Idle now: nothing writes the control blocks until the next batch. What the call's
+      // inputs printed is in the pipes (a worker flushes its stdio before acknowledging a
+      // batch): it is written now, unfinished lines included, not at the next call.
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        if (!slots_[i].alive) continue;
+        control(i).current.store(-1, std::memory_order_release);
+        for (int k = 0; k < 2; ++k) slots_[i].output[k].finish(forwarded_[k], "", false);
+      }
+      writeForwardedLines();
     }
     reportProgress(true);
   }
@@ -425,9 +448,37 @@ private:
     LaunchContext ctx{this, i};
     s = Slot{};
     const bool mainThread = ::gettid() == ::getpid();
+    WorkerStart start{&Engine::workerMain, &ctx, controls_.fd(), controls_.size(), i,
+                      life_ == Lifetime::oneCall || mainThread};
+    Fd readEnds[2], writeEnds[2];
+    const bool forwarding = opts_.workerOutput != WorkerOutput::inherit;
+    if (forwarding) {
+      for (int k = 0; k < 2; ++k) {
+        if (::fcntl(k + 1, F_GETFD) < 0) {
+          // The parent has this stream closed: the worker writes to /dev/null, as with inherit.
+          const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+          if (null < 0) throwErrno("open /dev/null for a worker's output");
+          writeEnds[k] = Fd(aboveStdio(null, "moving /dev/null above fd 2"), true);
+          continue;
+        }
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) < 0) throwErrno("pipe for a worker's output");
+        readEnds[k] = Fd(aboveStdio(p[0], "moving a worker's output pipe above fd 2"), true);
+        writeEnds[k] = Fd(aboveStdio(p[1], "moving a worker's output pipe above fd 2"), true);
+        setNonBlocking(readEnds[k].get());
+      }
+      start.stdoutFd = writeEnds[0].get();
+      start.stderrFd = writeEnds[1].get();
+      if (opts_.workerOutput == WorkerOutput::prefix) control(i).outputNonce = newOutputNonce();
+    }
     s.launchNs = monotonicNs();
-    s.proc = launcher_->launch(WorkerStart{&Engine::workerMain, &ctx, controls_.fd(), controls_.size(), i,
-                                           life_ == Lifetime::oneCall || mainThread});
+    s.proc = launcher_->launch(start);
+    if (forwarding) {
+      for (int k = 0; k < 2; ++k)
+        if (readEnds[k])
+          s.output[k] = OutputPipe(std::move(readEnds[k]), static_cast<int>(i),
+                                 opts_.workerOutput == WorkerOutput::prefix, control(i).outputNonce);
+    }
     s.alive = true;
     if (insightsOut_) openRow(i);
     s.startedAt = s.lastChange = s.lastBytes = Clock::now();
@@ -1023,6 +1074,7 @@ private:
   }
 
   static void killGroup(Slot& s) noexcept {
+    s.killed = true;
     // The worker leads its own process group: this also kills what it started. While the worker
     // is not yet reaped its pid cannot be reused, so the group id is still ours.
     ::kill(-s.proc.pid, SIGKILL);
@@ -1036,7 +1088,8 @@ private:
   void killAndReap(Slot& s) noexcept {
     closeRow(static_cast<std::size_t>(&s - slots_.data()), false); // while it runs: its peak memory is readable
     killGroup(s);
-    (void)reap(s);
+    const auto status = reap(s);
+    endOutput(s, status);
     s.alive = false;
     s.proc = WorkerProcess{};
     s.pending.clear();
@@ -1052,6 +1105,7 @@ private:
     const auto status = reap(s);
     const pid_t pid = s.proc.pid;
     s.alive = false;
+    endOutput(s, status);
 
     const bool expected = s.stopping && s.outstanding.empty() && status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
     if (!expected) accountForDeath(i, status, pid);
@@ -1176,6 +1230,53 @@ private:
     return f;
   }
 
+  /// The worker has exited and its group is dead: what its pipes still hold is written, an
+  /// unfinished line marked as cut unless the worker ended normally; the pipes are closed.
+  void endOutput(Slot& s, std::optional<int> status) noexcept {
+    std::string_view cut = " [cut: worker crashed]";
+    if (status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0) cut = "";
+    else if (s.timedOut) cut = " [cut: worker timed out]";
+    else if (s.killed) cut = " [cut: worker killed]";
+    try {
+      for (int k = 0; k < 2; ++k) s.output[k].finish(forwarded_[k], cut, true);
+    } catch (...) {
+      // Out of memory for the text: it is dropped, the call goes on.
+    }
+    writeForwardedLines();
+    for (auto& o : s.output) o = OutputPipe{};
+  }
+
+  /// Writes the whole lines read from the workers to the parent's stdout and stderr, above the
+  /// progress bar (erased, then drawn again below them). Blocking, as the application's own
+  /// printf would be: while the parent's stdout is a full pipe nobody reads, the call waits
+  /// here, and workers that print meanwhile wait on their full pipes (see WorkerOutput).
+  void writeForwardedLines() noexcept {
+    if (forwarded_[0].empty() && forwarded_[1].empty()) return;
+    if (progressBar_) progressBar_->hide();
+    for (int k = 0; k < 2; ++k) {
+      if (forwarded_[k].empty()) continue;
+      std::fflush(k == 0 ? stdout : stderr); // the application's own text stays before
+      writeForwarded(k + 1, forwarded_[k]);
+      forwarded_[k].clear();
+    }
+    if (progressBar_) progressBar_->restore();
+  }
+
+  /// Reads what stream `k` of a worker holds now. A pipe that held little (a line, a marker)
+  /// is left out of the next waits for outputQuiet: its next bytes are read with those that
+  /// follow, instead of costing the parent a wake-up per line (and the worker the wake-up of a
+  /// sleeping reader). A pipe that held much is watched at once: a worker printing megabytes
+  /// never waits on a full pipe for more than a read.
+  void readOutput(Slot& s, int k) {
+    const std::size_t got = s.output[k].read(forwarded_[k]);
+    s.outputQuietUntil[k] = got < outputBusyBytes ? Clock::now() + outputQuiet : Clock::time_point{};
+  }
+
+  /// Reads what a worker's output pipes hold now.
+  void readOutputs(Slot& s) {
+    for (int k = 0; k < 2; ++k) s.output[k].read(forwarded_[k]);
+  }
+
   static std::string formatDuration(std::chrono::nanoseconds d) {
     using namespace std::chrono;
     if (d % seconds(1) == nanoseconds(0)) return fmt::format("{}s", duration_cast<seconds>(d).count());
@@ -1233,6 +1334,11 @@ private:
         }
         pfds.push_back({s.proc.pidfd.get(), POLLIN, 0});
         who.emplace_back(i, true);
+        for (auto& o : s.output) {
+          if (!o.open()) continue;
+          pfds.push_back({o.fd(), POLLIN, 0});
+          who.emplace_back(i, false);
+        }
       }
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (pfds.empty() || left <= 0) break;
@@ -1242,8 +1348,10 @@ private:
         auto& s = slots_[who[k].first];
         if (!s.alive) continue;
         if (!s.eof && s.protocolError.empty()) drain(s);
+        readOutputs(s);
         if (who[k].second) killAndReap(s); // it stopped; anything left in its group goes too
       }
+      writeForwardedLines();
     }
     for (auto& s : slots_) {
       if (!s.alive) continue;
@@ -1331,6 +1439,10 @@ private:
     if (opts_.memoryLimit != 0 && anyOutstanding())
       atMost(std::max<long>(0, duration_cast<milliseconds>(lastMemoryCheck_ + memoryPollInterval - now).count() + 1));
     for (const auto& s : slots_)
+      for (int k = 0; k < 2; ++k)
+        if (s.alive && s.output[k].open() && s.outputQuietUntil[k] > now)
+          atMost(std::max<long>(1, duration_cast<milliseconds>(s.outputQuietUntil[k] - now).count() + 1));
+    for (const auto& s : slots_)
       if (s.alive && (s.reader.pending() > 0 || s.direct.remaining > 0)) atMost(500); // see checkStalls
     if (hasWork() && std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return !s.alive; }))
       atMost(std::max<long>(0, duration_cast<milliseconds>(nextStartAttempt_ - now).count() + 1)); // see replaceDead
@@ -1353,9 +1465,23 @@ private:
     const auto deadline = Clock::now() + std::chrono::seconds(5);
     for (auto& s : slots_) {
       if (!s.alive) continue;
-      pollfd p{s.proc.pidfd.get(), POLLIN, 0};
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      while (::poll(&p, 1, static_cast<int>(std::max<long>(0, left))) < 0 && errno == EINTR) {
+      // Its finalizer may print: its pipes are read while it stops, or it could wait on a full
+      // one until killed.
+      for (;;) {
+        pollfd p[3] = {{s.proc.pidfd.get(), POLLIN, 0},
+                       {s.output[0].open() ? s.output[0].fd() : -1, POLLIN, 0}, // poll skips -1
+                       {s.output[1].open() ? s.output[1].fd() : -1, POLLIN, 0}};
+        const nfds_t n = 3;
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        const int rc = ::poll(p, n, static_cast<int>(std::max<long>(0, left)));
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc <= 0 || p[0].revents != 0) break;
+        try {
+          readOutputs(s);
+        } catch (...) {
+          break;
+        }
+        writeForwardedLines();
       }
       killAndReap(s); // kills any grandchild left in the worker's group, then reaps
     }
@@ -1364,6 +1490,9 @@ private:
   static constexpr std::chrono::seconds stallGrace{3};
   /// How often the parent reads the resident memory of busy workers when memoryLimit is set.
   static constexpr std::chrono::milliseconds memoryPollInterval{50};
+  /// See readOutput: a pipe that held less than outputBusyBytes is read again after outputQuiet.
+  static constexpr std::chrono::milliseconds outputQuiet{2};
+  static constexpr std::size_t outputBusyBytes = 16384;
   /// How long a cancelled call waits for its workers to send what they finished and stop.
   static constexpr std::chrono::milliseconds cancelGrace{200};
   static constexpr std::chrono::milliseconds initialStartBackoff{10};
@@ -1405,6 +1534,8 @@ private:
   Insights insights_;                // being gathered for insightsOut_
   std::uint64_t callStartNs_ = 0;    // monotonicNs at the call's start
   std::uint64_t parentNs_ = 0;       // the parent's time in drain() this call
+  std::string forwarded_[2]; // whole worker lines read, for the parent's stdout and stderr
+  Clock::time_point outputNow_{}; // when pollOnce began (which output pipes it watches)
 };
 
 } // namespace flockmp::detail

@@ -36,12 +36,12 @@ struct FoldCall {
 };
 
 /// Worker side: fold the results of inputs [begin, end). A stretch of inputs that succeeded is
-/// sent as one partial fold when results are due (as WorkerOutput::due says) and before each
+/// sent as one partial fold when results are due (as ResultWriter::due says) and before each
 /// failure, so the parent accounts for every input, and a crash loses only the unsent stretch
 /// (which runs again). A `reduce` that throws fails the inputs of the stretch it was folding.
 template <class Codec, class Acc, class Call, class Reduce>
 void runFold(std::size_t begin, std::size_t end, Call&& call, Reduce& reduce, const Acc& init, [[maybe_unused]] WorkerControl& ctl,
-             WorkerOutput& out) {
+             ResultWriter& out) {
   Acc acc = init;
   std::size_t from = begin; // the first input not yet reported; [from, i) are folded into acc
   const auto sendUpTo = [&](std::size_t upTo) {
@@ -112,7 +112,7 @@ private:
 /// and the inputs, then fold.
 template <class Codec, class F, class Reduce, class Acc, class In>
 void foldThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
-               std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out) {
+               std::span<const std::byte> inputs, WorkerControl& ctl, ResultWriter& out) {
   ByteReader cr(callable);
   F fn = decodeCallable<Codec, F>(cr);
   Reduce reduce = decodeCallable<Codec, Reduce>(cr);
@@ -131,7 +131,7 @@ public:
 
   [[nodiscard]] FoldSink<Codec, Acc, Merge>& sink() noexcept override { return sink_; }
 
-  void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
+  void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, ResultWriter& out) override {
     auto call = [this](std::size_t i) -> decltype(auto) { return invokeOn(fold_.fn, this->input(i)); };
     runFold<Codec, Acc>(begin, end, call, fold_.reduce, fold_.init, ctl, out);
   }

@@ -33,7 +33,7 @@ namespace flockmp::detail {
 /// Worker side: run inputs [begin, end) through `call(i)` (which invokes the callable on input i)
 /// and buffer their results or failures in `out`, raw blocks or encoded (see runResults).
 template <class R, class Call>
-void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, [[maybe_unused]] WorkerControl& ctl, WorkerOutput& out) {
+void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, [[maybe_unused]] WorkerControl& ctl, ResultWriter& out) {
   constexpr std::size_t elementSize = std::is_void_v<R> ? 0 : sizeof(std::conditional_t<std::is_void_v<R>, char, R>);
   if constexpr (elementSize > 0) {
     if (std::byte* area = out.sharedResults(); area && out.sharedResultBytes() >= (end - begin) * elementSize) {
@@ -64,7 +64,7 @@ void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, [[maybe_unus
   }
   // Results are constructed in the output buffer in blocks; an input that throws closes its
   // block early, is reported, and a new block starts after it.
-  constexpr std::size_t perBlock = elementSize == 0 ? std::size_t{1} << 20 : WorkerOutput::flushBytes / elementSize + 1;
+  constexpr std::size_t perBlock = elementSize == 0 ? std::size_t{1} << 20 : ResultWriter::flushBytes / elementSize + 1;
   std::size_t i = begin;
   while (i < end) {
     const std::size_t blockBegin = i;
@@ -103,7 +103,7 @@ void runResultsRaw(std::size_t begin, std::size_t end, Call&& call, [[maybe_unus
 }
 
 template <class Codec, class R, class Call>
-void runResultsEncoded(std::size_t begin, std::size_t end, Call&& call, [[maybe_unused]] WorkerControl& ctl, WorkerOutput& out) {
+void runResultsEncoded(std::size_t begin, std::size_t end, Call&& call, [[maybe_unused]] WorkerControl& ctl, ResultWriter& out) {
   for (std::size_t i = begin; i < end; ++i) {
     out.startInput(i);
     try {
@@ -126,7 +126,7 @@ constexpr bool rawInputFor() {
 
 /// Runs inputs [begin, end) through `call(i)`, raw or encoded as the result type travels.
 template <class Codec, class R, class Call>
-void runResults(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, WorkerOutput& out) {
+void runResults(std::size_t begin, std::size_t end, Call&& call, WorkerControl& ctl, ResultWriter& out) {
   if constexpr (rawResultFor<Codec, R>()) runResultsRaw<R>(begin, end, call, ctl, out);
   else runResultsEncoded<Codec, R>(begin, end, call, ctl, out);
 }
@@ -137,7 +137,7 @@ using InputOf = std::remove_cv_t<std::iter_value_t<It>>;
 
 template <class Codec, class F, class In, class R>
 void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
-               std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out);
+               std::span<const std::byte> inputs, WorkerControl& ctl, ResultWriter& out);
 
 /// The inputs of a job, at `first[0..n)`: a one-shot job's workers inherit them; a `Portable`
 /// job (a pool's call) sends them with each batch.
@@ -232,7 +232,7 @@ public:
 
   [[nodiscard]] VectorSink<Codec, R>& sink() noexcept override { return sink_; }
 
-  void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) override {
+  void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, ResultWriter& out) override {
     auto call = [this](std::size_t i) -> decltype(auto) { return invokeOn(fn_, this->input(i)); };
     runResults<Codec, R>(begin, end, call, ctl, out);
   }
@@ -283,7 +283,7 @@ void runDecoded(F& fn, std::size_t begin, std::size_t end, std::span<const std::
 /// them like a one-shot worker does. Found in the worker by its CodeRef (see Job::encodeCall).
 template <class Codec, class F, class In, class R>
 void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
-               std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out) {
+               std::span<const std::byte> inputs, WorkerControl& ctl, ResultWriter& out) {
   ByteReader cr(callable);
   F fn = decodeCallable<Codec, F>(cr);
   runDecoded<Codec, In>(fn, begin, end, inputs,

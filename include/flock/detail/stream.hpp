@@ -39,7 +39,7 @@ namespace flockmp::detail {
 /// every worker because each is a copy of the caller made while the stream lives.
 template <class Codec, class F, class In, class R>
 void inheritedThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
-                    std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out) {
+                    std::span<const std::byte> inputs, WorkerControl& ctl, ResultWriter& out) {
   F* fn = nullptr;
   if (callable.size() != sizeof fn) throw CodecError("flock: malformed inherited callable");
   std::memcpy(&fn, callable.data(), sizeof fn);
@@ -200,7 +200,7 @@ public:
 
   [[nodiscard]] std::size_t size() const noexcept override { return 0; } // open-ended: see Engine::extend
   [[nodiscard]] ResultSink& sink() noexcept override { return window_; }
-  void runBatch(std::size_t, std::size_t, WorkerControl&, WorkerOutput&) override {
+  void runBatch(std::size_t, std::size_t, WorkerControl&, ResultWriter&) override {
     ::_exit(workerInternalErrorExit); // a stream's workers run thunks, never an inherited job
   }
   [[nodiscard]] bool portable() const noexcept override { return true; }

@@ -39,6 +39,7 @@
 #include "../error.hpp"
 #include "dispatch.hpp"
 #include "memory.hpp"
+#include "output.hpp"
 #include "portable.hpp"
 #include "posix.hpp"
 #include "protocol.hpp"
@@ -70,8 +71,19 @@ struct alignas(64) WorkerControl {
   /// Written by the worker as it becomes ready (serving = 1): CLOCK_MONOTONIC in ns, the clock
   /// the parent reads too, so that the parent knows the worker's start-up time.
   std::atomic<std::uint64_t> readyNs{0};
+  /// Written by the parent before the worker starts: the nonce of its output markers under
+  /// WorkerOutput::prefix (see output.hpp); 0: no markers.
+  std::uint64_t outputNonce = 0;
 };
 static_assert(sizeof(WorkerControl) == 64);
+
+/// Worker side: input `index` starts (the parent learns it through the control block, and,
+/// under WorkerOutput::prefix, through a marker in the output pipes).
+inline void startInput(WorkerControl& ctl, std::size_t index) noexcept {
+  ctl.current.store(static_cast<std::int64_t>(index), std::memory_order_relaxed);
+  if (workerStdio().nonce != 0) [[unlikely]]
+    markOutput(static_cast<std::int64_t>(index));
+}
 
 /// Thrown inside a worker when the parent asked it to stop (cancellation), after its finished
 /// results were sent; the worker loop ends normally and the finalizer runs.
@@ -104,7 +116,7 @@ inline std::pair<std::string, std::string> describeCurrentException() {
 /// reaches the parent before what its input wrote is durable. One per worker process; `fn` is
 /// cleared before it runs, so it runs once per registration. If it throws, the buffered results
 /// cannot be vouched for: the worker prints why and exits without sending them, and the parent
-/// runs those inputs again on a fresh worker (see WorkerOutput::flush).
+/// runs those inputs again on a fresh worker (see ResultWriter::flush).
 struct BeforeSend {
   void (*fn)(void* context) = nullptr;
   void* context = nullptr;
@@ -115,9 +127,9 @@ inline BeforeSend& beforeSend() noexcept {
 }
 
 /// Worker side: frames waiting to go to the parent, written in few large writes.
-class WorkerOutput {
+class ResultWriter {
 public:
-  WorkerOutput(int commandFd, int resultFd, WorkerControl& ctl)
+  ResultWriter(int commandFd, int resultFd, WorkerControl& ctl)
       : commandFd_(commandFd), fd_(resultFd), ctl_(ctl), commandId_(identify(commandFd)), resultId_(identify(resultFd)),
         writer_(buf_) {
     buf_.reserve(1 << 16);
@@ -217,9 +229,10 @@ public:
   }
 
   /// Called before input `i` runs: records it in the control block (for the parent to blame a
-  /// death or a hang on it) and, when the batch is timed, ends the previous input's time.
+  /// death or a hang on it, and under WorkerOutput::prefix in the output pipes; see the free
+  /// startInput) and, when the batch is timed, ends the previous input's time.
   void startInput(std::size_t i) noexcept {
-    ctl_.current.store(static_cast<std::int64_t>(i), std::memory_order_relaxed);
+    detail::startInput(ctl_, i);
     if (timing_) [[unlikely]]
       lap(i);
   }
@@ -400,7 +413,7 @@ public:
   /// Where the results go.
   [[nodiscard]] virtual ResultSink& sink() noexcept = 0;
   /// Worker side: run inputs [begin, end) in order, storing `current` before each.
-  virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, WorkerOutput& out) = 0;
+  virtual void runBatch(std::size_t begin, std::size_t end, WorkerControl& ctl, ResultWriter& out) = 0;
   /// True for a pool's call: the workers did not inherit the job, so each gets the callable
   /// (encodeCall) and each batch carries its inputs (encodeInputs).
   [[nodiscard]] virtual bool portable() const noexcept { return false; }
@@ -431,7 +444,7 @@ public:
   virtual void onCall(std::span<const std::byte> payload) = 0;
   /// Run inputs [begin, end), whose encoded values (pool) are `inputs`.
   virtual void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
-                   WorkerOutput& out) = 0;
+                   ResultWriter& out) = 0;
 };
 
 /// A one-shot worker: the job (callable, inputs, result types) is in its copy-on-write memory.
@@ -440,7 +453,7 @@ public:
   explicit InheritedJobRunner(JobBase& job) noexcept : job_(job) {}
   void onCall(std::span<const std::byte>) override { ::_exit(workerInternalErrorExit); }
   void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
-           WorkerOutput& out) override {
+           ResultWriter& out) override {
     if (!inputs.empty()) ::_exit(workerInternalErrorExit);
     job_.runBatch(begin, end, ctl, out);
   }
@@ -452,7 +465,7 @@ private:
 /// The code a pool's worker runs for one batch of a call: a template instantiated for the call's
 /// codec, callable, input and result types (see pool.hpp), found in the worker by its CodeRef.
 using PoolThunk = void (*)(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
-                           std::span<const std::byte> inputs, WorkerControl& ctl, WorkerOutput& out);
+                           std::span<const std::byte> inputs, WorkerControl& ctl, ResultWriter& out);
 
 /// A pool's worker: each call names its thunk and brings the callable's bytes.
 class PoolRunner final : public BatchRunner {
@@ -469,7 +482,7 @@ public:
     }
   }
   void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
-           WorkerOutput& out) override {
+           ResultWriter& out) override {
     if (thunk_ == nullptr) {
       failAll(begin, end, out, FailureKind::exception, "flockmp::Error",
               error_.empty() ? std::string("flock: a batch arrived before its call") : error_);
@@ -486,7 +499,7 @@ public:
   }
 
 private:
-  static void failAll(std::size_t begin, std::size_t end, WorkerOutput& out, FailureKind kind, std::string_view type,
+  static void failAll(std::size_t begin, std::size_t end, ResultWriter& out, FailureKind kind, std::string_view type,
                       std::string_view message) {
     for (std::size_t i = begin; i < end; ++i) out.failure(i, kind, type, message);
   }
@@ -514,7 +527,8 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
     }
   };
   currentInputSource() = {&ctl.current, -1};
-  WorkerOutput out(commandFd, resultFd, ctl);
+  ResultWriter out(commandFd, resultFd, ctl);
+  setUpWorkerStdio(ctl.outputNonce);
 #if defined(__GLIBC__)
   // Memory the parent had freed but malloc kept is shared copy-on-write with this worker, so
   // each parent write into it (decoded results, mostly) would copy a page while the worker
@@ -531,6 +545,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       flushStdio();
       ::_exit(workerInternalErrorExit);
     }
+    flushStdio(); // what the initializer printed goes out now, not with the first batch
   }
   out.verifyChannel(); // an initializer that closed every fd cannot be served
   if (const std::uint64_t limit = ctl.memoryLimit.load(std::memory_order_relaxed); limit != 0) {
@@ -561,7 +576,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
           got = readExact(commandFd, payload.data(), payload.size());
         }
       } catch (const Error&) {
-        WorkerOutput::channelLost();
+        ResultWriter::channelLost();
       }
       if (!got) return; // parent closed the channel
       if (h.magic != FrameHeader::magicValue || h.length > maxFramePayload) ::_exit(workerInternalErrorExit);
@@ -601,8 +616,9 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
       out.batchTiming(begin, end);
       out.batchDone(begin, end, monotonicNs() - t0);
       // What the tasks printed goes out with their results (stdout to a file or a pipe is fully
-      // buffered, and the worker leaves with _exit).
+      // buffered, and the worker leaves with _exit); what follows is outside any input.
       flushStdio();
+      markOutput(-1);
       out.flush();
     }
   } catch (const StopRequested&) {
@@ -628,7 +644,7 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
     payload.resize(static_cast<std::size_t>(h.length));
     if (!readExact(commandFd, payload.data(), payload.size())) ::_exit(0);
   } catch (const Error&) {
-    WorkerOutput::channelLost();
+    ResultWriter::channelLost();
   }
   std::string setupError;
   try {
