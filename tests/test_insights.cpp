@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include <flock/dataframe.hpp>
 #include <flock/flock.hpp>
 
 #include "catch.hpp"
@@ -280,14 +281,14 @@ TEST_CASE("a call that does not ask for insights leaves them alone; a worker tim
     (void)FunctionAsync::apply(xs, [](int x) { return x; }, {.poolSize = 2, .checkProgress = false});
     CHECK(in.inputs == 12345); // the engine kept the pointer across calls
   }
-  SECTION("WorkerOutput sends a timing frame only for a timed batch") {
+  SECTION("ResultWriter sends a timing frame only for a timed batch") {
     int fds[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
     int cmd[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cmd) == 0);
     flockmp::detail::WorkerControl ctl;
     const auto kindsSent = [&](bool timed) {
-      flockmp::detail::WorkerOutput out(cmd[0], fds[0], ctl);
+      flockmp::detail::ResultWriter out(cmd[0], fds[0], ctl);
       out.batchStarted();
       out.timeInputs(timed);
       for (std::size_t i = 0; i < 8; ++i) {

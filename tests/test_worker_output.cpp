@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include <flock/database.hpp>
 #include <flock/flock.hpp>
 
 #include "catch.hpp"

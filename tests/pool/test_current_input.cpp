@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <flock/database.hpp>
+#include <flock/dataframe.hpp>
 #include <flock/flock.hpp>
 
 #include "catch.hpp"
