@@ -192,37 +192,45 @@ inline std::string Insights::toJson() const {
 
 /// A short table for people: one line per worker, then the call's totals, slowest inputs and
 /// failures (kinds with none are left out).
+namespace flockmp::detail {
+/// The table fmt::formatter<Insights> prints. Built with fmt::format only: fmt::format_to on a
+/// format context needs fmt/format.h, which the core headers leave out (compile time), and
+/// clang cannot link fmt/core.h's inline declaration of it against libfmt.
+inline std::string insightsTable(const Insights& in) {
+  std::string t = fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "worker", "startup", "inputs", "tasks",
+                              "idle", "sent", "peak RSS");
+  for (const auto& w : in.workers)
+    t += fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}{}\n", w.pid, humanDuration(w.startup), w.inputs,
+                     humanDuration(w.tasks), humanDuration(w.idle), humanBytes(w.bytesSent), humanBytes(w.peakRss),
+                     w.ended ? "  (ended)" : "");
+  t += fmt::format("wall {}, parent on results {}, {} inputs ({} not run), {} restarts, {} retries\n",
+                   humanDuration(in.wall), humanDuration(in.parentResults), in.inputs, in.notRun, in.restarts,
+                   in.retries);
+  if (!in.slowest.empty()) {
+    t += "slowest:";
+    for (const auto& s : in.slowest) t += fmt::format(" #{} {}", s.index, humanDuration(s.duration));
+    t += "\n";
+  }
+  bool any = false;
+  for (std::size_t k = 0; k < allFailureKinds.size(); ++k) {
+    if (in.failures[k] == 0) continue;
+    t += fmt::format("{} {} {}", any ? "," : "failures:", in.failures[k], toString(allFailureKinds[k]));
+    any = true;
+  }
+  if (any) t += "\n";
+  return t;
+}
+} // namespace flockmp::detail
+
 template <>
 struct fmt::formatter<flockmp::Insights> {
   constexpr auto parse(format_parse_context& ctx) -> decltype(ctx.begin()) { return ctx.begin(); }
 
   template <class FormatContext>
   auto format(const flockmp::Insights& in, FormatContext& ctx) const -> decltype(ctx.out()) {
-    using flockmp::detail::humanBytes;
-    using flockmp::detail::humanDuration;
+    const std::string table = flockmp::detail::insightsTable(in);
     auto out = ctx.out();
-    out = fmt::format_to(out, "{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "worker", "startup", "inputs", "tasks",
-                         "idle", "sent", "peak RSS");
-    for (const auto& w : in.workers)
-      out = fmt::format_to(out, "{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}{}\n", w.pid, humanDuration(w.startup),
-                           w.inputs, humanDuration(w.tasks), humanDuration(w.idle), humanBytes(w.bytesSent),
-                           humanBytes(w.peakRss), w.ended ? "  (ended)" : "");
-    out = fmt::format_to(out, "wall {}, parent on results {}, {} inputs ({} not run), {} restarts, {} retries\n",
-                         humanDuration(in.wall), humanDuration(in.parentResults), in.inputs, in.notRun, in.restarts,
-                         in.retries);
-    if (!in.slowest.empty()) {
-      out = fmt::format_to(out, "slowest:");
-      for (const auto& s : in.slowest) out = fmt::format_to(out, " #{} {}", s.index, humanDuration(s.duration));
-      out = fmt::format_to(out, "\n");
-    }
-    bool any = false;
-    for (std::size_t k = 0; k < flockmp::detail::allFailureKinds.size(); ++k) {
-      if (in.failures[k] == 0) continue;
-      out = fmt::format_to(out, "{} {} {}", any ? "," : "failures:", in.failures[k],
-                           flockmp::toString(flockmp::detail::allFailureKinds[k]));
-      any = true;
-    }
-    if (any) out = fmt::format_to(out, "\n");
+    for (const char c : table) *out++ = c;
     return out;
   }
 };

@@ -332,7 +332,7 @@ public:
     else if (done > 0 && rate > 0)
       eta = formatTime(static_cast<double>(total - done) / rate);
     std::string numbers = fmt::format("{:>{}}/{} {:>3.0f}%  {}/s  elapsed {}  ETA {}", done,
-                                      fmt::formatted_size("{}", total), total, frac * 100.0,
+                                      std::to_string(total).size(), total, frac * 100.0,
                                       formatRate(rate), formatTime(secs), eta);
     if (failed > 0) numbers += fmt::format("  {} failed", failed);
     if (width == 0) return numbers;
