@@ -29,30 +29,12 @@
 using flockmp::FailureKind;
 using flockmp::FunctionAsync;
 using flockmp::Insights;
+using flockmp::test::failuresOf;
+using flockmp::test::inputsByPid;
+using flockmp::test::inputsByRow;
 using flockmp::Options;
 
 namespace {
-
-std::vector<flockmp::Failure> failuresOf(const auto& outcomes) {
-  std::vector<flockmp::Failure> f;
-  for (const auto& o : outcomes)
-    if (!o) f.push_back(o.failure());
-  return f;
-}
-
-/// Inputs each row's worker ran, from the outcomes: a value is the pid that ran it, a failure
-/// names its worker.
-std::map<pid_t, std::size_t> inputsByPid(const std::vector<flockmp::Outcome<std::int64_t>>& outcomes) {
-  std::map<pid_t, std::size_t> n;
-  for (const auto& o : outcomes) ++n[o ? static_cast<pid_t>(*o) : o.failure().pid];
-  return n;
-}
-
-std::map<pid_t, std::size_t> inputsByRow(const Insights& in) {
-  std::map<pid_t, std::size_t> n;
-  for (const auto& w : in.workers) n[w.pid] += w.inputs;
-  return n;
-}
 
 /// A directory of its own, removed afterwards.
 struct TempDir {

@@ -22,6 +22,9 @@
 using flockmp::Context;
 using flockmp::FailureKind;
 using flockmp::Insights;
+using flockmp::test::failuresOf;
+using flockmp::test::inputsByPid;
+using flockmp::test::inputsByRow;
 using flockmp::test::nameOf;
 
 namespace {
@@ -42,22 +45,6 @@ int slowAt(int x) {
 }
 int plusOne(int x) { return x + 1; }
 
-std::vector<flockmp::Failure> failuresOf(const auto& outcomes) {
-  std::vector<flockmp::Failure> f;
-  for (const auto& o : outcomes)
-    if (!o) f.push_back(o.failure());
-  return f;
-}
-std::map<pid_t, std::size_t> inputsByPid(const std::vector<flockmp::Outcome<std::int64_t>>& outcomes) {
-  std::map<pid_t, std::size_t> n;
-  for (const auto& o : outcomes) ++n[o ? static_cast<pid_t>(*o) : o.failure().pid];
-  return n;
-}
-std::map<pid_t, std::size_t> inputsByRow(const Insights& in) {
-  std::map<pid_t, std::size_t> n;
-  for (const auto& w : in.workers) n[w.pid] += w.inputs;
-  return n;
-}
 std::vector<int> iota(std::size_t n) {
   std::vector<int> xs(n);
   for (std::size_t i = 0; i < n; ++i) xs[i] = static_cast<int>(i);

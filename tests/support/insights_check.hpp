@@ -6,6 +6,7 @@
 
 #include <cctype>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -193,6 +194,29 @@ inline void checkFailureKinds(const flockmp::Insights& in, const std::vector<flo
     const auto it = n.find(k);
     CHECK(in.failuresOf(k) == (it == n.end() ? 0 : it->second));
   }
+}
+
+/// The failures among `outcomes`, in input order.
+std::vector<flockmp::Failure> failuresOf(const auto& outcomes) {
+  std::vector<flockmp::Failure> f;
+  for (const auto& o : outcomes)
+    if (!o) f.push_back(o.failure());
+  return f;
+}
+
+/// Inputs each worker ran, from the outcomes of a task that returns getpid(): a value is the pid
+/// that ran it, a failure names its worker.
+inline std::map<pid_t, std::size_t> inputsByPid(const std::vector<flockmp::Outcome<std::int64_t>>& outcomes) {
+  std::map<pid_t, std::size_t> n;
+  for (const auto& o : outcomes) ++n[o ? static_cast<pid_t>(*o) : o.failure().pid];
+  return n;
+}
+
+/// Inputs per pid as the insights' rows count them (a pid's rows summed).
+inline std::map<pid_t, std::size_t> inputsByRow(const flockmp::Insights& in) {
+  std::map<pid_t, std::size_t> n;
+  for (const auto& w : in.workers) n[w.pid] += w.inputs;
+  return n;
 }
 
 } // namespace flockmp::test

@@ -45,7 +45,7 @@ using TaskThunk = void (*)(std::span<const std::byte> callable, std::size_t inde
 /// argument tuple), or given as one input that invokeOn may unpack (applyAsync's items).
 template <class Codec, class F, class In, class R, bool Spread>
 void taskThunk(std::span<const std::byte> callable, std::size_t index, std::span<const std::byte> args,
-               WorkerControl& ctl, ResultWriter& out) {
+               WorkerControl& /*ctl: asyncThunk already recorded the input*/, ResultWriter& out) {
   std::optional<F> fn;
   std::optional<In> in;
   try {
@@ -59,7 +59,6 @@ void taskThunk(std::span<const std::byte> callable, std::size_t index, std::span
     out.failure(index, FailureKind::codec, type, "the task could not be rebuilt in the worker: " + message);
     return;
   }
-  startInput(ctl, index);
   try {
     if constexpr (Spread) {
       if constexpr (std::is_void_v<R>) {

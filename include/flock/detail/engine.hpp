@@ -1043,7 +1043,7 @@ private:
     const std::uint64_t present = now > from ? now - from : 0, busy = s.busyNs - s.rowBusyNs;
     w.idle = std::chrono::nanoseconds(present > busy ? static_cast<std::int64_t>(present - busy) : 0);
     if (s.alive && s.proc.pid > 0)
-      if (const auto peak = peakRssOf(s.proc.pid)) w.peakRss = std::max(w.peakRss, *peak);
+      w.peakRss = std::max(w.peakRss, peakResident(s.proc.pid)); // 0 once it has exited
     w.ended = ended;
   }
 

@@ -86,11 +86,15 @@ inline MemoryUse memoryUseOf(pid_t pid = 0) noexcept {
   return {resident * page, size * page};
 }
 
-/// This process's peak resident memory in bytes (VmHWM, since it started or since resetPeak);
-/// 0 when it cannot be read.
-inline std::uint64_t peakResident() noexcept {
+/// The peak resident memory of process `pid` (0: this process) in bytes: VmHWM of
+/// /proc/<pid>/status, since it started or since resetPeak. 0 when it cannot be read (an exited
+/// process has none left).
+inline std::uint64_t peakResident(pid_t pid = 0) noexcept {
+  char path[48];
+  if (pid == 0) std::snprintf(path, sizeof path, "/proc/self/status");
+  else std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(pid));
   char buf[4096];
-  if (!readProcFile("/proc/self/status", buf, sizeof buf)) return 0;
+  if (!readProcFile(path, buf, sizeof buf)) return 0;
   const char* at = std::strstr(buf, "VmHWM:");
   if (at == nullptr) return 0;
   return std::strtoull(at + 6, nullptr, 10) * 1024;

@@ -188,27 +188,6 @@ inline std::optional<int> reapPidfd(int pidfd) noexcept {
   }
 }
 
-/// The peak resident set size of a running process, in bytes (VmHWM in /proc/<pid>/status);
-/// nullopt when it cannot be read (the process has exited: a zombie has no memory left).
-inline std::optional<std::uint64_t> peakRssOf(pid_t pid) noexcept {
-  char path[48];
-  std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(pid));
-  std::FILE* f = std::fopen(path, "re");
-  if (!f) return std::nullopt;
-  char line[256];
-  std::optional<std::uint64_t> kib;
-  while (std::fgets(line, sizeof line, f)) {
-    unsigned long long v = 0;
-    if (std::sscanf(line, "VmHWM: %llu kB", &v) == 1) {
-      kib = v;
-      break;
-    }
-  }
-  std::fclose(f);
-  if (!kib) return std::nullopt;
-  return *kib * 1024u;
-}
-
 /// Anonymous shared memory that survives fork as *shared* (not copy-on-write): workers write
 /// into it and the parent sees the bytes without any copy through a pipe.
 class SharedRegion {
