@@ -107,7 +107,10 @@ public:
     opts_.onProgress = nullptr;
     opts_.stopToken = {};
     opts_.failFast = false;
-    // Nor one call whose end fills insights: its open-ended calls run on a driver thread.
+    // Nor is the pool's Insights* written from the driver thread, where it would race with the
+    // caller's reads: when the pool asks for insights, each open-ended call hands its own to
+    // the handles it served (AsyncHandle::insights).
+    gather_ = opts_.insights != nullptr;
     opts_.insights = nullptr;
     const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd < 0) throwErrno("eventfd for async calls");
@@ -117,6 +120,9 @@ public:
   AsyncService(const AsyncService&) = delete;
   AsyncService& operator=(const AsyncService&) = delete;
   ~AsyncService() { stop(); }
+
+  /// True when the pool asks for insights: handles then get a slot for them.
+  [[nodiscard]] bool gathersInsights() const noexcept { return gather_; }
 
   /// Queue tasks. Throws flockmp::Error once the pool is closing.
   void post(TaskGroup group) {
@@ -174,8 +180,11 @@ private:
   /// One open-ended call: feeds queued tasks to the engine until none is left.
   void serve(Engine& engine, int closeFd) {
     job_.reset();
+    Options opts = opts_;
+    Insights insights;
+    if (gather_) opts.insights = &insights; // filled by the engine when this call ends, however it ends
     try {
-      engine.open(job_, opts_, closeFd, true);
+      engine.open(job_, opts, closeFd, true);
       engine.setWakeFd(wake_.get());
       for (;;) {
         std::deque<TaskGroup> arrived;
@@ -204,6 +213,7 @@ private:
     }
     engine.setWakeFd(-1);
     if (!job_.idle()) job_.failUnresolved(FailureKind::cancelled, "cancelled: the pool was closed");
+    job_.publish(insights);
   }
 
   void failIncoming(std::unique_lock<std::mutex>& lock, const std::string& message,
@@ -211,9 +221,16 @@ private:
     std::deque<TaskGroup> dropped;
     dropped.swap(incoming_);
     lock.unlock();
-    for (auto& g : dropped)
-      for (std::size_t k = 0; k + 1 < g.offsets.size(); ++k)
-        g.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0, -1, {}});
+    for (auto& g : dropped) {
+      const std::size_t n = g.offsets.size() - 1;
+      for (std::size_t k = 0; k < n; ++k) g.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0, -1, {}});
+      if (g.insights) { // no call ran these tasks: all of them were resolved here
+        auto none = std::make_shared<Insights>();
+        none->inputs = none->notRun = n;
+        none->failures[static_cast<std::size_t>(kind)] = n;
+        g.insights->fill(std::move(none));
+      }
+    }
     lock.lock();
   }
 
@@ -225,6 +242,7 @@ private:
   std::deque<TaskGroup> incoming_;
   bool stopping_ = false;
   AsyncJob job_;
+  bool gather_ = false; // the pool's Options::insights was set
   std::thread thread_; // last: it starts once everything it uses exists
 };
 
@@ -235,12 +253,14 @@ template <class R>
 class AsyncHandle {
 public:
   AsyncHandle() = default;
-  AsyncHandle(AsyncHandle&& o) noexcept : state_(std::move(o.state_)), service_(o.service_) {}
+  AsyncHandle(AsyncHandle&& o) noexcept
+      : state_(std::move(o.state_)), service_(std::exchange(o.service_, nullptr)), insights_(std::move(o.insights_)) {}
   AsyncHandle& operator=(AsyncHandle&& o) noexcept {
     if (this != &o) {
       abandon();
       state_ = std::move(o.state_);
-      service_ = o.service_;
+      service_ = std::exchange(o.service_, nullptr);
+      insights_ = std::move(o.insights_);
     }
     return *this;
   }
@@ -273,9 +293,23 @@ public:
     if (!state_->ready()) service_->wake();
   }
 
+  /// What the open-ended call that ran these tasks did, once that call ended (it waits for
+  /// that). The pool's async tasks share open-ended calls on a driver thread: one starts when a
+  /// task arrives on an idle pool and ends when no async task is left, so the insights cover
+  /// every handle whose tasks ran in that call, this one's and those alongside it. Still
+  /// available after get() or tryGet(). Needs the pool's Options::insights (the pointer itself
+  /// is only written by the pool's sync calls); throws flockmp::Error otherwise.
+  [[nodiscard]] const Insights& insights() const {
+    if (!insights_)
+      throw Error(state_ || service_ ? "flock: this pool gathers no insights: set its Options::insights"
+                                     : "flock: this handle has no tasks (it was default-constructed or moved from)");
+    return insights_->wait();
+  }
+
 protected:
-  AsyncHandle(std::shared_ptr<TaskState<R>> state, AsyncService* service) noexcept
-      : state_(std::move(state)), service_(service) {}
+  AsyncHandle(std::shared_ptr<TaskState<R>> state, AsyncService* service,
+              std::shared_ptr<InsightsSlot> insights) noexcept
+      : state_(std::move(state)), service_(service), insights_(std::move(insights)) {}
 
   void requireValid() const {
     if (!state_) throw Error("flock: this handle has no result (it was moved from, or its result was taken)");
@@ -300,6 +334,7 @@ private:
   }
 
   AsyncService* service_ = nullptr;
+  std::shared_ptr<InsightsSlot> insights_; // null when the pool gathers no insights
 };
 
 } // namespace detail

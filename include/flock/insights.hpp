@@ -75,8 +75,10 @@ struct InputTime {
 /// the request reaches them through the shared control block each already has, not the wire.
 /// When requested, each worker reads the clock once per input and sends, per batch, one small
 /// frame (its task time, its peak memory, and its 5 slowest inputs of the batch).
-/// Not filled by flockmp::mpi calls (their ranks run their own calls), nor by a pool's async
-/// calls (submit, applyAsync: they share open-ended calls on a driver thread).
+/// Not filled by flockmp::mpi calls (their ranks run their own calls). A pool's async calls
+/// (submit, applyAsync) share open-ended calls on a driver thread: their handles give those
+/// calls' insights (Future::insights, AsyncCall::insights) when the pool's Options::insights is
+/// set, and never write the pool's pointer.
 struct Insights {
   /// Number of slowest inputs kept.
   static constexpr std::size_t slowestKept = 5;

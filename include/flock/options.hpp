@@ -158,7 +158,9 @@ struct Options {
   /// another exception too) with what happened in it: per worker, its start-up, inputs, task and
   /// idle time, bytes sent and peak memory; for the call, its wall time, the parent's time on
   /// results, the 5 slowest inputs, restarts, retries and failures by kind (see Insights, in
-  /// <flock/insights.hpp>). Default nullptr: nothing is measured, nothing costs.
+  /// <flock/insights.hpp>). On a pool, it also makes the async calls (submit, applyAsync)
+  /// gather insights, which their handles give (insights()). Default nullptr: nothing is
+  /// measured, nothing costs.
   Insights* insights = nullptr;
 };
 

@@ -254,13 +254,15 @@ public:
       return Future<R>{};
     } else {
       auto state = std::make_shared<detail::CodecTaskState<Codec, R>>(1);
-      detail::TaskGroup group{state, taskKind<Codec, Fn, In, R, true>(callableOf(fn)), {}, {0}};
+      detail::TaskGroup group{state, taskKind<Codec, Fn, In, R, true>(callableOf(fn)), {}, {0}, nullptr};
       ByteWriter w(group.args);
       Codec::encode(w, In(std::forward<Args>(args)...));
       group.offsets.push_back(group.args.size());
       auto* service = asyncService();
+      auto insights = insightsSlot(*service);
+      group.insights = insights;
       service->post(std::move(group));
-      return Future<R>(std::move(state), service);
+      return Future<R>(std::move(state), service, std::move(insights));
     }
   }
 
@@ -286,7 +288,7 @@ public:
       requireCodable<Codec, R>();
       return AsyncCall<R>{};
     } else {
-      detail::TaskGroup group{nullptr, taskKind<Codec, Fn, In, R, false>(callableOf(fn)), {}, {0}};
+      detail::TaskGroup group{nullptr, taskKind<Codec, Fn, In, R, false>(callableOf(fn)), {}, {0}, nullptr};
       ByteWriter w(group.args);
       for (auto&& x : items) {
         Codec::encode(w, static_cast<const In&>(x));
@@ -295,8 +297,11 @@ public:
       auto state = std::make_shared<detail::CodecTaskState<Codec, R>>(group.offsets.size() - 1);
       group.target = state;
       auto* service = asyncService();
+      auto insights = insightsSlot(*service);
+      if (insights && group.offsets.size() == 1) insights->fill(std::make_shared<const Insights>()); // no call runs
+      group.insights = insights;
       if (group.offsets.size() > 1) service->post(std::move(group));
-      return AsyncCall<R>(std::move(state), service);
+      return AsyncCall<R>(std::move(state), service, std::move(insights));
     }
   }
 
@@ -377,6 +382,11 @@ private:
     if (!async_)
       async_ = std::make_unique<detail::AsyncService>([this] { return std::make_unique<Lease>(*this); }, opts_);
     return async_.get();
+  }
+
+  /// Where a new handle's insights will go, when the pool asks for them.
+  static std::shared_ptr<detail::InsightsSlot> insightsSlot(const detail::AsyncService& service) {
+    return service.gathersInsights() ? std::make_shared<detail::InsightsSlot>() : nullptr;
   }
 
   template <class Codec, class Fn, class In, class R, bool Spread>

@@ -152,3 +152,77 @@ TEST_CASE("a pool's 5 slowest inputs are the slow ones, in calls and in streams,
     check(in);
   }
 }
+
+TEST_CASE("a pool's async calls give their insights to their handles, never to the pool's pointer, under every context",
+          "[insights][pool][async]") {
+  const auto context = GENERATE(Context::fork, Context::forkserver, Context::spawn);
+  CAPTURE(nameOf(context));
+  flockmp::test::DeadlockGuard guard;
+  Insights poolLevel;
+  poolLevel.inputs = 777; // a sentinel: the driver thread must not write the pool's pointer
+  flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context, .checkProgress = false, .insights = &poolLevel}};
+  const auto xs = iota(400);
+
+  SECTION("applyAsync: the rows are the pids that ran the inputs") {
+    auto call = pool.applyAsync(xs, &pidOrThrow);
+    const auto outs = call.tryGet();
+    const Insights& in = call.insights(); // after tryGet: the handle keeps them
+    flockmp::test::checkInsightsAddUp(in, xs.size(), 2);
+    CHECK(inputsByRow(in) == inputsByPid(outs));             // rows not the call's workers, or counts lost
+    flockmp::test::checkFailureKinds(in, failuresOf(outs));  // failures not counted by kind
+    CHECK(poolLevel.inputs == 777);
+  }
+  SECTION("submit: a crash is a restart, and the replacement has its own row") {
+    auto crash = pool.submit(&pidOrCrash, 5);
+    CHECK(!crash.tryGet());
+    const Insights& in = crash.insights();
+    CHECK(in.inputs == 1);
+    CHECK(in.restarts == 1);
+    CHECK(in.failuresOf(FailureKind::crashed) == 1);
+    CHECK(poolLevel.inputs == 777);
+  }
+  SECTION("two handles at once: each gets the insights of the call that ran its tasks") {
+    auto many = pool.applyAsync(xs, &plusOne);
+    auto one = pool.submit(&plusOne, 41);
+    CHECK(one.get() == 42);
+    CHECK(many.get().size() == xs.size());
+    const Insights& a = many.insights();
+    const Insights& b = one.insights();
+    // Both ran in one open-ended call, or the submit came after the range's call had ended.
+    if (a.inputs == xs.size() + 1) {
+      CHECK(&a == &b); // one call's insights are shared, not copied per handle
+    } else {
+      CHECK(a.inputs == xs.size());
+      CHECK(b.inputs == 1);
+    }
+  }
+  SECTION("an empty range has empty insights at once") {
+    auto call = pool.applyAsync(std::vector<int>{}, &plusOne);
+    CHECK(call.insights().inputs == 0);
+    CHECK(call.insights().workers.empty());
+  }
+}
+
+TEST_CASE("async handles say why they have no insights", "[insights][pool][async]") {
+  flockmp::test::DeadlockGuard guard;
+  flockmp::BaseMultiProc pool{{.poolSize = 1, .checkProgress = false}};
+  auto call = pool.applyAsync(iota(3), &plusOne);
+  CHECK_THROWS_WITH(call.insights(), "flock: this pool gathers no insights: set its Options::insights");
+  CHECK(call.get().size() == 3);
+  CHECK_THROWS_WITH(call.insights(), "flock: this pool gathers no insights: set its Options::insights");
+  flockmp::AsyncCall<int> none;
+  CHECK_THROWS_WITH(none.insights(), "flock: this handle has no tasks (it was default-constructed or moved from)");
+}
+
+TEST_CASE("a pool closed with async tasks pending still gives their handles insights", "[insights][pool][async]") {
+  flockmp::test::DeadlockGuard guard;
+  Insights poolLevel;
+  auto pool = std::make_unique<flockmp::BaseMultiProc>(
+      flockmp::Options{.poolSize = 1, .checkProgress = false, .insights = &poolLevel});
+  auto call = pool->applyAsync(iota(64), &slowAt);
+  pool.reset(); // closes: what has not run is cancelled
+  const auto outs = call.tryGet();
+  const Insights& in = call.insights(); // would hang if a closed pool left the slot empty
+  CHECK(in.inputs == outs.size());
+  flockmp::test::checkFailureKinds(in, failuresOf(outs));
+}

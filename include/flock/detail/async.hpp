@@ -26,6 +26,7 @@
 
 #include "../codec.hpp"
 #include "../error.hpp"
+#include "../insights.hpp"
 #include "run.hpp"
 #include "stream.hpp"
 
@@ -158,12 +159,38 @@ private:
   std::atomic<bool> cancelled_{false};
 };
 
+/// Where the driver leaves the Insights of the open-ended call that ran a handle's tasks, for
+/// the handle to wait for (shared, so that the handle keeps it after get()).
+class InsightsSlot {
+public:
+  /// The call ended: its insights, given to every handle it served.
+  void fill(std::shared_ptr<const Insights> insights) {
+    {
+      std::lock_guard lock(m_);
+      if (insights_) return; // once: the first call to end with this handle's tasks
+      insights_ = std::move(insights);
+    }
+    cv_.notify_all();
+  }
+  const Insights& wait() {
+    std::unique_lock lock(m_);
+    cv_.wait(lock, [&] { return insights_ != nullptr; });
+    return *insights_;
+  }
+
+private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::shared_ptr<const Insights> insights_;
+};
+
 /// Tasks of one handle and one kind, waiting for the driver: their arguments, encoded.
 struct TaskGroup {
   std::shared_ptr<AsyncTarget> target;
   TaskKind kind;
   std::vector<std::byte> args;        // the encoded arguments, one after the other
   std::vector<std::size_t> offsets;   // task k's arguments are [offsets[k], offsets[k + 1])
+  std::shared_ptr<InsightsSlot> insights; // set when the pool gathers insights (Options::insights)
 };
 
 /// The async call's job: tasks in segments of consecutive indices, each of one handle and kind.
@@ -215,6 +242,7 @@ public:
       kinds_.push_back(group.kind);
       added = true;
     }
+    if (group.insights) served_.push_back(group.insights);
     const std::size_t count = group.offsets.size() - 1;
     segments_.push_back(Segment{next_, count, it->second, std::move(group), 0, std::vector<bool>(count, false)});
     next_ += count;
@@ -235,7 +263,15 @@ public:
     kinds_.clear();
     kindIds_.clear();
     segments_.clear();
+    served_.clear();
     next_ = 0;
+  }
+  /// The call ended: its insights go to every handle it ran tasks of.
+  void publish(const Insights& insights) {
+    if (served_.empty()) return;
+    auto shared = std::make_shared<const Insights>(insights);
+    for (auto& slot : served_) slot->fill(shared);
+    served_.clear();
   }
 
 private:
@@ -294,6 +330,7 @@ private:
   std::map<std::string, std::uint32_t> kindIds_;
   std::deque<Segment> segments_;
   std::size_t next_ = 0;
+  std::vector<std::shared_ptr<InsightsSlot>> served_; // handles of this call that asked for insights
 };
 
 } // namespace flockmp::detail
