@@ -37,15 +37,13 @@ int main() {
   // Two setups: the ready-made one for the shop, and one of our own that records each connection
   // it opens, to show that every worker opens it exactly once.
   auto shopSetup = flockmp::sqlite::setup("sqlite_con", shop);
-  flockmp::DatabaseSetup auditSetup{.name = "audit_con",
-                                    .server =
-                                        [](const flockmp::Parameters& p) {
-                                          Connection c(p.at("path"));
-                                          c.exec("insert into connections values(?)",
-                                                 static_cast<int>(::getpid()));
-                                          return c;
-                                        },
-                                    .parameters = {{"path", audit}}};
+  flockmp::DatabaseSetup auditSetup{"audit_con",
+                                    [](const flockmp::Parameters& p) {
+                                      Connection c(p.at("path"));
+                                      c.exec("insert into connections values(?)", static_cast<int>(::getpid()));
+                                      return c;
+                                    },
+                                    flockmp::Parameters{{"path", audit}}};
 
   flockmp::DatabaseAsync dbAsync{{.poolSize = 3}, shopSetup, auditSetup};
   std::vector<int> customers;

@@ -3,12 +3,10 @@
 # one place and installs the missing ones with apt on Debian/Ubuntu.
 
 # Debian 12 packages needed to build and test flock. python3 is only used by the benchmarks,
-# clang-19 only by scripts/test's build-clang/ pass (Debian 12's default clang, 14, cannot compile
-# flock: it fails on libstdc++ 12's <ranges>, a Clang bug fixed in Clang 16, and lacks class template
-# argument deduction for aggregates, which came in Clang 17). Open MPI is for flock::mpi (its tests
-# and example are skipped where it is missing).
+# clang-14 (Debian 12's own Clang) only by scripts/test's build-clang/ pass. Open MPI is for
+# flock::mpi (its tests and example are skipped where it is missing).
 FLOCK_APT_PACKAGES=(cmake g++ ninja-build catch2 libfmt-dev libsqlite3-dev libpq-dev postgresql pkg-config
-  python3 clang-19 libopenmpi-dev openmpi-bin)
+  python3 clang-14 libopenmpi-dev openmpi-bin)
 
 # The repository root (the parent of this scripts/ directory), whatever the caller's cwd.
 # shellcheck disable=SC2034 # used by the scripts that source this file

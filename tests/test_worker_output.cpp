@@ -371,9 +371,9 @@ TEST_CASE("streams and DatabaseAsync forward their workers' output too", "[worke
            return i;
          }))
       sum += v;
-    flockmp::DatabaseSetup counter{.name = "counter",
-                                   .server = [](const flockmp::Parameters&) { return 7; },
-                                   .parameters = {}};
+    flockmp::DatabaseSetup counter{"counter",
+                                   [](const flockmp::Parameters&) { return 7; },
+                                   flockmp::Parameters{}};
     flockmp::DatabaseAsync db{flockmp::DatabaseOptions{.pool = {.poolSize = 2, .workerOutput = WorkerOutput::prefix}},
                               counter};
     db.apply(range(10), [](int i, int& connection) {

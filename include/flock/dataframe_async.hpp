@@ -183,7 +183,9 @@ inline Options poolOptions(const DataFrameOptions& o) {
   return opts;
 }
 
-inline std::vector<std::size_t> chunkIndices(std::size_t n) {
+/// 0, 1, ..., n - 1: the inputs of a call over rows or chunks (a vector, not std::views::iota,
+/// which Clang before 16 cannot use with libstdc++ 12).
+inline std::vector<std::size_t> indicesUpTo(std::size_t n) {
   std::vector<std::size_t> v(n);
   std::iota(v.begin(), v.end(), std::size_t{0});
   return v;
@@ -303,7 +305,7 @@ auto runRows(const DataFrame& df, F& fn, const DataFrameOptions& o) {
     else
       return toCarried<C>(static_cast<R>(std::invoke(fn, row)));
   };
-  const auto indices = std::views::iota(std::size_t{0}, rows);
+  const auto indices = indicesUpTo(rows);
   if constexpr (Try) {
     auto carried = FunctionAsync::tryApply(indices, perRow, opts);
     if constexpr (std::is_same_v<R, C>) {
@@ -352,7 +354,7 @@ std::vector<Outcome<U>> blockOutcomes(const T& table, F& fn, const DataFrameOpti
     const T part = TableTraits<T>::slice(table, begin, end);
     return std::invoke(fn, part);
   };
-  auto outcomes = FunctionAsync::tryApply(chunkIndices(n), work, poolOptions(o));
+  auto outcomes = FunctionAsync::tryApply(indicesUpTo(n), work, poolOptions(o));
   for (std::size_t k = 0; k < n; ++k) {
     if (outcomes[k].hasValue()) continue;
     const auto [begin, end] = chunkRange(rows, n, k);

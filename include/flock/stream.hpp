@@ -114,10 +114,9 @@ auto makeStream(Range&& items, const F& fn, const Options& opts, MakeLease&& mak
     return Out(nullptr);
   } else {
     validateOptions(opts);
-    using View = std::views::all_t<Range>;
-    using State = StreamState<K, Codec, View, F, In, R, Inherited>;
+    using State = StreamState<K, Codec, Range, F, In, R, Inherited>;
     const std::size_t capacity = streamCapacity(opts);
-    return Out(std::make_unique<State>(makeLease(), std::views::all(std::forward<Range>(items)), fn, opts, capacity));
+    return Out(std::make_unique<State>(makeLease(), std::forward<Range>(items), fn, opts, capacity));
   }
 }
 

@@ -88,9 +88,9 @@ private:
 
 auto tracedSetup(const std::string& name, const std::filesystem::path& dir) {
   return flockmp::DatabaseSetup{
-      .name = name,
-      .server = [](const flockmp::Parameters& p) { return Traced(p.at("dir"), p.at("tag")); },
-      .parameters = {{"dir", dir.string()}, {"tag", name}}};
+      name,
+      [](const flockmp::Parameters& p) { return Traced(p.at("dir"), p.at("tag")); },
+      flockmp::Parameters{{"dir", dir.string()}, {"tag", name}}};
 }
 
 /// A second connection type, to check that several types mix.
@@ -111,9 +111,9 @@ struct CounterSetup : flockmp::BaseDatabaseSetup<Counter> {
 
 TEST_CASE("a DatabaseSetup deduces its connection type from the server", "[database][setup]") {
   flockmp::DatabaseSetup s{
-      .name = "n",
-      .server = [](const flockmp::Parameters& p) { return std::stoi(p.at("x")); },
-      .parameters = {{"x", "7"}}};
+      "n",
+      [](const flockmp::Parameters& p) { return std::stoi(p.at("x")); },
+      flockmp::Parameters{{"x", "7"}}};
   static_assert(std::is_same_v<flockmp::ConnectionOf<decltype(s)>, int>);
   static_assert(flockmp::DatabaseSetupType<decltype(s)>);
   static_assert(flockmp::DatabaseSetupType<CounterSetup>);
@@ -121,8 +121,15 @@ TEST_CASE("a DatabaseSetup deduces its connection type from the server", "[datab
   static_assert(!flockmp::DatabaseSetupType<int>);
   CHECK(s.connect() == 7);
   CHECK(CounterSetup{}.connect().value == 100);
-  flockmp::DatabaseSetup noParameters{.name = "n", .server = [] { return 3; }};
+  flockmp::DatabaseSetup noParameters{"n", [] { return 3; }};
   CHECK(noParameters.connect() == 3);
+#if FLOCK_TEST_DESIGNATED_CTAD
+  // The README's form, with designators (C++20 aggregate deduction).
+  flockmp::DatabaseSetup designated{.name = "d",
+                                    .server = [](const flockmp::Parameters& p) { return p.at("x") + "!"; },
+                                    .parameters = {{"x", "y"}}};
+  CHECK(designated.connect() == "y!");
+#endif
 }
 
 TEST_CASE("every worker opens each connection once and closes it when it stops",
@@ -195,11 +202,11 @@ TEST_CASE("an instance method takes the input, then the connections", "[database
 
 TEST_CASE("the seed's DatabaseAsync shapes construct", "[database][api]") {
   DeadlockGuard guard(60);
-  flockmp::DatabaseSetup a{.name = "a", .server = [] { return 1; }};
+  flockmp::DatabaseSetup a{"a", [] { return 1; }};
   flockmp::DatabaseSetup b{
-      .name = "b",
-      .server = [](const flockmp::Parameters& p) { return std::string(p.at("v")); },
-      .parameters = {{"v", "x"}}};
+      "b",
+      [](const flockmp::Parameters& p) { return std::string(p.at("v")); },
+      flockmp::Parameters{{"v", "x"}}};
   flockmp::DatabaseAsync seedShape{std::tuple{a, b}, {.poolSize = 2}};
   flockmp::DatabaseAsync noOptions{a, b};
   flockmp::DatabaseAsync optionsFirst{{.poolSize = 2, .setupTimeout = std::nullopt}, a, b};
@@ -217,14 +224,14 @@ TEST_CASE("a handle with its close function is a connection", "[database][lifecy
   DeadlockGuard guard(60);
   TempDir dir;
   using File = std::unique_ptr<std::FILE, int (*)(std::FILE*)>;
-  flockmp::DatabaseSetup log{.name = "log",
-                             .server =
+  flockmp::DatabaseSetup log{"log",
+                             
                                  [](const flockmp::Parameters& p) {
                                    const auto name =
                                        p.at("dir") + "/log-" + std::to_string(::getpid());
                                    return File(std::fopen(name.c_str(), "w"), &std::fclose);
                                  },
-                             .parameters = {{"dir", dir.path.string()}}};
+                             flockmp::Parameters{{"dir", dir.path.string()}}};
   flockmp::DatabaseAsync db{{.poolSize = 2}, log};
   db.apply(range(40), [](int x, File& f) { std::fprintf(f.get(), "%d\n", x); });
   // fclose at each worker's exit flushed its buffered lines: every input is in exactly one file.
@@ -303,9 +310,9 @@ TEST_CASE(
     "[database][faults]") {
   DeadlockGuard guard(60);
   const int fdsBefore = flockmp::test::openFdCount();
-  flockmp::DatabaseSetup ok{.name = "ok_con", .server = [] { return 1; }};
+  flockmp::DatabaseSetup ok{"ok_con", [] { return 1; }};
   flockmp::DatabaseSetup bad{
-      .name = "bad_con", .server = []() -> int { throw std::runtime_error("connection refused"); }};
+      "bad_con", []() -> int { throw std::runtime_error("connection refused"); }};
   SECTION("apply throws a TaskError listing every input") {
     flockmp::DatabaseAsync db{
         {.poolSize = 2, .pool = {.restartBudget = {.maxRestarts = 3, .period = 60s}}}, ok, bad};
@@ -342,7 +349,7 @@ TEST_CASE(
 
 TEST_CASE("a setup that hangs is ended by setupTimeout", "[database][faults][timeout]") {
   DeadlockGuard guard(60);
-  flockmp::DatabaseSetup hang{.name = "hung_con", .server = []() -> int {
+  flockmp::DatabaseSetup hang{"hung_con", []() -> int {
                                 for (;;) std::this_thread::sleep_for(1h);
                               }};
   flockmp::DatabaseAsync db{
@@ -402,7 +409,7 @@ struct CheckedCounterSetup : flockmp::BaseDatabaseSetup<Counter> {
 TEST_CASE("a connection that breaks is opened again before the worker's next input",
           "[database][faults]") {
   DeadlockGuard guard(60);
-  flockmp::DatabaseSetup fragile{.name = "fragile", .server = [] {
+  flockmp::DatabaseSetup fragile{"fragile", [] {
     static int opened = 0; // per worker process: the caller never connects
     if (++opened == 2) throw std::runtime_error("server still down");
     return Fragile{opened};
@@ -445,7 +452,7 @@ TEST_CASE("a connection that breaks is opened again before the worker's next inp
 TEST_CASE("waiting to reopen a connection never lets timeOutError kill the input that waits",
           "[database][faults][timeout]") {
   DeadlockGuard guard(60);
-  flockmp::DatabaseSetup once{.name = "once", .server = [] {
+  flockmp::DatabaseSetup once{"once", [] {
     static int opened = 0; // per worker process: the caller never connects
     if (++opened > 1) throw std::runtime_error("server still down");
     return Fragile{opened};
@@ -525,7 +532,7 @@ std::multiset<int> recordedPids(const std::filesystem::path& file) {
 TEST_CASE("poolSize is capped at the number of inputs (the seed's tests)",
           "[database][options]") {
   DeadlockGuard guard(300);
-  flockmp::DatabaseSetup con{.name = "con", .server = [] { return static_cast<int>(::getpid()); }};
+  flockmp::DatabaseSetup con{"con", [] { return static_cast<int>(::getpid()); }};
   TempDir dir;
   const auto started = dir.path / "started";
   // The caller's own initializer runs once in every worker that starts, after its connections
@@ -580,7 +587,7 @@ TEST_CASE("poolSize is capped at the number of inputs (the seed's tests)",
 }
 
 TEST_CASE("bad DatabaseOptions are rejected", "[database][options]") {
-  flockmp::DatabaseSetup con{.name = "con", .server = [] { return 1; }};
+  flockmp::DatabaseSetup con{"con", [] { return 1; }};
   using flockmp::DatabaseOptions;
   CHECK_THROWS_AS(flockmp::DatabaseAsync(DatabaseOptions{.poolSize = 0}, con),
                   flockmp::OptionError);
@@ -667,7 +674,7 @@ struct TxLog {
 TEST_CASE("batchTransactions calls a user connection's begin, savepoint, release and commit around "
           "inputs", "[database][transactions]") {
   DeadlockGuard guard(60);
-  flockmp::DatabaseSetup log{.name = "log", .server = [] { return TxLog{}; }};
+  flockmp::DatabaseSetup log{"log", [] { return TxLog{}; }};
   flockmp::DatabaseAsync db{{.poolSize = 2, .batchTransactions = true}, log};
   const auto seen = db.tryApply(range(60), [](int x, TxLog& t) {
     if (x % 7 == 0) throw std::runtime_error("fails");

@@ -84,10 +84,8 @@ struct Tracked {
 };
 
 auto trackedSetup(const std::string& conninfo) {
-  return flockmp::DatabaseSetup{
-      .name = "pg_con",
-      .server = [](const flockmp::Parameters& p) { return Tracked(p.at("conninfo")); },
-      .parameters = {{"conninfo", conninfo}}};
+  return flockmp::DatabaseSetup{"pg_con", [](const flockmp::Parameters& p) { return Tracked(p.at("conninfo")); },
+                                flockmp::Parameters{{"conninfo", conninfo}}};
 }
 
 std::multiset<int> events(const std::string& event) {

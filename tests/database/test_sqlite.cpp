@@ -80,10 +80,8 @@ struct Tracked {
 };
 
 auto trackedSetup(const std::string& path) {
-  return flockmp::DatabaseSetup{
-      .name = "sqlite_con",
-      .server = [](const flockmp::Parameters& p) { return Tracked(p.at("path")); },
-      .parameters = {{"path", path}}};
+  return flockmp::DatabaseSetup{"sqlite_con", [](const flockmp::Parameters& p) { return Tracked(p.at("path")); },
+                                flockmp::Parameters{{"path", path}}};
 }
 
 /// A setup whose database file the test can take away: its connections report themselves dead

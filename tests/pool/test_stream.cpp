@@ -24,6 +24,12 @@
 #include "support/processes.hpp"
 #include "support/test_util.hpp"
 
+#if !FLOCK_TEST_STD_VIEWS
+// Most cases below are left out with this compiler (see test_util.hpp): some helpers go unused.
+#pragma clang diagnostic ignored "-Wunused-function"
+#pragma clang diagnostic ignored "-Wunused-const-variable"
+#endif
+
 using flockmp::Context;
 using flockmp::FailureKind;
 using flockmp::test::nameOf;
@@ -119,6 +125,7 @@ void checkFoldWithFailures(const flockmp::Reduced<long>& r, long n, long serial)
 
 } // namespace
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("every streaming form gives each input's outcome once, under every context, on a pool and one-shot",
           "[stream]") {
   const auto context = GENERATE(Context::fork, Context::forkserver, Context::spawn);
@@ -191,7 +198,9 @@ TEST_CASE("every streaming form gives each input's outcome once, under every con
   // The pool serves a plain call afterwards: the stream left it idle and whole.
   CHECK(pool.apply(std::vector<long>{3, 4}, square) == std::vector<long>{9, 16});
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("leaving a stream after 10 results leaves no process or fd behind; a pool keeps its workers",
           "[stream][lifecycle]") {
   const auto context = GENERATE(Context::fork, Context::forkserver, Context::spawn);
@@ -227,7 +236,9 @@ TEST_CASE("leaving a stream after 10 results leaves no process or fd behind; a p
   CHECK(pool.workerPids().size() == 2);
   CHECK(pool.apply(std::vector<long>{5}, square) == std::vector<long>{25});
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("a slow input 0 with maxInFlight = 64: the stream holds 64 inputs, reads no more, and goes on after it",
           "[stream][bounds]") {
   const bool onPool = GENERATE(true, false);
@@ -262,7 +273,9 @@ TEST_CASE("a slow input 0 with maxInFlight = 64: the stream holds 64 inputs, rea
   // gate: the call would end only through the gate's 60 s limit, and the count would be short).
   CHECK(readsAtFirst == 64);
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("an unbounded generator stopped after 1,000,000 results: the parent's memory does not grow with it",
           "[stream][bounds]") {
   flockmp::test::DeadlockGuard guard;
@@ -287,7 +300,9 @@ TEST_CASE("an unbounded generator stopped after 1,000,000 results: the parent's 
   CHECK(peakGrowthKb < 32 * 1024);
 #endif
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("mapReduce over 10,000,000 inputs equals a serial fold; failures are left out and reported",
           "[mapreduce]") {
   flockmp::test::DeadlockGuard guard;
@@ -306,7 +321,9 @@ TEST_CASE("mapReduce over 10,000,000 inputs equals a serial fold; failures are l
     CHECK(e.failures().size() == failingInputs(n).size());
   }
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("mapReduce on a pool under every context, and with a merge for a map accumulator", "[mapreduce][pool]") {
   const auto context = GENERATE(Context::fork, Context::forkserver, Context::spawn);
   CAPTURE(nameOf(context));
@@ -327,7 +344,9 @@ TEST_CASE("mapReduce on a pool under every context, and with a merge for a map a
                                                          {.poolSize = 2, .context = context});
   CHECK(oneShot == counts);
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("failFast: the first failure cancels the rest, naming the input that failed", "[failfast]") {
   const auto context = GENERATE(Context::fork, Context::forkserver, Context::spawn);
   CAPTURE(nameOf(context));
@@ -359,7 +378,9 @@ TEST_CASE("failFast: the first failure cancels the rest, naming the input that f
   // The pool replaced what the cancellation killed.
   CHECK(pool.apply(std::vector<long>{6}, square) == std::vector<long>{36});
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("a stream's progress has no total until its last input is read", "[stream][progress]") {
   flockmp::test::DeadlockGuard guard;
   flockmp::BaseMultiProc pool{{.poolSize = 2}};
@@ -380,7 +401,9 @@ TEST_CASE("a stream's progress has no total until its last input is read", "[str
   CHECK(seen.back().total == 500);
   CHECK(seen.back().done == 500);
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("another call on a pool from the thread that iterates its stream is a clear error", "[stream][threads]") {
   flockmp::test::DeadlockGuard guard;
   flockmp::BaseMultiProc pool{{.poolSize = 2}};
@@ -395,7 +418,9 @@ TEST_CASE("another call on a pool from the thread that iterates its stream is a 
   for (long v : s) sum += v;
   CHECK(sum == 285);
 }
+#endif
 
+#if FLOCK_TEST_STD_VIEWS
 TEST_CASE("a computed input range is copied as raw bytes; an input whose computation throws fails alone",
           "[pool][shared]") {
   flockmp::test::DeadlockGuard guard;
@@ -427,3 +452,4 @@ TEST_CASE("a computed input range is copied as raw bytes; an input whose computa
     }
   }
 }
+#endif

@@ -306,8 +306,33 @@ private:
   Engine engine_;
 };
 
+/// How a stream holds its range: a pointer to a range given as an lvalue (which must outlive the
+/// stream, as any container iterated), the range itself when given as an rvalue. Not
+/// std::views::all: Clang before 16 cannot instantiate libstdc++ 12's ref_view and owning_view.
+template <class Range>
+class HeldRange {
+  static constexpr bool byReference = std::is_lvalue_reference_v<Range>;
+  using Stored = std::conditional_t<byReference, std::remove_reference_t<Range>*, std::remove_cvref_t<Range>>;
+
+public:
+  explicit HeldRange(Range&& range) : stored_(hold(std::forward<Range>(range))) {}
+  /// The range, to iterate.
+  auto& get() noexcept {
+    if constexpr (byReference) return *stored_;
+    else return stored_;
+  }
+
+private:
+  static Stored hold(Range&& range) {
+    if constexpr (byReference) return std::addressof(range);
+    else return Stored(std::forward<Range>(range));
+  }
+  Stored stored_;
+};
+
 /// The work of a stream: reads the range into the window as room allows, drives the engine, and
-/// gives back results in input order (ordered) or as they complete.
+/// gives back results in input order (ordered) or as they complete. `Range` is the range's type
+/// as given (an lvalue reference, or a type given as an rvalue).
 template <StreamKind K, class Codec, class Range, class F, class In, class R, bool Inherited>
 class StreamState final : public StreamSource<typename StreamItemOf<K, R>::type> {
   using Item = typename StreamItemOf<K, R>::type;
@@ -383,16 +408,16 @@ private:
       return;
     }
     if (!started_) {
-      it_.emplace(std::ranges::begin(range_));
+      it_.emplace(std::ranges::begin(range_.get()));
       started_ = true;
     }
     const std::size_t before = read_;
     // A slow range (a pipe, a generator that works) is handed out after a millisecond, so that
     // the workers start before the window is full.
-    read_ = window_.read(*it_, std::ranges::end(range_), read_, heldFrom + window_.capacity(),
+    read_ = window_.read(*it_, std::ranges::end(range_.get()), read_, heldFrom + window_.capacity(),
                          std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
     if (read_ > before) lease_->engine().extend(read_);
-    if (*it_ == std::ranges::end(range_)) {
+    if (*it_ == std::ranges::end(range_.get())) {
       exhausted_ = true;
       lease_->engine().endOfInputs();
     }
@@ -430,11 +455,11 @@ private:
   }
 
   std::unique_ptr<EngineLease> lease_;
-  Range range_;
+  HeldRange<Range> range_;
   F fn_;
   StreamWindow<Codec, In, R> window_;
   StreamJob<Codec, F, In, R, Inherited> job_;
-  std::optional<std::ranges::iterator_t<Range>> it_;
+  std::optional<std::ranges::iterator_t<decltype(std::declval<HeldRange<Range>&>().get())>> it_;
   bool started_ = false;
   bool exhausted_ = false;
   std::size_t base_ = 0; // ordered: the next input to give back; unordered: the oldest not given back
