@@ -5,6 +5,10 @@
 // rank (the root) hands out batches of input *indices* on demand and computes too; each rank runs
 // its batches on its own forked workers, so a crash or a hang costs one input, never a rank. Only
 // indices and results cross the network. The forked workers never call MPI.
+//
+// mpi::Pool: for a driver that streams its inputs, a pool on the root whose workers are the other
+// ranks (each runs what it is sent on a persistent local pool); inputs, results and the
+// callable's state travel through the codec.
 #pragma once
 
 #ifndef FLOCK_WITH_MPI
