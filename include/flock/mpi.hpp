@@ -179,6 +179,8 @@ private:
 enum Tag : int {
   tagRequest = 1, // a rank's results of its last batch and its request for the next (+1: its bytes)
   tagAssign = 3,  // the root's answer: [begin, end) of the next batch, empty when all is handed out
+                  // (then a third value: whether a cancel was sent to this rank)
+  tagCancel = 5,  // the root's stopToken: cancel the batch you run (at most one per rank and call)
 };
 
 inline std::string processorName() {
@@ -503,6 +505,7 @@ Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const Cl
   std::size_t completed = 0; // inputs with a value or a failure
   int released = 0;          // other ranks told that no work is left
   bool stopped = false;
+  std::vector<std::uint8_t> cancelSent(static_cast<std::size_t>(ranks), 0);
   const std::size_t myWorkers = flockmp::detail::workerCount(opts, SIZE_MAX);
 
   RootLane<Codec, R, It, F> lane(first, fn, localOptions(opts), me, hosts[static_cast<std::size_t>(me)]);
@@ -531,10 +534,16 @@ Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const Cl
   while (completed < n || released < ranks - 1) {
     bool acted = false;
     if (!stopped && opts.stopToken.stop_requested()) {
-      // What is not handed out yet is cancelled; the root's own batch is cancelled by its engine;
-      // batches running on other ranks finish (each rank's own stopToken cancels its batch).
+      // What is not handed out yet is cancelled; the root's own batch is cancelled by its engine,
+      // and the batches running on other ranks by theirs, told by a cancel message.
       stopped = true;
       lane.cancel();
+      for (int r = 0; r < ranks; ++r) {
+        if (r == me || running[static_cast<std::size_t>(r)].second == 0) continue;
+        const std::uint64_t one = 1;
+        check(MPI_Send(&one, 1, MPI_UINT64_T, r, tagCancel, comm.get()), "MPI_Send");
+        cancelSent[static_cast<std::size_t>(r)] = 1;
+      }
       for (; next < n; ++next) {
         Failure f;
         f.index = next;
@@ -569,15 +578,16 @@ Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const Cl
       r.expectEnd();
       begin = 0;
       count = 0;
-      std::uint64_t assign[2] = {0, 0};
+      std::uint64_t assign[3] = {0, 0, 0};
       if (next < n) {
         auto [b, e] = handOut(source, static_cast<std::size_t>(std::max<std::uint64_t>(workers, 1)));
         assign[0] = b;
         assign[1] = e;
       } else {
         ++released;
+        assign[2] = cancelSent[static_cast<std::size_t>(source)];
       }
-      check(MPI_Send(assign, 2, MPI_UINT64_T, source, tagAssign, comm.get()), "MPI_Send");
+      check(MPI_Send(assign, 3, MPI_UINT64_T, source, tagAssign, comm.get()), "MPI_Send");
       acted = true;
     }
     report(false);
@@ -593,12 +603,27 @@ Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const Cl
   return results;
 }
 
-/// Any other rank: asks the root for batches, runs them on its workers, sends the results back
-/// with its next request, until the root says that no work is left.
+/// Any other rank: asks the root for batches, runs them on its workers (in a lane thread, so that
+/// this thread sees a cancel from the root meanwhile), sends the results back with its next
+/// request, until the root says that no work is left.
 template <class Codec, class R, class It, class F>
 void runMember(It first, F& fn, const Options& opts, int root, const Communicator& comm, const std::string& host) {
-  const Options local = localOptions(opts);
   const auto workers = static_cast<std::uint64_t>(flockmp::detail::workerCount(opts, SIZE_MAX));
+  RootLane<Codec, R, It, F> lane(first, fn, localOptions(opts), comm.rank(), host);
+  // The root's cancel (its stopToken), posted for the whole call: it comes at most once.
+  std::uint64_t cancelMessage = 0;
+  MPI_Request cancelRequest;
+  check(MPI_Irecv(&cancelMessage, 1, MPI_UINT64_T, root, tagCancel, comm.get(), &cancelRequest), "MPI_Irecv");
+  bool cancelled = false;
+  const auto pollCancel = [&] {
+    if (cancelled) return;
+    int arrived = 0;
+    check(MPI_Test(&cancelRequest, &arrived, MPI_STATUS_IGNORE), "MPI_Test");
+    if (arrived) {
+      cancelled = true;
+      lane.cancel();
+    }
+  };
   std::vector<std::byte> message;
   ByteWriter w(message);
   BinaryCodec::encode(w, workers);
@@ -606,15 +631,31 @@ void runMember(It first, F& fn, const Options& opts, int root, const Communicato
   encodeOutcomes<Codec, R>(w, 0, none);
   for (;;) {
     sendBytes(message, root, tagRequest, comm.get());
-    std::uint64_t assign[2] = {0, 0};
+    std::uint64_t assign[3] = {0, 0, 0};
     MPI_Request request;
-    check(MPI_Irecv(assign, 2, MPI_UINT64_T, root, tagAssign, comm.get(), &request), "MPI_Irecv");
+    check(MPI_Irecv(assign, 3, MPI_UINT64_T, root, tagAssign, comm.get(), &request), "MPI_Irecv");
     waitGently(request);
-    if (assign[0] >= assign[1]) return;
-    auto outs = runBatch<Codec, R>(first, assign[0], assign[1], fn, local, comm.rank(), host);
+    if (assign[0] >= assign[1]) {
+      // Released: take the cancel the root sent (it says whether it did), or withdraw the receive.
+      if (!cancelled && assign[2] != 0) waitGently(cancelRequest);
+      else if (!cancelled) {
+        MPI_Cancel(&cancelRequest);
+        MPI_Wait(&cancelRequest, MPI_STATUS_IGNORE);
+      }
+      return;
+    }
+    lane.give(assign[0], assign[1]);
+    auto pause = std::chrono::microseconds(10);
+    std::optional<std::pair<std::size_t, BatchOutcomes<R>>> done;
+    while (!(done = lane.take())) {
+      pollCancel();
+      if (opts.stopToken.stop_requested()) lane.cancel(); // this rank's own stopToken
+      lane.waitDone(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(1000));
+    }
     message.clear();
     BinaryCodec::encode(w, workers);
-    encodeOutcomes<Codec, R>(w, assign[0], outs);
+    encodeOutcomes<Codec, R>(w, assign[0], done->second);
   }
 }
 
@@ -669,6 +710,14 @@ inline std::vector<std::string> gatherHosts(const Communicator& comm) {
   return hosts;
 }
 
+/// Ends the MPI job after an error that leaves other ranks waiting in a call (MPI_Abort).
+[[noreturn]] inline void abortJob(const Communicator& comm, const char* why) {
+  std::fprintf(stderr, "flock: mpi: rank %d cannot go on with the call (%s): aborting the MPI job\n", comm.rank(), why);
+  std::fflush(stderr);
+  MPI_Abort(comm.get(), 1);
+  std::abort(); // MPI_Abort does not return
+}
+
 template <bool Try, class Codec, class R, class It, class F>
 auto runCollective(It first, std::size_t n, F& fn, const Options& opts, const ClusterOptions& cluster)
     -> flockmp::detail::CallResult<Try, R> {
@@ -678,8 +727,16 @@ auto runCollective(It first, std::size_t n, F& fn, const Options& opts, const Cl
   const auto hosts = gatherHosts(comm);
   const bool isRoot = comm.rank() == cluster.root;
 
-  Results<R> results = isRoot ? runRoot<Codec, R>(first, n, fn, opts, cluster, comm, hosts) : Results<R>(n);
-  if (!isRoot) runMember<Codec, R>(first, fn, opts, cluster.root, comm, hosts[static_cast<std::size_t>(comm.rank())]);
+  Results<R> results(0);
+  try {
+    if (isRoot) results = runRoot<Codec, R>(first, n, fn, opts, cluster, comm, hosts);
+    else runMember<Codec, R>(first, fn, opts, cluster.root, comm, hosts[static_cast<std::size_t>(comm.rank())]);
+  } catch (const std::exception& e) {
+    // The other ranks wait for this one inside the call and cannot be told: end the job (MPI's
+    // last resort) rather than leave them hanging.
+    abortJob(comm, e.what());
+  }
+  if (!isRoot) results = Results<R>(n);
   // Every rank learns the failures (so apply throws the same TaskError everywhere), and with
   // broadcast every value.
   std::vector<std::byte> summary;
@@ -744,7 +801,9 @@ auto run(F& fn, Range&& items, const Options& opts, const ClusterOptions& cluste
 /// before anything runs. `timeOutError`, `retries`, `batchSize` and the other options apply to
 /// each rank's workers as locally; progress (`onProgress`, `checkProgress`) is reported on the
 /// root for the whole call; the root's `stopToken` cancels what is not handed out yet and the
-/// root's own batch (batches running on other ranks finish; their own stopToken cancels them).
+/// batches running on every rank (a rank's own stopToken cancels its own batch). An error that
+/// leaves the other ranks waiting inside the call (an MPI error, a corrupt message, an exception
+/// from `onProgress`) ends the job with MPI_Abort, MPI's last resort, rather than hang.
 ///
 ///   flockmp::mpi::Environment env(argc, argv);
 ///   auto squares = flockmp::mpi::apply(xs, [](int x) { return x * x; }); // on rank 0
