@@ -181,6 +181,7 @@ enum Tag : int {
   tagAssign = 3,  // the root's answer: [begin, end) of the next batch, empty when all is handed out
                   // (then a third value: whether a cancel was sent to this rank)
   tagCancel = 5,  // the root's stopToken: cancel the batch you run (at most one per rank and call)
+  tagInsights = 7, // a rank's insights, once released, when the root asked for them (+1: its bytes)
 };
 
 inline std::string processorName() {
@@ -233,11 +234,17 @@ using BatchOutcomes = std::vector<Outcome<R>>;
 /// This is the one place to change to feed a persistent local pool instead.
 template <class Codec, class R, class It, class F>
 BatchOutcomes<R> runBatch(It first, std::size_t begin, std::size_t end, F& fn, const Options& local, int rank,
-                          const std::string& host) {
+                          const std::string& host, Insights* insights = nullptr) {
   using Diff = std::iter_difference_t<It>;
   BatchOutcomes<R> outs;
   try {
-    outs = flockmp::detail::runOn<true, Codec, R>(first + static_cast<Diff>(begin), end - begin, fn, local);
+    if (insights) {
+      Options o = local;
+      o.insights = insights;
+      outs = flockmp::detail::runOn<true, Codec, R>(first + static_cast<Diff>(begin), end - begin, fn, o);
+    } else {
+      outs = flockmp::detail::runOn<true, Codec, R>(first + static_cast<Diff>(begin), end - begin, fn, local);
+    }
   } catch (const std::exception& e) {
     outs.clear();
     outs.reserve(end - begin);
@@ -389,14 +396,92 @@ private:
   std::vector<Failure> failures_;
 };
 
+/// Adds a batch's insights to a rank's: its workers (named by rank and host), its slowest inputs
+/// (by their index in the whole call), restarts, retries and the time on results. The call's
+/// inputs, failures and wall time are the root's to count.
+inline void mergeInsights(Insights& into, Insights&& part, std::size_t begin, int rank, const std::string& host) {
+  into.parentResults += part.parentResults;
+  into.restarts += part.restarts;
+  into.retries += part.retries;
+  for (auto& w : part.workers) {
+    if (w.rank < 0) {
+      w.rank = rank;
+      w.host = host;
+    }
+    into.workers.push_back(std::move(w));
+  }
+  for (auto s : part.slowest) {
+    s.index += begin;
+    into.slowest.push_back(s);
+  }
+  std::sort(into.slowest.begin(), into.slowest.end(),
+            [](const InputTime& a, const InputTime& b) { return a.duration > b.duration; });
+  if (into.slowest.size() > Insights::slowestKept) into.slowest.resize(Insights::slowestKept);
+}
+
+inline void encodeInsights(ByteWriter& w, const Insights& in) {
+  BinaryCodec::encode(w, static_cast<std::int64_t>(in.parentResults.count()));
+  BinaryCodec::encode(w, static_cast<std::uint64_t>(in.restarts));
+  BinaryCodec::encode(w, static_cast<std::uint64_t>(in.retries));
+  BinaryCodec::encode(w, static_cast<std::uint64_t>(in.workers.size()));
+  for (const auto& x : in.workers) {
+    BinaryCodec::encode(w, static_cast<std::int64_t>(x.pid));
+    BinaryCodec::encode(w, static_cast<std::int64_t>(x.startup.count()));
+    BinaryCodec::encode(w, static_cast<std::uint64_t>(x.inputs));
+    BinaryCodec::encode(w, static_cast<std::int64_t>(x.tasks.count()));
+    BinaryCodec::encode(w, static_cast<std::int64_t>(x.idle.count()));
+    BinaryCodec::encode(w, x.bytesSent);
+    BinaryCodec::encode(w, x.peakRss);
+    BinaryCodec::encode(w, static_cast<std::uint8_t>(x.ended));
+    BinaryCodec::encode(w, static_cast<std::int32_t>(x.rank));
+    BinaryCodec::encode(w, x.host);
+  }
+  BinaryCodec::encode(w, static_cast<std::uint64_t>(in.slowest.size()));
+  for (const auto& t : in.slowest) {
+    BinaryCodec::encode(w, static_cast<std::uint64_t>(t.index));
+    BinaryCodec::encode(w, static_cast<std::int64_t>(t.duration.count()));
+  }
+}
+
+inline Insights decodeInsights(ByteReader& r) {
+  Insights in;
+  in.parentResults = std::chrono::nanoseconds(BinaryCodec::decode<std::int64_t>(r));
+  in.restarts = static_cast<std::size_t>(BinaryCodec::decode<std::uint64_t>(r));
+  in.retries = static_cast<std::size_t>(BinaryCodec::decode<std::uint64_t>(r));
+  const auto workers = BinaryCodec::decode<std::uint64_t>(r);
+  for (std::uint64_t k = 0; k < workers; ++k) {
+    WorkerInsights x;
+    x.pid = static_cast<pid_t>(BinaryCodec::decode<std::int64_t>(r));
+    x.startup = std::chrono::nanoseconds(BinaryCodec::decode<std::int64_t>(r));
+    x.inputs = static_cast<std::size_t>(BinaryCodec::decode<std::uint64_t>(r));
+    x.tasks = std::chrono::nanoseconds(BinaryCodec::decode<std::int64_t>(r));
+    x.idle = std::chrono::nanoseconds(BinaryCodec::decode<std::int64_t>(r));
+    x.bytesSent = BinaryCodec::decode<std::uint64_t>(r);
+    x.peakRss = BinaryCodec::decode<std::uint64_t>(r);
+    x.ended = BinaryCodec::decode<std::uint8_t>(r) != 0;
+    x.rank = BinaryCodec::decode<std::int32_t>(r);
+    x.host = BinaryCodec::decode<std::string>(r);
+    in.workers.push_back(std::move(x));
+  }
+  const auto slowest = BinaryCodec::decode<std::uint64_t>(r);
+  for (std::uint64_t k = 0; k < slowest; ++k) {
+    InputTime t;
+    t.index = static_cast<std::size_t>(BinaryCodec::decode<std::uint64_t>(r));
+    t.duration = std::chrono::nanoseconds(BinaryCodec::decode<std::int64_t>(r));
+    in.slowest.push_back(t);
+  }
+  r.expectEnd();
+  return in;
+}
+
 /// The root's own share of the work, run by one thread of its own so that the root's MPI thread
 /// keeps answering the other ranks while its workers compute. This thread forks the workers
 /// (and outlives them: PR_SET_PDEATHSIG follows the forking thread) and never calls MPI.
 template <class Codec, class R, class It, class F>
 class RootLane {
 public:
-  RootLane(It first, F& fn, Options local, int rank, std::string host)
-      : first_(first), fn_(fn), local_(std::move(local)), rank_(rank), host_(std::move(host)) {
+  RootLane(It first, F& fn, Options local, int rank, std::string host, bool insights = false)
+      : first_(first), fn_(fn), local_(std::move(local)), rank_(rank), host_(std::move(host)), insights_(insights) {
     local_.stopToken = stop_.get_token();
     local_.onProgress = [this](const Progress& p) { running_.store(p.done, std::memory_order_relaxed); };
     thread_ = std::thread([this] { loop(); });
@@ -441,6 +526,11 @@ public:
   [[nodiscard]] std::size_t running() const noexcept { return running_.load(std::memory_order_relaxed); }
   /// Cancels the running batch and every later one (Options::stopToken of the root).
   void cancel() { stop_.request_stop(); }
+  /// The insights of this rank's batches so far (when asked for at construction).
+  Insights takeInsights() {
+    std::lock_guard lock(mutex_);
+    return std::move(collected_);
+  }
 
 private:
   void loop() {
@@ -453,9 +543,12 @@ private:
         task = *task_;
       }
       running_.store(0, std::memory_order_relaxed);
-      auto outs = runBatch<Codec, R>(first_, task.first, task.second, fn_, local_, rank_, host_);
+      Insights batch;
+      auto outs = runBatch<Codec, R>(first_, task.first, task.second, fn_, local_, rank_, host_,
+                                     insights_ ? &batch : nullptr);
       {
         std::lock_guard lock(mutex_);
+        if (insights_) mergeInsights(collected_, std::move(batch), task.first, rank_, host_);
         task_.reset();
         running_.store(0, std::memory_order_relaxed);
         done_.emplace(task.first, std::move(outs));
@@ -469,6 +562,8 @@ private:
   Options local_;
   int rank_;
   std::string host_;
+  bool insights_;
+  Insights collected_; // guarded by mutex_
   std::stop_source stop_;
   std::mutex mutex_;
   std::condition_variable cv_;
@@ -486,7 +581,7 @@ inline Options localOptions(const Options& o) {
   local.onProgress = nullptr;
   local.checkProgress = false;
   local.progressLines = false;
-  local.insights = nullptr; // a rank's local part is not the call's insights (not supported yet)
+  local.insights = nullptr; // each batch has its own, merged by the rank and sent to the root
   return local;
 }
 
@@ -495,6 +590,7 @@ inline Options localOptions(const Options& o) {
 template <class Codec, class R, class It, class F>
 Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const ClusterOptions& cluster,
                    const Communicator& comm, const std::vector<std::string>& hosts) {
+  const auto callStart = std::chrono::steady_clock::now();
   const int ranks = comm.size();
   const int me = comm.rank();
   Results<R> results(n);
@@ -508,7 +604,8 @@ Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const Cl
   std::vector<std::uint8_t> cancelSent(static_cast<std::size_t>(ranks), 0);
   const std::size_t myWorkers = flockmp::detail::workerCount(opts, SIZE_MAX);
 
-  RootLane<Codec, R, It, F> lane(first, fn, localOptions(opts), me, hosts[static_cast<std::size_t>(me)]);
+  RootLane<Codec, R, It, F> lane(first, fn, localOptions(opts), me, hosts[static_cast<std::size_t>(me)],
+                                 opts.insights != nullptr);
   auto progressBar = flockmp::detail::ProgressBar::forOptions(opts);
   auto lastReport = std::chrono::steady_clock::now() - std::chrono::seconds(1);
   const auto report = [&](bool final) {
@@ -600,6 +697,27 @@ Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const Cl
   }
   report(true);
   if (cluster.inputsPerRank) *cluster.inputsPerRank = given;
+  if (opts.insights) {
+    // Every other rank sends its part once released; the call's totals are counted here.
+    Insights total = lane.takeInsights();
+    for (int r = 0; r < ranks; ++r) {
+      if (r == me) continue;
+      std::uint64_t size = 0;
+      MPI_Request request;
+      check(MPI_Irecv(&size, 1, MPI_UINT64_T, r, tagInsights, comm.get(), &request), "MPI_Irecv");
+      waitGently(request);
+      receiveBody(message, size, r, tagInsights, comm.get());
+      ByteReader reader(message);
+      mergeInsights(total, decodeInsights(reader), 0, r, hosts[static_cast<std::size_t>(r)]);
+    }
+    total.inputs = n;
+    std::size_t ran = 0;
+    for (const auto& w : total.workers) ran += w.inputs;
+    total.notRun = n - std::min(n, ran);
+    for (const auto& f : results.sortedFailures()) ++total.failures[static_cast<std::size_t>(f.kind)];
+    total.wall = std::chrono::steady_clock::now() - callStart;
+    *opts.insights = std::move(total);
+  }
   return results;
 }
 
@@ -607,9 +725,10 @@ Results<R> runRoot(It first, std::size_t n, F& fn, const Options& opts, const Cl
 /// this thread sees a cancel from the root meanwhile), sends the results back with its next
 /// request, until the root says that no work is left.
 template <class Codec, class R, class It, class F>
-void runMember(It first, F& fn, const Options& opts, int root, const Communicator& comm, const std::string& host) {
+void runMember(It first, F& fn, const Options& opts, int root, const Communicator& comm, const std::string& host,
+               bool insights) {
   const auto workers = static_cast<std::uint64_t>(flockmp::detail::workerCount(opts, SIZE_MAX));
-  RootLane<Codec, R, It, F> lane(first, fn, localOptions(opts), comm.rank(), host);
+  RootLane<Codec, R, It, F> lane(first, fn, localOptions(opts), comm.rank(), host, insights);
   // The root's cancel (its stopToken), posted for the whole call: it comes at most once.
   std::uint64_t cancelMessage = 0;
   MPI_Request cancelRequest;
@@ -642,6 +761,11 @@ void runMember(It first, F& fn, const Options& opts, int root, const Communicato
         MPI_Cancel(&cancelRequest);
         MPI_Wait(&cancelRequest, MPI_STATUS_IGNORE);
       }
+      if (insights) {
+        message.clear();
+        encodeInsights(w, lane.takeInsights());
+        sendBytes(message, root, tagInsights, comm.get());
+      }
       return;
     }
     lane.give(assign[0], assign[1]);
@@ -661,7 +785,8 @@ void runMember(It first, F& fn, const Options& opts, int root, const Communicato
 
 /// Every rank checks its options and the call's shape, then all agree, before any work: a rank
 /// that disagrees makes every rank throw instead of hanging.
-inline void agree(std::size_t n, const Options& opts, const ClusterOptions& cluster, const Communicator& comm) {
+/// Returns whether the root asked for insights (Options::insights), which every rank then collects.
+inline bool agree(std::size_t n, const Options& opts, const ClusterOptions& cluster, const Communicator& comm) {
   std::exception_ptr mine;
   try {
     flockmp::detail::validateOptions(opts);
@@ -675,8 +800,9 @@ inline void agree(std::size_t n, const Options& opts, const ClusterOptions& clus
   const std::int64_t root = cluster.root;
   const std::int64_t broadcast = cluster.broadcast ? 1 : 0;
   // Maxima of x and -x give the largest and smallest value of each across the ranks.
-  std::int64_t v[7] = {count, -count, root, -root, broadcast, -broadcast, mine ? comm.rank() + 1 : 0};
-  check(MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_INT64_T, MPI_MAX, comm.get()), "MPI_Allreduce");
+  const std::int64_t insights = comm.rank() == cluster.root && opts.insights ? 1 : 0;
+  std::int64_t v[8] = {count, -count, root, -root, broadcast, -broadcast, mine ? comm.rank() + 1 : 0, insights};
+  check(MPI_Allreduce(MPI_IN_PLACE, v, 8, MPI_INT64_T, MPI_MAX, comm.get()), "MPI_Allreduce");
   if (mine) std::rethrow_exception(mine);
   if (v[6] != 0)
     throw OptionError(fmt::format("flock: mpi: rank {} was given invalid options (its error names them); no rank ran anything",
@@ -689,6 +815,7 @@ inline void agree(std::size_t n, const Options& opts, const ClusterOptions& clus
     throw OptionError(fmt::format("flock: mpi: the ranks disagree on the root: rank {} names {}, others from {} to {}",
                                   comm.rank(), root, -v[3], v[2]));
   if (v[4] != -v[5]) throw OptionError("flock: mpi: the ranks disagree on ClusterOptions::broadcast");
+  return v[7] != 0;
 }
 
 /// Every rank's host name, on every rank (a failure names the host of its rank).
@@ -723,14 +850,14 @@ auto runCollective(It first, std::size_t n, F& fn, const Options& opts, const Cl
     -> flockmp::detail::CallResult<Try, R> {
   requireInitialized();
   Communicator comm(cluster.comm);
-  agree(n, opts, cluster, comm);
+  const bool insights = agree(n, opts, cluster, comm);
   const auto hosts = gatherHosts(comm);
   const bool isRoot = comm.rank() == cluster.root;
 
   Results<R> results(0);
   try {
     if (isRoot) results = runRoot<Codec, R>(first, n, fn, opts, cluster, comm, hosts);
-    else runMember<Codec, R>(first, fn, opts, cluster.root, comm, hosts[static_cast<std::size_t>(comm.rank())]);
+    else runMember<Codec, R>(first, fn, opts, cluster.root, comm, hosts[static_cast<std::size_t>(comm.rank())], insights);
   } catch (const std::exception& e) {
     // The other ranks wait for this one inside the call and cannot be told: end the job (MPI's
     // last resort) rather than leave them hanging.

@@ -343,6 +343,43 @@ void stopRunning() {
   EXPECT(where.size() == static_cast<std::size_t>(ranks), "cancelled on {} ranks, not on all {}", where.size(), ranks);
 }
 
+// Options::insights on the root covers every rank: a row per worker with its rank and host, whose
+// inputs add up, per rank, to what the root gave that rank (ClusterOptions::inputsPerRank), and
+// over all rows to n; failures by kind; the slowest inputs by their index in the whole call. The
+// other ranks' Insights are left alone. Catches rows lost on the way to the root, indices left
+// relative to a batch, and rows without a rank.
+void insights() {
+  const auto xs = iota64(500);
+  const auto f = [](std::int64_t x) {
+    if (x == 7) throw std::runtime_error("seven");
+    if (x == 321) std::this_thread::sleep_for(1s); // the slowest input, wherever it runs
+    return x;
+  };
+  flockmp::Insights in;
+  std::vector<std::size_t> given;
+  const auto outs = mpi::tryApply(xs, f, {.poolSize = 2, .insights = &in}, {.inputsPerRank = &given});
+  if (rank != 0) {
+    EXPECT(in.workers.empty() && in.inputs == 0, "rank {} has insights", rank);
+    return;
+  }
+  EXPECT(outs.size() == xs.size() && !outs[7] && outs[8], "outcomes");
+  EXPECT(in.inputs == xs.size() && in.notRun == 0, "inputs {} notRun {}", in.inputs, in.notRun);
+  std::vector<std::size_t> perRank(static_cast<std::size_t>(ranks), 0);
+  std::size_t sum = 0;
+  for (const auto& w : in.workers) {
+    EXPECT(w.rank >= 0 && w.rank < ranks && !w.host.empty(), "a worker row names rank {} on '{}'", w.rank, w.host);
+    perRank[static_cast<std::size_t>(w.rank)] += w.inputs;
+    sum += w.inputs;
+  }
+  EXPECT(sum == xs.size(), "the workers' inputs add up to {}, not {}", sum, xs.size());
+  EXPECT(perRank == given, "per-rank inputs {} differ from what each rank was given {}", perRank, given);
+  EXPECT(in.failuresOf(FailureKind::exception) == 1, "{} exceptions", in.failuresOf(FailureKind::exception));
+  EXPECT(!in.slowest.empty() && in.slowest.front().index == 321, "slowest: #{}",
+         in.slowest.empty() ? 0 : in.slowest.front().index);
+  EXPECT(in.wall > 1s, "wall {} ns", in.wall.count());
+  EXPECT(contains(in.toJson(), fmt::format("\"rank\":{},\"host\":", in.workers.front().rank)), "{}", in.toJson());
+}
+
 // A program that initializes MPI itself (plain MPI_Init, thread level single): apply works, and an
 // Environment made afterwards neither initializes nor finalizes.
 int ownInit(int argc, char** argv) {
@@ -376,7 +413,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::function<void()>> scenarios = {
       {"order", inOrder},   {"faults", faults},     {"timeout", timeout},          {"slow-rank", slowRank},
       {"disagree", disagree}, {"outcomes", outcomes}, {"progress-stop", progressAndStop}, {"retries", retries},
-      {"stop-running", stopRunning},
+      {"stop-running", stopRunning},   {"insights", insights},
   };
   const auto it = scenarios.find(name);
   if (it == scenarios.end()) {
