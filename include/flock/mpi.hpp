@@ -1273,7 +1273,9 @@ inline void sendGently(const std::vector<std::byte>& bytes, int dest, int tag, M
 /// is reported on the root. Calls are made from the thread that constructed the pool (one at a
 /// time; MPI_THREAD_SERIALIZED for several threads). When a call throws on the root, the pool
 /// stays usable; destroying (or closing) it cancels what runs on the ranks and releases them,
-/// so an exception on the root never leaves a rank waiting. It needs at least two ranks.
+/// so an exception on the root never leaves a rank waiting. It needs at least two ranks. While it
+/// is open the other ranks serve it: no other collective call (mpi::apply included) until the
+/// root closes it. `cluster.broadcast` does not apply; `cluster.inputsPerRank` is filled per call.
 class Pool {
 public:
   /// Collective. Throws flockmp::OptionError on every rank for bad options or disagreeing
