@@ -81,7 +81,8 @@ struct InputTime {
 /// frame (its task time, its peak memory, and its 5 slowest inputs of the batch).
 /// flockmp::mpi::apply fills it on the root only, for the whole call: a row per worker of every
 /// batch of every rank (with its rank and host), sent to the root at the end; `wall` is the
-/// root's. Not filled by mpi::Pool (yet), nor by a pool's async calls (submit, applyAsync: they
+/// root's. mpi::Pool fills it on the root per call (a row per worker of each rank: they persist).
+/// Not filled by a pool's async calls (submit, applyAsync: they
 /// share open-ended calls on a driver thread).
 struct Insights {
   /// Number of slowest inputs kept.

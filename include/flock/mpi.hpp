@@ -1084,15 +1084,18 @@ inline void encodeCallOptions(ByteWriter& w, const Options& o) {
   BinaryCodec::encode(w, static_cast<std::int64_t>(o.timeOutError.value_or(Duration{}).count()));
   BinaryCodec::encode(w, static_cast<std::int32_t>(o.retries));
   BinaryCodec::encode(w, static_cast<std::uint64_t>(o.memoryLimit));
+  BinaryCodec::encode(w, static_cast<std::uint8_t>(o.insights != nullptr));
 }
 
-inline CallOptions decodeCallOptions(ByteReader& r) {
+/// `insights`: whether the root asked for the batch's insights (sent after its outcomes).
+inline CallOptions decodeCallOptions(ByteReader& r, bool& insights) {
   CallOptions c;
   const bool hasTimeout = BinaryCodec::decode<std::uint8_t>(r) != 0;
   const auto ns = BinaryCodec::decode<std::int64_t>(r);
   if (hasTimeout) c.timeOutError = Duration(std::chrono::nanoseconds(ns));
   c.retries = BinaryCodec::decode<std::int32_t>(r);
   c.memoryLimit = static_cast<std::size_t>(BinaryCodec::decode<std::uint64_t>(r));
+  insights = BinaryCodec::decode<std::uint8_t>(r) != 0;
   return c;
 }
 
@@ -1197,14 +1200,26 @@ private:
         ByteReader r(task.message);
         r.take(task.offset);
         const auto thunk = reinterpret_cast<RankThunk>(flockmp::detail::resolveCodeRef(flockmp::detail::CodeRef::decode(r)));
-        CallOptions call = decodeCallOptions(r);
+        bool wantInsights = false;
+        CallOptions call = decodeCallOptions(r, wantInsights);
         call.stopToken = token;
+        Insights insights;
+        if (wantInsights) call.insights = &insights;
         RankBatch batch{*pool, std::move(call), task.begin, task.count, rank_, host_};
         thunk(batch, r, w);
+        if (wantInsights) {
+          Insights placed;
+          mergeInsights(placed, std::move(insights), static_cast<std::size_t>(task.begin), rank_, host_);
+          BinaryCodec::encode(w, std::uint8_t{1});
+          encodeInsights(w, placed);
+        } else {
+          BinaryCodec::encode(w, std::uint8_t{0});
+        }
       } catch (const std::exception& e) {
         result.resize(head);
         encodeFailedBatch(w, task.begin, task.count, FailureKind::notRun,
                           fmt::format("the batch could not run on this rank: {}", e.what()), rank_, host_);
+        BinaryCodec::encode(w, std::uint8_t{0}); // no insights
       }
       {
         std::lock_guard lock(mutex_);
@@ -1270,7 +1285,7 @@ inline void sendGently(const std::vector<std::byte>& bytes, int dest, int tag, M
 /// Per call (CallOptions, or the pool's Options where unset): timeOutError, retries and
 /// memoryLimit apply on every rank's workers; batchSize fixes the inputs per batch; stopToken
 /// and failFast cancel what is not handed out and the batches running on the ranks; progress
-/// is reported on the root. Calls are made from the thread that constructed the pool (one at a
+/// and insights are reported on the root. Calls are made from the thread that constructed the pool (one at a
 /// time; MPI_THREAD_SERIALIZED for several threads). When a call throws on the root, the pool
 /// stays usable; destroying (or closing) it cancels what runs on the ranks and releases them,
 /// so an exception on the root never leaves a rank waiting. It needs at least two ranks. While it
@@ -1298,7 +1313,6 @@ public:
       if (root_ < 0 || root_ >= comm_->size())
         throw OptionError(fmt::format("flock: mpi: root must be a rank of the communicator, 0 to {} (got {})",
                                       comm_->size() - 1, root_));
-      if (opts_.insights) throw OptionError("flock: mpi::Pool does not support Options::insights yet");
       if (!isRoot_) {
         lane.emplace(local, comm_->rank(), hosts_[static_cast<std::size_t>(comm_->rank())]);
         if (!lane->startError().empty())
@@ -1463,7 +1477,8 @@ private:
     requireOpen();
     const Options opts = merged(call);
     flockmp::detail::validateOptions(opts);
-    if (opts.insights) throw OptionError("flock: mpi::Pool does not support insights yet");
+    const auto callStart = std::chrono::steady_clock::now();
+    Insights collected;
     drain(); // the answers of a call that threw on the root
     const std::uint64_t id = ++calls_;
     if (given_) given_->assign(static_cast<std::size_t>(comm_->size()), 0);
@@ -1553,7 +1568,11 @@ private:
         b.busy = false;
         completed += results.template decodeBatch<Codec>(r, static_cast<std::size_t>(b.begin),
                                                          static_cast<std::size_t>(b.count));
-        r.expectEnd();
+        if (BinaryCodec::decode<std::uint8_t>(r) != 0) {
+          mergeRows(collected, detail::decodeInsights(r));
+        } else {
+          r.expectEnd();
+        }
         if (given_) (*given_)[static_cast<std::size_t>(source)] += static_cast<std::size_t>(b.count);
         acted = true;
       }
@@ -1582,7 +1601,38 @@ private:
       completed = next;
     }
     report(true);
+    if (opts.insights) {
+      collected.inputs = results.size();
+      std::size_t ran = 0;
+      for (const auto& w : collected.workers) ran += w.inputs;
+      collected.notRun = collected.inputs - std::min(collected.inputs, ran);
+      for (const auto& f : results.sortedFailures()) ++collected.failures[static_cast<std::size_t>(f.kind)];
+      collected.wall = std::chrono::steady_clock::now() - callStart;
+      *opts.insights = std::move(collected);
+    }
     return results;
+  }
+
+  /// Adds a batch's insights to the call's: a worker that served several batches (the ranks'
+  /// workers persist) keeps one row.
+  static void mergeRows(Insights& into, Insights&& part) {
+    std::vector<WorkerInsights> rows = std::move(part.workers);
+    part.workers.clear();
+    detail::mergeInsights(into, std::move(part), 0, -1, {});
+    for (auto& w : rows) {
+      auto same = std::find_if(into.workers.begin(), into.workers.end(),
+                               [&](const WorkerInsights& x) { return x.rank == w.rank && x.pid == w.pid; });
+      if (same == into.workers.end()) {
+        into.workers.push_back(std::move(w));
+        continue;
+      }
+      same->inputs += w.inputs;
+      same->tasks += w.tasks;
+      same->idle += w.idle;
+      same->bytesSent += w.bytesSent;
+      same->peakRss = std::max(same->peakRss, w.peakRss);
+      same->ended = same->ended || w.ended;
+    }
   }
 
   static Failure cancelled(std::size_t index, const std::string& why) {

@@ -161,7 +161,7 @@ void timeout() {
 // Successive calls on one pool, with different callables (a function, a captureless lambda, a
 // codable function object), all run on the same workers: per rank, the pids seen over every call
 // are at most poolSize. Catches workers forked per call or per batch, and a call that runs the
-// previous call's callable.
+// previous call's callable. The calls' insights add up, per rank, to what each rank was given.
 void persist() {
   const std::size_t workers = 2;
   std::vector<std::size_t> given;
@@ -176,13 +176,24 @@ void persist() {
   };
   for (int round = 0; round < 3; ++round) {
     const auto xs = iota64(5000);
-    const auto a = pool.apply(xs, triple);
+    flockmp::Insights in;
+    const auto a = pool.apply(xs, triple, {.insights = &in});
+    // Insights: one row per worker of each rank, whose inputs add up per rank to what the rank
+    // was given, and to the call's inputs over all rows.
+    EXPECT(in.inputs == xs.size() && in.notRun == 0, "insights: {} inputs, {} not run", in.inputs, in.notRun);
+    std::vector<std::size_t> perRank(static_cast<std::size_t>(ranks), 0);
+    for (const auto& w : in.workers) {
+      EXPECT(w.rank > 0 && w.rank < ranks && !w.host.empty(), "a row names rank {} on '{}'", w.rank, w.host);
+      perRank[static_cast<std::size_t>(w.rank)] += w.inputs;
+    }
+    EXPECT(in.workers.size() <= workers * static_cast<std::size_t>(ranks - 1), "{} rows", in.workers.size());
     for (std::size_t i = 0; i < xs.size(); ++i) EXPECT(a[i].value == 3 * xs[i] + 1, "round {} result {}", round, i);
     record(a);
     std::size_t sum = 0;
     for (auto g : given) sum += g;
     EXPECT(given.size() == static_cast<std::size_t>(ranks) && given[0] == 0 && sum == xs.size(),
            "inputsPerRank: root {} sum {}", given.empty() ? 0 : given[0], sum);
+    EXPECT(perRank == given, "insights' inputs per rank differ from inputsPerRank");
 
     const std::vector<std::string> words = {"a", "bb", "ccc", "", "eeeee"};
     const auto b = pool.apply(words, AddK{100 * (round + 1)});
