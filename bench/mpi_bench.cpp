@@ -2,6 +2,7 @@
 //   - the round trip of one message between two ranks, waited for as flock waits (test + sleep,
 //     so that a waiting rank leaves its core to the workers), and the cost of one batch through
 //     mpi::apply with batchSize 1 (a round trip to the root plus a fork of one worker);
+//   - one call of one input on a warm mpi::Pool against one mpi::apply call (which forks);
 //   - 64 tasks of 20 ms of CPU on 2 ranks x 1 worker against 1 rank x 2 workers (both through
 //     mpi::apply): on a 2-core machine the ratio of the two times, not the times, is the figure
 //     (FunctionAsync::apply with 2 workers, no MPI, is printed as the same run's reference).
@@ -110,6 +111,26 @@ int main(int argc, char** argv) {
     }
     barrier();
   }
+  // One call of one input, again and again: mpi::apply (collective; each rank forks its worker
+  // for the call) against a warm mpi::Pool (rank 1 keeps its worker; the root only schedules).
+  const int calls = quick ? 50 : 300;
+  const std::vector<int> one{1};
+  const auto identity = [](int x) { return x; };
+  barrier();
+  t0 = Clock::now();
+  for (int k = 0; k < calls; ++k) (void)fm::apply(one, identity, {.poolSize = 1});
+  const double perApplyCall = seconds(Clock::now() - t0) / calls;
+  double perPoolCall = 0;
+  {
+    fm::Pool pool({.poolSize = 1}); // rank 1 serves here until the root closes the pool
+    if (pool.isRoot()) {
+      (void)pool.apply(one, identity); // warm: the first call pays nothing the others do not
+      t0 = Clock::now();
+      for (int k = 0; k < calls; ++k) (void)pool.apply(one, identity);
+      perPoolCall = seconds(Clock::now() - t0) / calls;
+    }
+  }
+
   if (rank == 0) {
     const double ideal = 64 * 0.020 / 2;
     fmt::print("flock::mpi (Open MPI, 2 ranks on this machine)\n");
@@ -120,5 +141,7 @@ int main(int argc, char** argv) {
     fmt::print("  64 x 20 ms, FunctionAsync::apply with 2 workers (no MPI): {:.3f} s (efficiency {:.3f})\n", local,
                ideal / local);
     fmt::print("  ratio (1 rank x 2 workers) / (2 ranks x 1 worker): {:.3f}\n", oneRank / twoRanks);
+    fmt::print("  one call of 1 input, mpi::apply (forks per call): {:8.1f} us\n", perApplyCall * 1e6);
+    fmt::print("  one call of 1 input, warm mpi::Pool (workers persist): {:8.1f} us\n", perPoolCall * 1e6);
   }
 }

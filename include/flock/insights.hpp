@@ -51,6 +51,10 @@ struct WorkerInsights {
   /// True when it ended during the call for a reason other than the call's end: it crashed,
   /// timed out, sent a corrupt frame, or was recycled (maxTasksPerWorker).
   bool ended = false;
+  /// Under flockmp::mpi, the MPI rank whose worker it was (as Failure::rank); else -1.
+  int rank = -1;
+  /// Under flockmp::mpi, that rank's host (as Failure::host); else empty.
+  std::string host;
 };
 
 /// An input and the time it took in its worker.
@@ -75,10 +79,12 @@ struct InputTime {
 /// the request reaches them through the shared control block each already has, not the wire.
 /// When requested, each worker reads the clock once per input and sends, per batch, one small
 /// frame (its task time, its peak memory, and its 5 slowest inputs of the batch).
-/// Not filled by flockmp::mpi calls (their ranks run their own calls). A pool's async calls
-/// (submit, applyAsync) share open-ended calls on a driver thread: their handles give those
-/// calls' insights (Future::insights, AsyncCall::insights) when the pool's Options::insights is
-/// set, and never write the pool's pointer.
+/// flockmp::mpi::apply fills it on the root only, for the whole call: a row per worker of every
+/// batch of every rank (with its rank and host), sent to the root at the end; `wall` is the
+/// root's. mpi::Pool fills it on the root per call (a row per worker of each rank: they persist).
+/// A pool's async calls (submit, applyAsync) share open-ended calls on a driver thread: their
+/// handles give those calls' insights (Future::insights, AsyncCall::insights) when the pool's
+/// Options::insights is set, and never write the pool's pointer.
 struct Insights {
   /// Number of slowest inputs kept.
   static constexpr std::size_t slowestKept = 5;
@@ -182,9 +188,14 @@ inline std::string Insights::toJson() const {
   for (std::size_t k = 0; k < workers.size(); ++k) {
     const auto& w = workers[k];
     j += fmt::format("{}{{\"pid\":{},\"startupNs\":{},\"inputs\":{},\"tasksNs\":{},\"idleNs\":{},\"bytesSent\":{},"
-                     "\"peakRss\":{},\"ended\":{}}}",
+                     "\"peakRss\":{},\"ended\":{}",
                      k > 0 ? "," : "", w.pid, w.startup.count(), w.inputs, w.tasks.count(), w.idle.count(), w.bytesSent,
                      w.peakRss, w.ended ? "true" : "false");
+    if (w.rank >= 0) {
+      j += fmt::format(",\"rank\":{},\"host\":", w.rank);
+      detail::appendJsonString(j, w.host);
+    }
+    j += '}';
   }
   j += "]}";
   return j;
@@ -202,9 +213,9 @@ inline std::string insightsTable(const Insights& in) {
   std::string t = fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "worker", "startup", "inputs", "tasks",
                               "idle", "sent", "peak RSS");
   for (const auto& w : in.workers)
-    t += fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}{}\n", w.pid, humanDuration(w.startup), w.inputs,
+    t += fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}{}{}\n", w.pid, humanDuration(w.startup), w.inputs,
                      humanDuration(w.tasks), humanDuration(w.idle), humanBytes(w.bytesSent), humanBytes(w.peakRss),
-                     w.ended ? "  (ended)" : "");
+                     w.ended ? "  (ended)" : "", w.rank >= 0 ? fmt::format("  rank {} on {}", w.rank, w.host) : "");
   t += fmt::format("wall {}, parent on results {}, {} inputs ({} not run), {} restarts, {} retries\n",
                    humanDuration(in.wall), humanDuration(in.parentResults), in.inputs, in.notRun, in.restarts,
                    in.retries);

@@ -16,6 +16,8 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -301,6 +303,83 @@ void progressAndStop() {
   }
 }
 
+// The root's stopToken cancels the batches running on the other ranks: each of the three ranks
+// runs one batch of 10 hanging inputs (one worker each); the root stops once every rank's worker
+// has started (a marker file per rank: all ranks share this host's temp directory), so the stop
+// finds a batch running on every rank. Without the cancel reaching the other ranks the call would
+// hang (CTest's timeout).
+void stopRunning() {
+  // The root's directory; every rank writes its marker there (the root sends its name).
+  std::optional<flockmp::test::TempDir> dir;
+  std::vector<char> name(4096, '\0');
+  if (rank == 0) {
+    dir.emplace("flock-mpi-stop");
+    const std::string path = dir->path.string();
+    std::copy(path.begin(), path.end(), name.begin());
+  }
+  MPI_Bcast(name.data(), static_cast<int>(name.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
+  const std::filesystem::path shared(name.data());
+  const auto xs = iota64(30);
+  const auto f = [shared](std::int64_t x) {
+    std::ofstream(shared / std::to_string(rank)).put('x');
+    std::this_thread::sleep_for(600s);
+    return x;
+  };
+  std::stop_source stop;
+  flockmp::Options o{.poolSize = 1, .batchSize = 10};
+  o.stopToken = stop.get_token();
+  o.onProgress = [&](const flockmp::Progress&) {
+    std::size_t started = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(shared)) ++started;
+    if (started == static_cast<std::size_t>(ranks)) stop.request_stop();
+  };
+  const auto outs = mpi::tryApply(xs, f, o, {.broadcast = true});
+  EXPECT(outs.size() == xs.size(), "{} outcomes", outs.size());
+  std::set<int> where;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    EXPECT(!outs[i] && outs[i].failure().kind == FailureKind::cancelled, "input {} was not cancelled", i);
+    where.insert(outs[i].failure().rank);
+  }
+  EXPECT(where.size() == static_cast<std::size_t>(ranks), "cancelled on {} ranks, not on all {}", where.size(), ranks);
+}
+
+// Options::insights on the root covers every rank: a row per worker with its rank and host, whose
+// inputs add up, per rank, to what the root gave that rank (ClusterOptions::inputsPerRank), and
+// over all rows to n; failures by kind; the slowest inputs by their index in the whole call. The
+// other ranks' Insights are left alone. Catches rows lost on the way to the root, indices left
+// relative to a batch, and rows without a rank.
+void insights() {
+  const auto xs = iota64(500);
+  const auto f = [](std::int64_t x) {
+    if (x == 7) throw std::runtime_error("seven");
+    if (x == 321) std::this_thread::sleep_for(1s); // the slowest input, wherever it runs
+    return x;
+  };
+  flockmp::Insights in;
+  std::vector<std::size_t> given;
+  const auto outs = mpi::tryApply(xs, f, {.poolSize = 2, .insights = &in}, {.inputsPerRank = &given});
+  if (rank != 0) {
+    EXPECT(in.workers.empty() && in.inputs == 0, "rank {} has insights", rank);
+    return;
+  }
+  EXPECT(outs.size() == xs.size() && !outs[7] && outs[8], "outcomes");
+  EXPECT(in.inputs == xs.size() && in.notRun == 0, "inputs {} notRun {}", in.inputs, in.notRun);
+  std::vector<std::size_t> perRank(static_cast<std::size_t>(ranks), 0);
+  std::size_t sum = 0;
+  for (const auto& w : in.workers) {
+    EXPECT(w.rank >= 0 && w.rank < ranks && !w.host.empty(), "a worker row names rank {} on '{}'", w.rank, w.host);
+    perRank[static_cast<std::size_t>(w.rank)] += w.inputs;
+    sum += w.inputs;
+  }
+  EXPECT(sum == xs.size(), "the workers' inputs add up to {}, not {}", sum, xs.size());
+  EXPECT(perRank == given, "per-rank inputs {} differ from what each rank was given {}", perRank, given);
+  EXPECT(in.failuresOf(FailureKind::exception) == 1, "{} exceptions", in.failuresOf(FailureKind::exception));
+  EXPECT(!in.slowest.empty() && in.slowest.front().index == 321, "slowest: #{}",
+         in.slowest.empty() ? 0 : in.slowest.front().index);
+  EXPECT(in.wall > 1s, "wall {} ns", in.wall.count());
+  EXPECT(contains(in.toJson(), fmt::format("\"rank\":{},\"host\":", in.workers.front().rank)), "{}", in.toJson());
+}
+
 // A program that initializes MPI itself (plain MPI_Init, thread level single): apply works, and an
 // Environment made afterwards neither initializes nor finalizes.
 int ownInit(int argc, char** argv) {
@@ -334,6 +413,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::function<void()>> scenarios = {
       {"order", inOrder},   {"faults", faults},     {"timeout", timeout},          {"slow-rank", slowRank},
       {"disagree", disagree}, {"outcomes", outcomes}, {"progress-stop", progressAndStop}, {"retries", retries},
+      {"stop-running", stopRunning},   {"insights", insights},
   };
   const auto it = scenarios.find(name);
   if (it == scenarios.end()) {
