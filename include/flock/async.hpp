@@ -2,16 +2,16 @@
 // BaseMultiProc::applyAsync an AsyncCall for a whole range; the caller goes on meanwhile.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -20,6 +20,11 @@
 #include "detail/engine.hpp"
 #include "error.hpp"
 #include "options.hpp"
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <deque>
+#include <thread>
+#endif
 
 namespace flockmp {
 
@@ -99,24 +104,7 @@ public:
 /// the pool (sync calls wait) and keeps one open-ended call going on its engine.
 class AsyncService {
 public:
-  AsyncService(std::function<std::unique_ptr<EngineLease>()> acquire, Options opts)
-      : acquire_(std::move(acquire)), opts_(std::move(opts)) {
-    // Async work has no caller thread to draw a bar for, nor one stop token: each handle has
-    // its own progress() and cancel().
-    opts_.checkProgress = false;
-    opts_.onProgress = nullptr;
-    opts_.stopToken = {};
-    opts_.failFast = false;
-    // Nor is the pool's Insights* written from the driver thread, where it would race with the
-    // caller's reads: when the pool asks for insights, each open-ended call hands its own to
-    // the handles it served (AsyncHandle::insights).
-    gather_ = opts_.insights != nullptr;
-    opts_.insights = nullptr;
-    const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd < 0) throwErrno("eventfd for async calls");
-    wake_ = Fd(efd, true);
-    thread_ = std::thread([this] { run(); });
-  }
+  AsyncService(std::function<std::unique_ptr<EngineLease>()> acquire, Options opts);
   AsyncService(const AsyncService&) = delete;
   AsyncService& operator=(const AsyncService&) = delete;
   ~AsyncService() { stop(); }
@@ -125,15 +113,7 @@ public:
   [[nodiscard]] bool gathersInsights() const noexcept { return gather_; }
 
   /// Queue tasks. Throws flockmp::Error once the pool is closing.
-  void post(TaskGroup group) {
-    {
-      std::lock_guard lock(m_);
-      if (stopping_) throw Error("flock: this pool is closed");
-      incoming_.push_back(std::move(group));
-    }
-    cv_.notify_one();
-    wake();
-  }
+  void post(TaskGroup group);
 
   /// Wake the driver (a handle was cancelled: its queued tasks go out as cancelled records).
   void wake() noexcept {
@@ -143,96 +123,16 @@ public:
 
   /// The pool closes: what is queued is cancelled; the driver ends once the pool's close
   /// cancelled its running call.
-  void stop() noexcept {
-    {
-      std::lock_guard lock(m_);
-      if (stopping_ && !thread_.joinable()) return;
-      stopping_ = true;
-    }
-    cv_.notify_one();
-    wake();
-    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
-  }
+  void stop() noexcept;
 
 private:
-  void run() {
-    for (;;) {
-      {
-        std::unique_lock lock(m_);
-        cv_.wait(lock, [&] { return !incoming_.empty() || stopping_; });
-        if (stopping_) {
-          failIncoming(lock, "cancelled: the pool was closed");
-          return;
-        }
-      }
-      std::unique_ptr<EngineLease> lease;
-      try {
-        lease = acquire_();
-      } catch (const std::exception& e) {
-        std::unique_lock lock(m_); // the pool is closing
-        failIncoming(lock, e.what());
-        continue;
-      }
-      serve(lease->engine(), lease->closeFd());
-    }
-  }
+  void run();
 
   /// One open-ended call: feeds queued tasks to the engine until none is left.
-  void serve(Engine& engine, int closeFd) {
-    job_.reset();
-    Options opts = opts_;
-    Insights insights;
-    if (gather_) opts.insights = &insights; // filled by the engine when this call ends, however it ends
-    try {
-      engine.open(job_, opts, closeFd, true);
-      engine.setWakeFd(wake_.get());
-      for (;;) {
-        std::deque<TaskGroup> arrived;
-        {
-          std::lock_guard lock(m_);
-          arrived.swap(incoming_);
-          if (arrived.empty() && job_.idle()) {
-            engine.endOfInputs();
-            break;
-          }
-        }
-        bool newKind = false;
-        for (auto& g : arrived) newKind = job_.add(std::move(g)) || newKind;
-        if (newKind) engine.callChanged();
-        engine.extend(job_.next());
-        if (!engine.step()) break; // cancelled (the pool closes): every task has its failure
-      }
-      while (engine.step()) {
-      }
-    } catch (const std::exception& e) {
-      // No worker could start, or the engine failed: every task of this call, and every task
-      // queued meanwhile, fails with the reason (queued ones would only meet it again).
-      job_.failUnresolved(FailureKind::notRun, e.what());
-      std::unique_lock lock(m_);
-      failIncoming(lock, e.what(), FailureKind::notRun);
-    }
-    engine.setWakeFd(-1);
-    if (!job_.idle()) job_.failUnresolved(FailureKind::cancelled, "cancelled: the pool was closed");
-    job_.publish(insights);
-  }
+  void serve(Engine& engine, int closeFd);
 
   void failIncoming(std::unique_lock<std::mutex>& lock, const std::string& message,
-                    FailureKind kind = FailureKind::cancelled) {
-    std::deque<TaskGroup> dropped;
-    dropped.swap(incoming_);
-    lock.unlock();
-    for (auto& g : dropped) {
-      const std::size_t n = g.offsets.size() - 1;
-      for (std::size_t k = 0; k < n; ++k) g.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0, -1, {}});
-      if (g.insights) { // no call ran these tasks: all of them were resolved here
-        auto none = std::make_shared<Insights>();
-        none->inputs = none->notRun = n;
-        none->failures[static_cast<std::size_t>(kind)] = n;
-        g.insights->fill(std::move(none));
-      }
-    }
-    lock.lock();
-  }
+                    FailureKind kind = FailureKind::cancelled);
 
   std::function<std::unique_ptr<EngineLease>()> acquire_;
   Options opts_;
@@ -401,3 +301,130 @@ private:
 };
 
 } // namespace flockmp
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE
+AsyncService::AsyncService(std::function<std::unique_ptr<EngineLease>()> acquire, Options opts)
+    : acquire_(std::move(acquire)), opts_(std::move(opts)) {
+  // Async work has no caller thread to draw a bar for, nor one stop token: each handle has
+  // its own progress() and cancel().
+  opts_.checkProgress = false;
+  opts_.onProgress = nullptr;
+  opts_.stopToken = {};
+  opts_.failFast = false;
+  // Nor is the pool's Insights* written from the driver thread, where it would race with the
+  // caller's reads: when the pool asks for insights, each open-ended call hands its own to
+  // the handles it served (AsyncHandle::insights).
+  gather_ = opts_.insights != nullptr;
+  opts_.insights = nullptr;
+  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) throwErrno("eventfd for async calls");
+  wake_ = Fd(efd, true);
+  thread_ = std::thread([this] { run(); });
+}
+
+FLOCK_ENGINE_INLINE void AsyncService::post(TaskGroup group) {
+  {
+    std::lock_guard lock(m_);
+    if (stopping_) throw Error("flock: this pool is closed");
+    incoming_.push_back(std::move(group));
+  }
+  cv_.notify_one();
+  wake();
+}
+
+FLOCK_ENGINE_INLINE void AsyncService::stop() noexcept {
+  {
+    std::lock_guard lock(m_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  wake();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+FLOCK_ENGINE_INLINE void AsyncService::run() {
+  for (;;) {
+    {
+      std::unique_lock lock(m_);
+      cv_.wait(lock, [&] { return !incoming_.empty() || stopping_; });
+      if (stopping_) {
+        failIncoming(lock, "cancelled: the pool was closed");
+        return;
+      }
+    }
+    std::unique_ptr<EngineLease> lease;
+    try {
+      lease = acquire_();
+    } catch (const std::exception& e) {
+      std::unique_lock lock(m_); // the pool is closing
+      failIncoming(lock, e.what());
+      continue;
+    }
+    serve(lease->engine(), lease->closeFd());
+  }
+}
+
+FLOCK_ENGINE_INLINE void AsyncService::serve(Engine& engine, int closeFd) {
+  job_.reset();
+  Options opts = opts_;
+  Insights insights;
+  if (gather_)
+    opts.insights = &insights; // filled by the engine when this call ends, however it ends
+  try {
+    engine.open(job_, opts, closeFd, true);
+    engine.setWakeFd(wake_.get());
+    for (;;) {
+      std::deque<TaskGroup> arrived;
+      {
+        std::lock_guard lock(m_);
+        arrived.swap(incoming_);
+        if (arrived.empty() && job_.idle()) {
+          engine.endOfInputs();
+          break;
+        }
+      }
+      bool newKind = false;
+      for (auto& g : arrived) newKind = job_.add(std::move(g)) || newKind;
+      if (newKind) engine.callChanged();
+      engine.extend(job_.next());
+      if (!engine.step()) break; // cancelled (the pool closes): every task has its failure
+    }
+    while (engine.step()) {
+    }
+  } catch (const std::exception& e) {
+    // No worker could start, or the engine failed: every task of this call, and every task
+    // queued meanwhile, fails with the reason (queued ones would only meet it again).
+    job_.failUnresolved(FailureKind::notRun, e.what());
+    std::unique_lock lock(m_);
+    failIncoming(lock, e.what(), FailureKind::notRun);
+  }
+  engine.setWakeFd(-1);
+  if (!job_.idle()) job_.failUnresolved(FailureKind::cancelled, "cancelled: the pool was closed");
+  job_.publish(insights);
+}
+
+FLOCK_ENGINE_INLINE void AsyncService::failIncoming(std::unique_lock<std::mutex>& lock,
+                                                    const std::string& message, FailureKind kind) {
+  std::deque<TaskGroup> dropped;
+  dropped.swap(incoming_);
+  lock.unlock();
+  for (auto& g : dropped) {
+    const std::size_t n = g.offsets.size() - 1;
+    for (std::size_t k = 0; k < n; ++k)
+      g.target->fail(k, Failure{k, kind, message, "", 0, std::nullopt, 0, -1, {}});
+    if (g.insights) { // no call ran these tasks: all of them were resolved here
+      auto none = std::make_shared<Insights>();
+      none->inputs = none->notRun = n;
+      none->failures[static_cast<std::size_t>(kind)] = n;
+      g.insights->fill(std::move(none));
+    }
+  }
+  lock.lock();
+}
+
+} // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS

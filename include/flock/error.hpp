@@ -2,21 +2,25 @@
 // Failure that names its index and cause.
 #pragma once
 
-#include <sys/types.h>
+#include "detail/config.hpp"
 
 #include <cstddef>
 #include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
-#include <typeinfo>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include <fmt/core.h>
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <sys/types.h>
+#include <stdexcept>
+#include <system_error>
+#include <typeinfo>
+#endif
 
 namespace flockmp {
 
@@ -102,15 +106,7 @@ struct Failure {
 
   /// One line: `input 7: exception std::runtime_error: bad value (worker 1234)`, and under
   /// flockmp::mpi `(worker 1234, rank 2 on node7)`.
-  [[nodiscard]] std::string describe() const {
-    std::string s = fmt::format("input {}: {}", index, toString(kind));
-    if (!type.empty()) s += fmt::format(" {}", type);
-    if (!message.empty()) s += fmt::format(": {}", message);
-    if (pid != 0 && rank >= 0) s += fmt::format(" (worker {}, rank {} on {})", pid, rank, host);
-    else if (pid != 0) s += fmt::format(" (worker {})", pid);
-    else if (rank >= 0) s += fmt::format(" (rank {} on {})", rank, host);
-    return s;
-  }
+  [[nodiscard]] std::string describe() const;
 };
 
 /// The result of one input: its value, or the Failure that explains why there is none.
@@ -198,13 +194,7 @@ public:
   }
 
 private:
-  static std::string summarize(const std::vector<Failure>& fs) {
-    if (fs.empty()) return "flock: task error";
-    std::string s = fmt::format("flock: {}", fs.front().describe());
-    if (fs.size() > 1)
-      s += fmt::format(" (and {} other failed input{})", fs.size() - 1, fs.size() == 2 ? "" : "s");
-    return s;
-  }
+  static std::string summarize(const std::vector<Failure>& fs);
 
   std::vector<Failure> failures_;
   std::shared_ptr<const void> outcomes_;
@@ -212,3 +202,27 @@ private:
 };
 
 } // namespace flockmp
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp {
+
+FLOCK_ENGINE_INLINE std::string Failure::describe() const {
+  std::string s = fmt::format("input {}: {}", index, toString(kind));
+  if (!type.empty()) s += fmt::format(" {}", type);
+  if (!message.empty()) s += fmt::format(": {}", message);
+  if (pid != 0 && rank >= 0) s += fmt::format(" (worker {}, rank {} on {})", pid, rank, host);
+  else if (pid != 0) s += fmt::format(" (worker {})", pid);
+  else if (rank >= 0) s += fmt::format(" (rank {} on {})", rank, host);
+  return s;
+}
+
+FLOCK_ENGINE_INLINE std::string TaskError::summarize(const std::vector<Failure>& fs) {
+  if (fs.empty()) return "flock: task error";
+  std::string s = fmt::format("flock: {}", fs.front().describe());
+  if (fs.size() > 1)
+    s += fmt::format(" (and {} other failed input{})", fs.size() - 1, fs.size() == 2 ? "" : "s");
+  return s;
+}
+
+} // namespace flockmp
+#endif // FLOCK_ENGINE_DEFINITIONS

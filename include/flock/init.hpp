@@ -2,13 +2,17 @@
 // need (it plays the role of Python's `if __name__ == "__main__"`).
 #pragma once
 
-#include <sys/wait.h>
+#include "detail/config.hpp"
 
-#include <cerrno>
 #include <cstdlib>
-#include <mutex>
 
 #include "detail/backend.hpp"
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <sys/wait.h>
+#include <cerrno>
+#include <mutex>
+#endif
 
 namespace flockmp {
 
@@ -22,7 +26,14 @@ namespace flockmp {
 /// In a worker started by Context::spawn it does not return: the worker serves its pool and
 /// exits. Otherwise it starts the forkserver (a small process that forks workers on request) and
 /// returns. Calling it again does nothing. Throws flockmp::Error if the forkserver cannot start.
-inline void init(int argc, char** argv) {
+FLOCK_ENGINE_INLINE void init(int argc, char** argv);
+
+} // namespace flockmp
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp {
+
+FLOCK_ENGINE_INLINE void init(int argc, char** argv) {
   if (const char* spec = std::getenv(detail::spawnedWorkerVariable)) detail::becomeSpawnedWorker(spec);
   auto& rt = detail::runtime();
   if (rt.initialized) return;
@@ -43,3 +54,4 @@ inline void init(int argc, char** argv) {
 }
 
 } // namespace flockmp
+#endif // FLOCK_ENGINE_DEFINITIONS

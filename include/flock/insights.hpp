@@ -3,7 +3,7 @@
 // on results, the slowest inputs, restarts, retries and failures by kind.
 #pragma once
 
-#include <sys/types.h>
+#include "detail/config.hpp"
 
 #include <array>
 #include <chrono>
@@ -16,6 +16,10 @@
 #include <fmt/core.h>
 
 #include "error.hpp"
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <sys/types.h>
+#endif
 
 namespace flockmp {
 
@@ -126,7 +130,53 @@ struct Insights {
 
 namespace detail {
 /// A JSON string literal of `s`: quotes, backslashes and control characters escaped.
-inline void appendJsonString(std::string& out, std::string_view s) {
+FLOCK_ENGINE_INLINE void appendJsonString(std::string& out, std::string_view s);
+
+/// Every FailureKind, in order: a kind added to the enum must be added here and to
+/// Insights::failures (the static_assert below checks that the last one is here).
+inline constexpr std::array<FailureKind, 9> allFailureKinds{
+    FailureKind::exception, FailureKind::crashed,   FailureKind::timedOut, FailureKind::codec,
+    FailureKind::protocol,  FailureKind::setup,     FailureKind::cancelled, FailureKind::notRun,
+    FailureKind::outOfMemory};
+static_assert(static_cast<std::size_t>(allFailureKinds.back()) + 1 == allFailureKinds.size());
+static_assert(std::tuple_size_v<decltype(Insights::failures)> == allFailureKinds.size());
+
+/// A duration for people: 3 significant digits and a unit.
+FLOCK_ENGINE_INLINE std::string humanDuration(std::chrono::nanoseconds d);
+
+/// A byte count for people.
+FLOCK_ENGINE_INLINE std::string humanBytes(std::uint64_t b);
+} // namespace detail
+
+
+} // namespace flockmp
+
+/// A short table for people: one line per worker, then the call's totals, slowest inputs and
+/// failures (kinds with none are left out).
+namespace flockmp::detail {
+/// The table fmt::formatter<Insights> prints. Built with fmt::format only: fmt::format_to on a
+/// format context needs fmt/format.h, which the core headers leave out (compile time), and
+/// clang cannot link fmt/core.h's inline declaration of it against libfmt.
+FLOCK_ENGINE_INLINE std::string insightsTable(const Insights& in);
+} // namespace flockmp::detail
+
+template <>
+struct fmt::formatter<flockmp::Insights> {
+  constexpr auto parse(format_parse_context& ctx) -> decltype(ctx.begin()) { return ctx.begin(); }
+
+  template <class FormatContext>
+  auto format(const flockmp::Insights& in, FormatContext& ctx) const -> decltype(ctx.out()) {
+    const std::string table = flockmp::detail::insightsTable(in);
+    auto out = ctx.out();
+    for (const char c : table) *out++ = c;
+    return out;
+  }
+};
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE void appendJsonString(std::string& out, std::string_view s) {
   out += '"';
   for (const char c : s) {
     switch (c) {
@@ -143,17 +193,7 @@ inline void appendJsonString(std::string& out, std::string_view s) {
   out += '"';
 }
 
-/// Every FailureKind, in order: a kind added to the enum must be added here and to
-/// Insights::failures (the static_assert below checks that the last one is here).
-inline constexpr std::array<FailureKind, 9> allFailureKinds{
-    FailureKind::exception, FailureKind::crashed,   FailureKind::timedOut, FailureKind::codec,
-    FailureKind::protocol,  FailureKind::setup,     FailureKind::cancelled, FailureKind::notRun,
-    FailureKind::outOfMemory};
-static_assert(static_cast<std::size_t>(allFailureKinds.back()) + 1 == allFailureKinds.size());
-static_assert(std::tuple_size_v<decltype(Insights::failures)> == allFailureKinds.size());
-
-/// A duration for people: 3 significant digits and a unit.
-inline std::string humanDuration(std::chrono::nanoseconds d) {
+FLOCK_ENGINE_INLINE std::string humanDuration(std::chrono::nanoseconds d) {
   const double ns = static_cast<double>(d.count());
   if (ns < 1e3) return fmt::format("{:.0f}ns", ns);
   if (ns < 1e6) return fmt::format("{:.3g}us", ns / 1e3);
@@ -161,17 +201,43 @@ inline std::string humanDuration(std::chrono::nanoseconds d) {
   return fmt::format("{:.3g}s", ns / 1e9);
 }
 
-/// A byte count for people.
-inline std::string humanBytes(std::uint64_t b) {
+FLOCK_ENGINE_INLINE std::string humanBytes(std::uint64_t b) {
   const double v = static_cast<double>(b);
   if (b < 1024) return fmt::format("{}B", b);
   if (v < 1024.0 * 1024) return fmt::format("{:.3g}KiB", v / 1024);
   if (v < 1024.0 * 1024 * 1024) return fmt::format("{:.3g}MiB", v / (1024.0 * 1024));
   return fmt::format("{:.3g}GiB", v / (1024.0 * 1024 * 1024));
 }
-} // namespace detail
 
-inline std::string Insights::toJson() const {
+FLOCK_ENGINE_INLINE std::string insightsTable(const Insights& in) {
+  std::string t = fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "worker", "startup", "inputs", "tasks",
+                              "idle", "sent", "peak RSS");
+  for (const auto& w : in.workers)
+    t += fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}{}{}\n", w.pid, humanDuration(w.startup), w.inputs,
+                     humanDuration(w.tasks), humanDuration(w.idle), humanBytes(w.bytesSent), humanBytes(w.peakRss),
+                     w.ended ? "  (ended)" : "", w.rank >= 0 ? fmt::format("  rank {} on {}", w.rank, w.host) : "");
+  t += fmt::format("wall {}, parent on results {}, {} inputs ({} not run), {} restarts, {} retries\n",
+                   humanDuration(in.wall), humanDuration(in.parentResults), in.inputs, in.notRun, in.restarts,
+                   in.retries);
+  if (!in.slowest.empty()) {
+    t += "slowest:";
+    for (const auto& s : in.slowest) t += fmt::format(" #{} {}", s.index, humanDuration(s.duration));
+    t += "\n";
+  }
+  bool any = false;
+  for (std::size_t k = 0; k < allFailureKinds.size(); ++k) {
+    if (in.failures[k] == 0) continue;
+    t += fmt::format("{} {} {}", any ? "," : "failures:", in.failures[k], toString(allFailureKinds[k]));
+    any = true;
+  }
+  if (any) t += "\n";
+  return t;
+}
+
+} // namespace flockmp::detail
+namespace flockmp {
+
+FLOCK_ENGINE_INLINE std::string Insights::toJson() const {
   std::string j;
   j += fmt::format("{{\"wallNs\":{},\"parentResultsNs\":{},\"inputs\":{},\"notRun\":{},\"restarts\":{},\"retries\":{},",
                    wall.count(), parentResults.count(), inputs, notRun, restarts, retries);
@@ -202,48 +268,4 @@ inline std::string Insights::toJson() const {
 }
 
 } // namespace flockmp
-
-/// A short table for people: one line per worker, then the call's totals, slowest inputs and
-/// failures (kinds with none are left out).
-namespace flockmp::detail {
-/// The table fmt::formatter<Insights> prints. Built with fmt::format only: fmt::format_to on a
-/// format context needs fmt/format.h, which the core headers leave out (compile time), and
-/// clang cannot link fmt/core.h's inline declaration of it against libfmt.
-inline std::string insightsTable(const Insights& in) {
-  std::string t = fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "worker", "startup", "inputs", "tasks",
-                              "idle", "sent", "peak RSS");
-  for (const auto& w : in.workers)
-    t += fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}{}{}\n", w.pid, humanDuration(w.startup), w.inputs,
-                     humanDuration(w.tasks), humanDuration(w.idle), humanBytes(w.bytesSent), humanBytes(w.peakRss),
-                     w.ended ? "  (ended)" : "", w.rank >= 0 ? fmt::format("  rank {} on {}", w.rank, w.host) : "");
-  t += fmt::format("wall {}, parent on results {}, {} inputs ({} not run), {} restarts, {} retries\n",
-                   humanDuration(in.wall), humanDuration(in.parentResults), in.inputs, in.notRun, in.restarts,
-                   in.retries);
-  if (!in.slowest.empty()) {
-    t += "slowest:";
-    for (const auto& s : in.slowest) t += fmt::format(" #{} {}", s.index, humanDuration(s.duration));
-    t += "\n";
-  }
-  bool any = false;
-  for (std::size_t k = 0; k < allFailureKinds.size(); ++k) {
-    if (in.failures[k] == 0) continue;
-    t += fmt::format("{} {} {}", any ? "," : "failures:", in.failures[k], toString(allFailureKinds[k]));
-    any = true;
-  }
-  if (any) t += "\n";
-  return t;
-}
-} // namespace flockmp::detail
-
-template <>
-struct fmt::formatter<flockmp::Insights> {
-  constexpr auto parse(format_parse_context& ctx) -> decltype(ctx.begin()) { return ctx.begin(); }
-
-  template <class FormatContext>
-  auto format(const flockmp::Insights& in, FormatContext& ctx) const -> decltype(ctx.out()) {
-    const std::string table = flockmp::detail::insightsTable(in);
-    auto out = ctx.out();
-    for (const char c : table) *out++ = c;
-    return out;
-  }
-};
+#endif // FLOCK_ENGINE_DEFINITIONS

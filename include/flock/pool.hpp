@@ -1,9 +1,8 @@
 // flock: BaseMultiProc, the pool every API class is a thin layer over.
 #pragma once
 
-#include <sys/eventfd.h>
+#include "detail/config.hpp"
 
-#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -11,7 +10,6 @@
 #include <optional>
 #include <ranges>
 #include <stop_token>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -25,6 +23,12 @@
 #include "insights.hpp"
 #include "options.hpp"
 #include "stream.hpp"
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <sys/eventfd.h>
+#include <atomic>
+#include <thread>
+#endif
 
 namespace flockmp {
 
@@ -65,61 +69,18 @@ class BaseMultiProc : private detail::PoolCaller {
 public:
   /// Throws flockmp::OptionError for a bad option, and flockmp::Error when Context::forkserver or
   /// Context::spawn is asked for but flockmp::init was not called. No process starts here.
-  explicit BaseMultiProc(Options options = {}) : opts_(std::move(options)) {
-    detail::validateOptions(opts_);
-    if (opts_.context != Context::fork) {
-      const auto plain = [](const std::function<void()>& f) { return !f || f.target<void (*)()>() != nullptr; };
-      if (!plain(opts_.initializer) || !plain(opts_.finalizer))
-        throw OptionError(
-            "flock: under Context::forkserver and Context::spawn the initializer and finalizer must be plain "
-            "functions (a function pointer, or +[] { ... } for a captureless lambda): the workers did not "
-            "inherit a std::function's state");
-    }
-    engine_ = std::make_unique<detail::Engine>(opts_, detail::Lifetime::pool);
-    const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd < 0) detail::throwErrno("eventfd for closing a pool");
-    closeFd_ = detail::Fd(efd, true);
-  }
+  explicit BaseMultiProc(Options options = {});
   BaseMultiProc(const BaseMultiProc&) = delete;
   BaseMultiProc& operator=(const BaseMultiProc&) = delete;
   /// Cancels a call in flight (in another thread), waits for it, then stops the workers.
   ~BaseMultiProc() { close(); }
 
   /// Start every worker now instead of at the first call. Throws flockmp::Error when none starts.
-  void start() {
-    Enter enter(*this);
-    auto lock = lockForCall();
-    engine_->start();
-  }
+  void start();
 
   /// Stop the workers (their finalizers run); a call in flight in another thread is cancelled
   /// first. Later calls throw flockmp::Error. Calling it again does nothing.
-  void close() noexcept {
-    {
-      std::lock_guard lock(stateMutex_);
-      if (closing_) {
-        return;
-      }
-      closing_ = true;
-    }
-    const std::uint64_t one = 1;
-    [[maybe_unused]] auto w = ::write(closeFd_.get(), &one, sizeof one);
-    // Queued async tasks are cancelled; the running async call was cancelled just now.
-    if (async_) async_->stop();
-    // This thread's stream holds the pool: it is cancelled at its next step, and stops the
-    // workers when it is destroyed (see Lease).
-    if (owner_.load() == std::this_thread::get_id()) return;
-    std::unique_lock lock(stateMutex_);
-    idle_.wait(lock, [&] { return active_ == 0; });
-    lock.unlock();
-    std::lock_guard call(callMutex_);
-    try {
-      engine_->close();
-    } catch (...) {
-      // close() is noexcept: the engine kills what it could not stop
-    }
-    engine_.reset();
-  }
+  void close() noexcept;
 
   /// Run `fn` on every element of `items` on the pool's workers. Returns the results in input
   /// order (nothing when `fn` returns void). Throws flockmp::TaskError if any input failed (its
@@ -368,21 +329,10 @@ private:
 
   /// The engine's lock, for one call. A thread that holds it for a stream and calls again would
   /// wait for itself: that is an error.
-  std::unique_lock<std::mutex> lockForCall() {
-    if (owner_.load() == std::this_thread::get_id())
-      throw Error("flock: this pool is running a stream (imap) in this thread; finish or destroy the stream before "
-                  "another call on the pool");
-    return std::unique_lock(callMutex_);
-  }
+  std::unique_lock<std::mutex> lockForCall();
 
   /// The async driver, started at the first submit or applyAsync.
-  detail::AsyncService* asyncService() {
-    std::lock_guard state(stateMutex_);
-    if (closing_) throw Error("flock: this pool is closed");
-    if (!async_)
-      async_ = std::make_unique<detail::AsyncService>([this] { return std::make_unique<Lease>(*this); }, opts_);
-    return async_.get();
-  }
+  detail::AsyncService* asyncService();
 
   /// Where a new handle's insights will go, when the pool asks for them.
   static std::shared_ptr<detail::InsightsSlot> insightsSlot(const detail::AsyncService& service) {
@@ -405,32 +355,9 @@ private:
                                                [&] { return std::make_unique<Lease>(*this); });
   }
 
-  std::vector<Failure> call(detail::JobBase& job, const Options& callOpts) override {
-    Enter enter(*this);
-    auto lock = lockForCall();
-    {
-      std::lock_guard state(stateMutex_);
-      if (closing_) throw Error("flock: this pool is closed");
-    }
-    engine_->call(job, callOpts, closeFd_.get());
-    return engine_->takeFailures();
-  }
+  std::vector<Failure> call(detail::JobBase& job, const Options& callOpts) override;
 
-  Options merged(const CallOptions& c) const {
-    Options o = opts_;
-    if (c.timeOutError) o.timeOutError = c.timeOutError;
-    if (c.batchSize) o.batchSize = *c.batchSize;
-    if (c.retries) o.retries = *c.retries;
-    if (c.stopToken.stop_possible()) o.stopToken = c.stopToken;
-    if (c.onProgress) o.onProgress = c.onProgress;
-    if (c.checkProgress) o.checkProgress = *c.checkProgress;
-    if (c.progressLines) o.progressLines = *c.progressLines;
-    if (c.failFast) o.failFast = *c.failFast;
-    if (c.maxInFlight) o.maxInFlight = *c.maxInFlight;
-    if (c.memoryLimit) o.memoryLimit = *c.memoryLimit;
-    if (c.insights) o.insights = c.insights;
-    return o;
-  }
+  Options merged(const CallOptions& c) const;
 
   /// A function is carried as a pointer to it; anything else as itself.
   template <class F>
@@ -455,3 +382,106 @@ private:
 using Pool = BaseMultiProc;
 
 } // namespace flockmp
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp {
+
+FLOCK_ENGINE_INLINE BaseMultiProc::BaseMultiProc(Options options) : opts_(std::move(options)) {
+  detail::validateOptions(opts_);
+  if (opts_.context != Context::fork) {
+    const auto plain = [](const std::function<void()>& f) {
+      return !f || f.target<void (*)()>() != nullptr;
+    };
+    if (!plain(opts_.initializer) || !plain(opts_.finalizer))
+      throw OptionError("flock: under Context::forkserver and Context::spawn the initializer and "
+                        "finalizer must be plain "
+                        "functions (a function pointer, or +[] { ... } for a captureless lambda): "
+                        "the workers did not "
+                        "inherit a std::function's state");
+  }
+  engine_ = std::make_unique<detail::Engine>(opts_, detail::Lifetime::pool);
+  const int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) detail::throwErrno("eventfd for closing a pool");
+  closeFd_ = detail::Fd(efd, true);
+}
+
+FLOCK_ENGINE_INLINE void BaseMultiProc::start() {
+  Enter enter(*this);
+  auto lock = lockForCall();
+  engine_->start();
+}
+
+FLOCK_ENGINE_INLINE void BaseMultiProc::close() noexcept {
+  {
+    std::lock_guard lock(stateMutex_);
+    if (closing_) {
+      return;
+    }
+    closing_ = true;
+  }
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto w = ::write(closeFd_.get(), &one, sizeof one);
+  // Queued async tasks are cancelled; the running async call was cancelled just now.
+  if (async_) async_->stop();
+  // This thread's stream holds the pool: it is cancelled at its next step, and stops the
+  // workers when it is destroyed (see Lease).
+  if (owner_.load() == std::this_thread::get_id()) return;
+  std::unique_lock lock(stateMutex_);
+  idle_.wait(lock, [&] { return active_ == 0; });
+  lock.unlock();
+  std::lock_guard call(callMutex_);
+  try {
+    engine_->close();
+  } catch (...) {
+    // close() is noexcept: the engine kills what it could not stop
+  }
+  engine_.reset();
+}
+
+FLOCK_ENGINE_INLINE std::unique_lock<std::mutex> BaseMultiProc::lockForCall() {
+  if (owner_.load() == std::this_thread::get_id())
+    throw Error("flock: this pool is running a stream (imap) in this thread; finish or destroy the "
+                "stream before "
+                "another call on the pool");
+  return std::unique_lock(callMutex_);
+}
+
+FLOCK_ENGINE_INLINE detail::AsyncService* BaseMultiProc::asyncService() {
+  std::lock_guard state(stateMutex_);
+  if (closing_) throw Error("flock: this pool is closed");
+  if (!async_)
+    async_ = std::make_unique<detail::AsyncService>(
+        [this] { return std::make_unique<Lease>(*this); }, opts_);
+  return async_.get();
+}
+
+FLOCK_ENGINE_INLINE std::vector<Failure> BaseMultiProc::call(detail::JobBase& job,
+                                                             const Options& callOpts) {
+  Enter enter(*this);
+  auto lock = lockForCall();
+  {
+    std::lock_guard state(stateMutex_);
+    if (closing_) throw Error("flock: this pool is closed");
+  }
+  engine_->call(job, callOpts, closeFd_.get());
+  return engine_->takeFailures();
+}
+
+FLOCK_ENGINE_INLINE Options BaseMultiProc::merged(const CallOptions& c) const {
+  Options o = opts_;
+  if (c.timeOutError) o.timeOutError = c.timeOutError;
+  if (c.batchSize) o.batchSize = *c.batchSize;
+  if (c.retries) o.retries = *c.retries;
+  if (c.stopToken.stop_possible()) o.stopToken = c.stopToken;
+  if (c.onProgress) o.onProgress = c.onProgress;
+  if (c.checkProgress) o.checkProgress = *c.checkProgress;
+  if (c.progressLines) o.progressLines = *c.progressLines;
+  if (c.failFast) o.failFast = *c.failFast;
+  if (c.maxInFlight) o.maxInFlight = *c.maxInFlight;
+  if (c.memoryLimit) o.memoryLimit = *c.memoryLimit;
+  if (c.insights) o.insights = c.insights;
+  return o;
+}
+
+} // namespace flockmp
+#endif // FLOCK_ENGINE_DEFINITIONS

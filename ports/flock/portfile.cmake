@@ -4,12 +4,15 @@
 #   vcpkg_from_github(OUT_SOURCE_PATH SOURCE_PATH REPO <owner>/flock REF "v${VERSION}" SHA512 <...>)
 get_filename_component(SOURCE_PATH "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
 
-# Header only: one configuration is enough.
+# Header only (and flock::engine, with the engine feature, is built for release only): one
+# configuration is enough.
 set(VCPKG_BUILD_TYPE release)
 
 # The optional components come only from their feature, never from a library that happens to be
 # on the build machine.
 vcpkg_check_features(OUT_FEATURE_OPTIONS FEATURE_OPTIONS
+  FEATURES
+    engine FLOCK_ENGINE
   INVERTED_FEATURES
     sqlite CMAKE_DISABLE_FIND_PACKAGE_SQLite3
     postgresql CMAKE_DISABLE_FIND_PACKAGE_PostgreSQL

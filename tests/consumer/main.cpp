@@ -2,6 +2,10 @@
 // prints the squares (the consumer tests check that line) and exits non-zero when they are wrong.
 #include <flock/flock.hpp>
 
+#if defined(FLOCK_CONSUMER_EXPECTS_ENGINE) && !defined(FLOCK_COMPILED_ENGINE)
+#error "linking flock::engine did not define FLOCK_COMPILED_ENGINE: this program compiles the engine again"
+#endif
+
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 

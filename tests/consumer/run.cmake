@@ -11,6 +11,7 @@
 #   fetchcontent      consumer project FetchContent_Declare(flock SOURCE_DIR <checkout>)
 #   find_package      install flock into a fresh prefix, move the prefix (relocatable?), then
 #                     find_package(flock CONFIG REQUIRED) from a consumer project
+#   find_package_engine  the same with -DFLOCK_ENGINE=ON, the consumer linking flock::engine
 #   vcpkg_port        run ports/flock/portfile.cmake with vcpkg_shim.cmake, lay the package out as
 #                     vcpkg does (<root>/installed/x64-linux) and find_package it from there
 #   install_off       -DFLOCK_INSTALL=OFF: cmake --install installs nothing
@@ -190,6 +191,22 @@ elseif(MODE STREQUAL "find_package")
   consume(find_package ${WORK_DIR}/consumer -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix
           -DFLOCK_EXPECTED_PREFIX=${WORK_DIR}/prefix -DFLOCK_EXPECTED_VERSION=${VERSION}
           -DFLOCK_EXPECTED_COMPONENTS=${COMPONENTS})
+
+elseif(MODE STREQUAL "find_package_engine")
+  # -DFLOCK_ENGINE=ON installs the compiled engine too; a consumer asks for it as a component and
+  # links flock::engine, which must carry the library and FLOCK_COMPILED_ENGINE with it.
+  install_flock(${WORK_DIR}/flock-build ${WORK_DIR}/stage -DFLOCK_ENGINE=ON)
+  foreach(f lib/libflock_engine.a share/flock/flock-engine-targets.cmake)
+    if(NOT EXISTS "${WORK_DIR}/stage/${f}")
+      message(FATAL_ERROR "-DFLOCK_ENGINE=ON did not install ${f}")
+    endif()
+  endforeach()
+  check_no_machine_paths(${WORK_DIR}/stage)
+  file(RENAME ${WORK_DIR}/stage ${WORK_DIR}/prefix)
+  file(REMOVE_RECURSE ${WORK_DIR}/flock-build)
+  consume(find_package ${WORK_DIR}/consumer -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix
+          -DFLOCK_EXPECTED_PREFIX=${WORK_DIR}/prefix -DFLOCK_EXPECTED_VERSION=${VERSION}
+          -DFLOCK_EXPECTED_COMPONENTS=engine)
 
 elseif(MODE STREQUAL "vcpkg_port")
   set(port_dir ${SOURCE_DIR}/ports/flock)

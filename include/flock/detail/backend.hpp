@@ -4,27 +4,17 @@
 // Launcher implementations behind the same seam.
 #pragma once
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/uio.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include "config.hpp"
 
-#include <algorithm>
+#include <sys/prctl.h>
+
 #include <csignal>
 #include <cstdlib>
-#include <cstring>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 #include <cstdint>
-#include <cstdio>
-#include <exception>
 #include <memory>
 
 #include <fmt/core.h>
@@ -33,6 +23,21 @@
 #include "../options.hpp"
 #include "posix.hpp"
 #include "worker.hpp"
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/uio.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <cstdio>
+#include <exception>
+#endif
 
 namespace flockmp::detail {
 
@@ -70,13 +75,7 @@ struct WorkerStart {
 
 /// In a new worker: make `out` and `err` (pipes to the parent) its stdout and stderr, and close
 /// the originals. Nothing when they are -1 (WorkerOutput::inherit).
-inline void installWorkerStdio(int out, int err) noexcept {
-  if (out < 0 || err < 0) return;
-  ::dup2(out, 1);
-  ::dup2(err, 2);
-  if (out > 2) ::close(out);
-  if (err > 2) ::close(err);
-}
+FLOCK_ENGINE_INLINE void installWorkerStdio(int out, int err) noexcept;
 
 /// The backend seam: starts workers and collects their exit. Implementations differ in where a
 /// worker's code and data come from (Context::fork, forkserver, spawn).
@@ -104,35 +103,12 @@ inline void onParentDeath(int) noexcept { ::kill(0, SIGKILL); }
 /// Gives the worker valid fds 0-2: stdin is always /dev/null (a worker is in a background process
 /// group, and reading the terminal would stop it with SIGTTIN); stdout and stderr stay the
 /// parent's, or /dev/null where the parent had them closed.
-inline void prepareChildStdio() noexcept {
-  for (int fd = 0; fd <= 2; ++fd) {
-    if (fd != 0 && ::fcntl(fd, F_GETFD) >= 0) continue;
-    const int null = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
-    if (null < 0 || null == fd) continue;
-    ::dup2(null, fd);
-    ::close(null);
-  }
-}
+FLOCK_ENGINE_INLINE void prepareChildStdio() noexcept;
 
 /// Fatal signals get their default action so that a crash is reported as the signal itself
 /// (sanitizer runtimes or the application may have installed handlers that would exit instead);
 /// the parent's death kills the worker's group (see parentDeathSignal).
-inline void resetWorkerSignals() noexcept {
-  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS, SIGINT, SIGTERM,
-                  SIGQUIT, SIGHUP, SIGPIPE, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2}) {
-    struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
-    ::sigemptyset(&sa.sa_mask);
-    ::sigaction(sig, &sa, nullptr);
-  }
-  struct sigaction death {};
-  death.sa_handler = &onParentDeath;
-  ::sigemptyset(&death.sa_mask);
-  ::sigaction(parentDeathSignal(), &death, nullptr);
-  sigset_t none;
-  ::sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-}
+FLOCK_ENGINE_INLINE void resetWorkerSignals() noexcept;
 
 /// Die with the parent. PDEATHSIG races with a parent that died before it was set: re-check.
 inline void dieWithParent(pid_t parent) noexcept {
@@ -141,81 +117,27 @@ inline void dieWithParent(pid_t parent) noexcept {
 }
 
 /// Runs in the child right after fork: make the worker an independent, well-behaved process.
-inline void prepareForkedChild(pid_t parent, bool dieWithThread = true) noexcept {
-  resetWorkerSignals();
-  // Own process group: a timeout kills the worker and anything it started; the terminal's
-  // Ctrl-C goes to the parent, which decides.
-  ::setpgid(0, 0);
-  prepareChildStdio();
-  if (dieWithThread) dieWithParent(parent);
-  else if (::getppid() != parent) ::_exit(workerInternalErrorExit);
-}
+FLOCK_ENGINE_INLINE void prepareForkedChild(pid_t parent, bool dieWithThread = true) noexcept;
 
 /// A worker's two channels: the parent keeps one end of each, the worker gets the other.
 struct ChannelPair {
   Fd parentCommands, childCommands, parentResults, childResults;
 };
 
-inline ChannelPair makeChannels() {
-  ChannelPair c;
-  int cmd[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cmd) < 0) throwErrno("socketpair for a worker");
-  c.parentCommands = Fd(aboveStdio(cmd[0], "moving a worker channel above fd 2"), true);
-  c.childCommands = Fd(aboveStdio(cmd[1], "moving a worker channel above fd 2"));
-  // Results travel over a stream socket, not a pipe: a pipe writer holds the pipe's lock for
-  // its whole copy and the reading parent spins on it (measured here: 17 % of the parent's
-  // time for 1 KB strings); a socket's sender copies into its own buffers.
-  int res[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0) throwErrno("socketpair for a worker");
-  c.parentResults = Fd(aboveStdio(res[0], "moving a worker channel above fd 2"), true);
-  c.childResults = Fd(aboveStdio(res[1], "moving a worker channel above fd 2"));
-  // Larger buffers let big results stream with fewer wake-ups; the kernel caps them
-  // (net.core.wmem_max / rmem_max) and a refusal is harmless. Pools send inputs the other way.
-  const int bufferBytes = 1 << 20;
-  ::setsockopt(c.childResults.get(), SOL_SOCKET, SO_SNDBUF, &bufferBytes, sizeof bufferBytes);
-  ::setsockopt(c.parentResults.get(), SOL_SOCKET, SO_RCVBUF, &bufferBytes, sizeof bufferBytes);
-  return c;
-}
+FLOCK_ENGINE_INLINE ChannelPair makeChannels();
 
 /// A pidfd for a child just started; when none can be had, the child is killed and reaped (no
 /// worker is left unowned) and flockmp::Error says why.
-inline int pidfdOrKill(pid_t pid) {
-  const int pfd = pidfdOpen(pid);
-  if (pfd < 0) {
-    const int err = errno;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    throwErrno("pidfd_open for a worker", err);
-  }
-  return pfd;
-}
+FLOCK_ENGINE_INLINE int pidfdOrKill(pid_t pid);
 
 /// The parent's handle once the worker runs: its channel ends, and a pidfd (closing the pid
 /// down if that fails, so that no worker is left unowned).
-inline WorkerProcess adoptWorker(pid_t pid, int pidfd, ChannelPair& c) {
-  WorkerProcess w;
-  w.pid = pid;
-  try {
-    w.pidfd = Fd(aboveStdio(pidfd, "moving a pidfd above fd 2"), true);
-  } catch (...) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, __WALL);
-    throw;
-  }
-  w.commands = std::move(c.parentCommands);
-  w.results = std::move(c.parentResults);
-  setNonBlocking(w.results.get());
-  return w;
-}
+FLOCK_ENGINE_INLINE WorkerProcess adoptWorker(pid_t pid, int pidfd, ChannelPair& c);
 
 /// True when nobody but flock will collect the exit status of a child created with plain fork:
 /// SIGCHLD has its default action. Under SIG_IGN or SA_NOCLDWAIT the kernel discards the status,
 /// and an application handler may reap every child with waitpid(-1, ...).
-inline bool sigchldIsDefault() noexcept {
-  struct sigaction sa {};
-  if (::sigaction(SIGCHLD, nullptr, &sa) != 0) return false;
-  return (sa.sa_flags & SA_SIGINFO) == 0 && sa.sa_handler == SIG_DFL && (sa.sa_flags & SA_NOCLDWAIT) == 0;
-}
+FLOCK_ENGINE_INLINE bool sigchldIsDefault() noexcept;
 
 /// The kernel's struct clone_args (linux/sched.h, which clashes with glibc's sched.h).
 struct CloneArgs {
@@ -227,18 +149,7 @@ struct CloneArgs {
 /// reaped automatically under SIGCHLD = SIG_IGN nor taken by an application's waitpid(-1, ...);
 /// only waitid(P_PIDFD, ..., __WALL) collects it, so its status stays flock's. Returns -1 with
 /// errno set on failure (ENOSYS before Linux 5.3).
-inline pid_t cloneWithPidfd(int* pidfd) noexcept {
-#ifdef SYS_clone3
-  CloneArgs args;
-  args.flags = 0x00001000; // CLONE_PIDFD
-  args.pidfd = reinterpret_cast<std::uintptr_t>(pidfd);
-  return static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
-#else
-  (void)pidfd;
-  errno = ENOSYS;
-  return -1;
-#endif
-}
+FLOCK_ENGINE_INLINE pid_t cloneWithPidfd(int* pidfd) noexcept;
 
 
 /// Context::fork: workers are forked from the calling process when the call starts, so the
@@ -251,55 +162,7 @@ inline pid_t cloneWithPidfd(int* pidfd) noexcept {
 /// in those workers.
 class ForkLauncher final : public Launcher {
 public:
-  WorkerProcess launch(const WorkerStart& start) override {
-    auto c = makeChannels();
-    // Buffered output must not be printed twice (once by the parent, once by the child).
-    std::fflush(nullptr);
-    const bool plainFork = sigchldIsDefault();
-    // Block signals across fork so the child cannot run one of the parent's handlers before it
-    // has reset them.
-    sigset_t all, old;
-    ::sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &old);
-    const pid_t parent = ::getpid();
-    int pfd = -1;
-    const pid_t pid = plainFork ? ::fork() : cloneWithPidfd(&pfd);
-    if (pid < 0) {
-      int err = errno;
-      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-      throwErrno("fork of a worker process", err);
-    }
-    if (pid == 0) {
-      prepareForkedChild(parent, start.dieWithThread);
-      FdRegistry::remove(start.stdoutFd); // installed as fd 1 and 2, not closed below
-      FdRegistry::remove(start.stderrFd);
-      installWorkerStdio(start.stdoutFd, start.stderrFd);
-      // Close the parent's end of every flock channel in this process (other workers' too),
-      // keep only this worker's own ends, and register those: a call made inside a task has
-      // workers of its own, which must not hold this worker's channel.
-      FdRegistry::closeAllInChild();
-      int in = c.childCommands.release(), out = c.childResults.release();
-      c.parentCommands.release();
-      c.parentResults.release();
-      FdRegistry::add(in);
-      FdRegistry::add(out);
-      int code = 0;
-      try {
-        start.main(start.context, in, out);
-      } catch (...) {
-        code = workerInternalErrorExit;
-      }
-      flushStdio();
-      ::_exit(code);
-    }
-    ::setpgid(pid, pid); // also done in the child; whichever runs first wins the race
-    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-
-    if (plainFork) {
-      pfd = pidfdOrKill(pid);
-    }
-    return adoptWorker(pid, pfd, c);
-  }
+  WorkerProcess launch(const WorkerStart& start) override;
 };
 
 
@@ -341,7 +204,235 @@ struct ServerReply {
 inline constexpr int maxPassedFds = 5;
 
 /// Sends one message with up to maxPassedFds fds over a SOCK_SEQPACKET socket. False when the peer is gone.
-inline bool sendWithFds(int sock, const void* data, std::size_t n, const int* fds, int count) noexcept {
+FLOCK_ENGINE_INLINE bool sendWithFds(int sock, const void* data, std::size_t n, const int* fds,
+                                     int count) noexcept;
+
+/// Receives one message and up to maxPassedFds fds (close-on-exec). Returns the byte count, 0 at EOF, -1
+/// on error; `count` is set to the fds received.
+FLOCK_ENGINE_INLINE ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds,
+                                           int& count) noexcept;
+
+/// The forkserver: a single-threaded copy of the program made by flockmp::init, before the
+/// application started threads. It forks workers on request (they inherit nothing of the
+/// application's later state, and no lock another thread held) and reaps them for the parent.
+/// It leaves when the parent closes its channel (the parent exited), killing what is left.
+[[noreturn]] FLOCK_ENGINE_INLINE void forkServerLoop(int sock);
+
+FLOCK_ENGINE_INLINE void startForkServer();
+
+/// In a program image started by Context::spawn: become the worker its parent asked for.
+[[noreturn]] FLOCK_ENGINE_INLINE void becomeSpawnedWorker(const char* spec);
+
+FLOCK_ENGINE_INLINE Error initMissing(Context c);
+
+
+/// Context::forkserver: workers are forked by the forkserver that flockmp::init started, so they
+/// hold no lock another thread of the application held, and cost no page-table copy of a large
+/// parent. Their exit status comes from the server.
+class ForkserverLauncher final : public Launcher {
+public:
+  ForkserverLauncher() {
+    if (!runtime().initialized) throw initMissing(Context::forkserver);
+  }
+
+  WorkerProcess launch(const WorkerStart& start) override;
+
+  std::optional<int> reap(WorkerProcess& w) noexcept override;
+
+  [[nodiscard]] bool portable() const noexcept override { return true; }
+
+private:
+  static void exchange(const ServerRequest& req, const int* fds, int count, ServerReply& reply,
+                       int* pidfd);
+};
+
+/// Context::spawn: each worker is a fresh execution of the program image (/proc/self/exe), which
+/// flockmp::init diverts into the worker loop before the application's main code runs. Started
+/// with posix_spawn, so the cost does not grow with the parent's memory.
+class SpawnLauncher final : public Launcher {
+public:
+  SpawnLauncher() {
+    if (!runtime().initialized) throw initMissing(Context::spawn);
+  }
+
+  WorkerProcess launch(const WorkerStart& start) override;
+
+  [[nodiscard]] bool portable() const noexcept override { return true; }
+};
+
+/// The launcher for a context. Throws flockmp::Error when forkserver or spawn is asked for but
+/// flockmp::init was not called.
+FLOCK_ENGINE_INLINE std::unique_ptr<Launcher> makeLauncher(Context c);
+
+} // namespace flockmp::detail
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE void installWorkerStdio(int out, int err) noexcept {
+  if (out < 0 || err < 0) return;
+  ::dup2(out, 1);
+  ::dup2(err, 2);
+  if (out > 2) ::close(out);
+  if (err > 2) ::close(err);
+}
+
+FLOCK_ENGINE_INLINE void prepareChildStdio() noexcept {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fd != 0 && ::fcntl(fd, F_GETFD) >= 0) continue;
+    const int null = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (null < 0 || null == fd) continue;
+    ::dup2(null, fd);
+    ::close(null);
+  }
+}
+
+FLOCK_ENGINE_INLINE void resetWorkerSignals() noexcept {
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS, SIGINT, SIGTERM,
+                  SIGQUIT, SIGHUP, SIGPIPE, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2}) {
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    ::sigemptyset(&sa.sa_mask);
+    ::sigaction(sig, &sa, nullptr);
+  }
+  struct sigaction death {};
+  death.sa_handler = &onParentDeath;
+  ::sigemptyset(&death.sa_mask);
+  ::sigaction(parentDeathSignal(), &death, nullptr);
+  sigset_t none;
+  ::sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+FLOCK_ENGINE_INLINE void prepareForkedChild(pid_t parent, bool dieWithThread) noexcept {
+  resetWorkerSignals();
+  // Own process group: a timeout kills the worker and anything it started; the terminal's
+  // Ctrl-C goes to the parent, which decides.
+  ::setpgid(0, 0);
+  prepareChildStdio();
+  if (dieWithThread) dieWithParent(parent);
+  else if (::getppid() != parent) ::_exit(workerInternalErrorExit);
+}
+
+FLOCK_ENGINE_INLINE ChannelPair makeChannels() {
+  ChannelPair c;
+  int cmd[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cmd) < 0) throwErrno("socketpair for a worker");
+  c.parentCommands = Fd(aboveStdio(cmd[0], "moving a worker channel above fd 2"), true);
+  c.childCommands = Fd(aboveStdio(cmd[1], "moving a worker channel above fd 2"));
+  // Results travel over a stream socket, not a pipe: a pipe writer holds the pipe's lock for
+  // its whole copy and the reading parent spins on it (measured here: 17 % of the parent's
+  // time for 1 KB strings); a socket's sender copies into its own buffers.
+  int res[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0) throwErrno("socketpair for a worker");
+  c.parentResults = Fd(aboveStdio(res[0], "moving a worker channel above fd 2"), true);
+  c.childResults = Fd(aboveStdio(res[1], "moving a worker channel above fd 2"));
+  // Larger buffers let big results stream with fewer wake-ups; the kernel caps them
+  // (net.core.wmem_max / rmem_max) and a refusal is harmless. Pools send inputs the other way.
+  const int bufferBytes = 1 << 20;
+  ::setsockopt(c.childResults.get(), SOL_SOCKET, SO_SNDBUF, &bufferBytes, sizeof bufferBytes);
+  ::setsockopt(c.parentResults.get(), SOL_SOCKET, SO_RCVBUF, &bufferBytes, sizeof bufferBytes);
+  return c;
+}
+
+FLOCK_ENGINE_INLINE int pidfdOrKill(pid_t pid) {
+  const int pfd = pidfdOpen(pid);
+  if (pfd < 0) {
+    const int err = errno;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throwErrno("pidfd_open for a worker", err);
+  }
+  return pfd;
+}
+
+FLOCK_ENGINE_INLINE WorkerProcess adoptWorker(pid_t pid, int pidfd, ChannelPair& c) {
+  WorkerProcess w;
+  w.pid = pid;
+  try {
+    w.pidfd = Fd(aboveStdio(pidfd, "moving a pidfd above fd 2"), true);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, __WALL);
+    throw;
+  }
+  w.commands = std::move(c.parentCommands);
+  w.results = std::move(c.parentResults);
+  setNonBlocking(w.results.get());
+  return w;
+}
+
+FLOCK_ENGINE_INLINE bool sigchldIsDefault() noexcept {
+  struct sigaction sa {};
+  if (::sigaction(SIGCHLD, nullptr, &sa) != 0) return false;
+  return (sa.sa_flags & SA_SIGINFO) == 0 && sa.sa_handler == SIG_DFL && (sa.sa_flags & SA_NOCLDWAIT) == 0;
+}
+
+FLOCK_ENGINE_INLINE pid_t cloneWithPidfd(int* pidfd) noexcept {
+#ifdef SYS_clone3
+  CloneArgs args;
+  args.flags = 0x00001000; // CLONE_PIDFD
+  args.pidfd = reinterpret_cast<std::uintptr_t>(pidfd);
+  return static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
+#else
+  (void)pidfd;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+FLOCK_ENGINE_INLINE WorkerProcess ForkLauncher::launch(const WorkerStart& start) {
+  auto c = makeChannels();
+  // Buffered output must not be printed twice (once by the parent, once by the child).
+  std::fflush(nullptr);
+  const bool plainFork = sigchldIsDefault();
+  // Block signals across fork so the child cannot run one of the parent's handlers before it
+  // has reset them.
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t parent = ::getpid();
+  int pfd = -1;
+  const pid_t pid = plainFork ? ::fork() : cloneWithPidfd(&pfd);
+  if (pid < 0) {
+    int err = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throwErrno("fork of a worker process", err);
+  }
+  if (pid == 0) {
+    prepareForkedChild(parent, start.dieWithThread);
+    FdRegistry::remove(start.stdoutFd); // installed as fd 1 and 2, not closed below
+    FdRegistry::remove(start.stderrFd);
+    installWorkerStdio(start.stdoutFd, start.stderrFd);
+    // Close the parent's end of every flock channel in this process (other workers' too),
+    // keep only this worker's own ends, and register those: a call made inside a task has
+    // workers of its own, which must not hold this worker's channel.
+    FdRegistry::closeAllInChild();
+    int in = c.childCommands.release(), out = c.childResults.release();
+    c.parentCommands.release();
+    c.parentResults.release();
+    FdRegistry::add(in);
+    FdRegistry::add(out);
+    int code = 0;
+    try {
+      start.main(start.context, in, out);
+    } catch (...) {
+      code = workerInternalErrorExit;
+    }
+    flushStdio();
+    ::_exit(code);
+  }
+  ::setpgid(pid, pid); // also done in the child; whichever runs first wins the race
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+
+  if (plainFork) {
+    pfd = pidfdOrKill(pid);
+  }
+  return adoptWorker(pid, pfd, c);
+}
+
+FLOCK_ENGINE_INLINE bool sendWithFds(int sock, const void* data, std::size_t n, const int* fds,
+                                     int count) noexcept {
   iovec iov{const_cast<void*>(data), n};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * maxPassedFds)] = {};
   msghdr msg{};
@@ -363,9 +454,8 @@ inline bool sendWithFds(int sock, const void* data, std::size_t n, const int* fd
   }
 }
 
-/// Receives one message and up to maxPassedFds fds (close-on-exec). Returns the byte count, 0 at EOF, -1
-/// on error; `count` is set to the fds received.
-inline ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds, int& count) noexcept {
+FLOCK_ENGINE_INLINE ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds,
+                                           int& count) noexcept {
   iovec iov{data, n};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * maxPassedFds)] = {};
   msghdr msg{};
@@ -392,11 +482,7 @@ inline ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds, int
   return r;
 }
 
-/// The forkserver: a single-threaded copy of the program made by flockmp::init, before the
-/// application started threads. It forks workers on request (they inherit nothing of the
-/// application's later state, and no lock another thread held) and reaps them for the parent.
-/// It leaves when the parent closes its channel (the parent exited), killing what is left.
-[[noreturn]] inline void forkServerLoop(int sock) {
+[[noreturn]] FLOCK_ENGINE_INLINE void forkServerLoop(int sock) {
   struct Child {
     pid_t pid;
     int pidfd;
@@ -466,7 +552,7 @@ inline ssize_t receiveWithFds(int sock, void* data, std::size_t n, int* fds, int
   ::_exit(0);
 }
 
-inline void startForkServer() {
+FLOCK_ENGINE_INLINE void startForkServer() {
   auto& rt = runtime();
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throwErrno("socketpair for the forkserver");
@@ -490,8 +576,7 @@ inline void startForkServer() {
   rt.serverPid = pid;
 }
 
-/// In a program image started by Context::spawn: become the worker its parent asked for.
-[[noreturn]] inline void becomeSpawnedWorker(const char* spec) {
+[[noreturn]] FLOCK_ENGINE_INLINE void becomeSpawnedWorker(const char* spec) {
   unsigned long long v[7] = {};
   if (std::sscanf(spec, "%llu,%llu,%llu,%llu,%llu,%llu,%llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]) != 7)
     ::_exit(workerInternalErrorExit);
@@ -508,145 +593,121 @@ inline void startForkServer() {
   portableWorkerMain(in, out, static_cast<int>(v[2]), static_cast<std::size_t>(v[3]), static_cast<std::size_t>(v[4]));
 }
 
-inline Error initMissing(Context c) {
+FLOCK_ENGINE_INLINE Error initMissing(Context c) {
   return Error(fmt::format(
       "flock: Context::{} needs flockmp::init(argc, argv) as the first statement of main (it starts the "
       "forkserver before any thread and lets spawned workers skip your main); see README, \"Pools and contexts\"",
       c == Context::spawn ? "spawn" : "forkserver"));
 }
 
-
-/// Context::forkserver: workers are forked by the forkserver that flockmp::init started, so they
-/// hold no lock another thread of the application held, and cost no page-table copy of a large
-/// parent. Their exit status comes from the server.
-class ForkserverLauncher final : public Launcher {
-public:
-  ForkserverLauncher() {
-    if (!runtime().initialized) throw initMissing(Context::forkserver);
+FLOCK_ENGINE_INLINE WorkerProcess ForkserverLauncher::launch(const WorkerStart& start) {
+  auto c = makeChannels();
+  auto& rt = runtime();
+  ServerRequest req{ServerRequest::launch, 0, start.controlBytes, start.slot};
+  const int fds[maxPassedFds] = {c.childCommands.get(), c.childResults.get(), start.controlFd,
+                                 start.stdoutFd, start.stderrFd};
+  ServerReply reply;
+  int pidfd = -1;
+  {
+    std::lock_guard lock(rt.serverMutex);
+    exchange(req, fds, start.stdoutFd >= 0 && start.stderrFd >= 0 ? 5 : 3, reply, &pidfd);
   }
-
-  WorkerProcess launch(const WorkerStart& start) override {
-    auto c = makeChannels();
-    auto& rt = runtime();
-    ServerRequest req{ServerRequest::launch, 0, start.controlBytes, start.slot};
-    const int fds[maxPassedFds] = {c.childCommands.get(), c.childResults.get(), start.controlFd, start.stdoutFd,
-                                   start.stderrFd};
-    ServerReply reply;
-    int pidfd = -1;
-    {
-      std::lock_guard lock(rt.serverMutex);
-      exchange(req, fds, start.stdoutFd >= 0 && start.stderrFd >= 0 ? 5 : 3, reply, &pidfd);
-    }
-    if (reply.value <= 0) {
-      if (pidfd >= 0) ::close(pidfd);
-      throwErrno("fork of a worker by the forkserver", static_cast<int>(-reply.value));
-    }
-    if (pidfd < 0) throw Error("flock: the forkserver started a worker but sent no pidfd for it");
-    return adoptWorker(static_cast<pid_t>(reply.value), pidfd, c);
+  if (reply.value <= 0) {
+    if (pidfd >= 0) ::close(pidfd);
+    throwErrno("fork of a worker by the forkserver", static_cast<int>(-reply.value));
   }
+  if (pidfd < 0) throw Error("flock: the forkserver started a worker but sent no pidfd for it");
+  return adoptWorker(static_cast<pid_t>(reply.value), pidfd, c);
+}
 
-  std::optional<int> reap(WorkerProcess& w) noexcept override {
-    auto& rt = runtime();
-    ServerRequest req{ServerRequest::reap, 0, static_cast<std::uint64_t>(w.pid), 0};
-    ServerReply reply;
-    try {
-      std::lock_guard lock(rt.serverMutex);
-      exchange(req, nullptr, 0, reply, nullptr);
-    } catch (...) {
-      return std::nullopt;
-    }
-    if (reply.value != 1) return std::nullopt;
-    return reply.status;
+FLOCK_ENGINE_INLINE std::optional<int> ForkserverLauncher::reap(WorkerProcess& w) noexcept {
+  auto& rt = runtime();
+  ServerRequest req{ServerRequest::reap, 0, static_cast<std::uint64_t>(w.pid), 0};
+  ServerReply reply;
+  try {
+    std::lock_guard lock(rt.serverMutex);
+    exchange(req, nullptr, 0, reply, nullptr);
+  } catch (...) {
+    return std::nullopt;
   }
+  if (reply.value != 1) return std::nullopt;
+  return reply.status;
+}
 
-  [[nodiscard]] bool portable() const noexcept override { return true; }
-
-private:
-  static void exchange(const ServerRequest& req, const int* fds, int count, ServerReply& reply,
-                       int* pidfd) {
-    auto& rt = runtime();
-    const int sock = rt.server.get();
-    if (sock < 0 || !sendWithFds(sock, &req, sizeof req, fds, count))
-      throw Error("flock: the forkserver is gone (was it killed?); workers of Context::forkserver cannot start");
-    int got[maxPassedFds];
-    int n = 0;
-    const ssize_t r = receiveWithFds(sock, &reply, sizeof reply, got, n);
-    for (int i = 0; i < n; ++i) {
-      if (pidfd && *pidfd < 0) *pidfd = got[i];
-      else ::close(got[i]);
-    }
-    if (r != sizeof reply) throw Error("flock: the forkserver is gone (was it killed?); no reply to a request");
+FLOCK_ENGINE_INLINE void ForkserverLauncher::exchange(const ServerRequest& req, const int* fds,
+                                                      int count, ServerReply& reply, int* pidfd) {
+  auto& rt = runtime();
+  const int sock = rt.server.get();
+  if (sock < 0 || !sendWithFds(sock, &req, sizeof req, fds, count))
+    throw Error("flock: the forkserver is gone (was it killed?); workers of Context::forkserver "
+                "cannot start");
+  int got[maxPassedFds];
+  int n = 0;
+  const ssize_t r = receiveWithFds(sock, &reply, sizeof reply, got, n);
+  for (int i = 0; i < n; ++i) {
+    if (pidfd && *pidfd < 0) *pidfd = got[i];
+    else ::close(got[i]);
   }
-};
+  if (r != sizeof reply)
+    throw Error("flock: the forkserver is gone (was it killed?); no reply to a request");
+}
 
-/// Context::spawn: each worker is a fresh execution of the program image (/proc/self/exe), which
-/// flockmp::init diverts into the worker loop before the application's main code runs. Started
-/// with posix_spawn, so the cost does not grow with the parent's memory.
-class SpawnLauncher final : public Launcher {
-public:
-  SpawnLauncher() {
-    if (!runtime().initialized) throw initMissing(Context::spawn);
+FLOCK_ENGINE_INLINE WorkerProcess SpawnLauncher::launch(const WorkerStart& start) {
+  auto c = makeChannels();
+  const int in = c.childCommands.get(), out = c.childResults.get();
+  const std::string spec = fmt::format("{}={},{},{},{},{},{},{}", spawnedWorkerVariable, in, out,
+                                       start.controlFd, start.controlBytes, start.slot, ::getpid(),
+                                       start.dieWithThread ? 1 : 0);
+  std::vector<char*> env;
+  const std::string_view prefix = std::string_view(spawnedWorkerVariable);
+  for (char** e = environ; e && *e; ++e) {
+    const std::string_view entry(*e);
+    if (entry.starts_with(prefix) && entry.size() > prefix.size() && entry[prefix.size()] == '=')
+      continue;
+    env.push_back(*e);
   }
+  env.push_back(const_cast<char*>(spec.c_str()));
+  env.push_back(nullptr);
 
-  WorkerProcess launch(const WorkerStart& start) override {
-    auto c = makeChannels();
-    const int in = c.childCommands.get(), out = c.childResults.get();
-    const std::string spec = fmt::format("{}={},{},{},{},{},{},{}", spawnedWorkerVariable, in, out,
-                                         start.controlFd, start.controlBytes, start.slot, ::getpid(),
-                                         start.dieWithThread ? 1 : 0);
-    std::vector<char*> env;
-    const std::string_view prefix = std::string_view(spawnedWorkerVariable);
-    for (char** e = environ; e && *e; ++e) {
-      const std::string_view entry(*e);
-      if (entry.starts_with(prefix) && entry.size() > prefix.size() && entry[prefix.size()] == '=') continue;
-      env.push_back(*e);
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawnattr_init(&attr);
+  struct Cleanup {
+    posix_spawn_file_actions_t* a;
+    posix_spawnattr_t* t;
+    ~Cleanup() {
+      ::posix_spawn_file_actions_destroy(a);
+      ::posix_spawnattr_destroy(t);
     }
-    env.push_back(const_cast<char*>(spec.c_str()));
-    env.push_back(nullptr);
-
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    ::posix_spawn_file_actions_init(&actions);
-    ::posix_spawnattr_init(&attr);
-    struct Cleanup {
-      posix_spawn_file_actions_t* a;
-      posix_spawnattr_t* t;
-      ~Cleanup() {
-        ::posix_spawn_file_actions_destroy(a);
-        ::posix_spawnattr_destroy(t);
-      }
-    } cleanup{&actions, &attr};
-    // dup2 of an fd onto itself clears its close-on-exec flag in the child only.
-    for (int fd : {in, out, start.controlFd}) ::posix_spawn_file_actions_adddup2(&actions, fd, fd);
-    ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    if (start.stdoutFd >= 0 && start.stderrFd >= 0) {
-      ::posix_spawn_file_actions_adddup2(&actions, start.stdoutFd, 1);
-      ::posix_spawn_file_actions_adddup2(&actions, start.stderrFd, 2);
-    }
-    sigset_t none, defaults;
-    ::sigemptyset(&none);
-    ::sigfillset(&defaults);
-    ::sigdelset(&defaults, SIGKILL);
-    ::sigdelset(&defaults, SIGSTOP);
-    ::posix_spawnattr_setsigmask(&attr, &none);
-    ::posix_spawnattr_setsigdefault(&attr, &defaults);
-    ::posix_spawnattr_setpgroup(&attr, 0);
-    ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    std::string program = runtime().program;
-    char* argv[] = {program.data(), nullptr};
-    pid_t pid = -1;
-    const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, env.data());
-    if (rc != 0) throwErrno("posix_spawn of a worker (Context::spawn)", rc);
-    const int pfd = pidfdOrKill(pid);
-    return adoptWorker(pid, pfd, c);
+  } cleanup{&actions, &attr};
+  // dup2 of an fd onto itself clears its close-on-exec flag in the child only.
+  for (int fd : {in, out, start.controlFd}) ::posix_spawn_file_actions_adddup2(&actions, fd, fd);
+  ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (start.stdoutFd >= 0 && start.stderrFd >= 0) {
+    ::posix_spawn_file_actions_adddup2(&actions, start.stdoutFd, 1);
+    ::posix_spawn_file_actions_adddup2(&actions, start.stderrFd, 2);
   }
+  sigset_t none, defaults;
+  ::sigemptyset(&none);
+  ::sigfillset(&defaults);
+  ::sigdelset(&defaults, SIGKILL);
+  ::sigdelset(&defaults, SIGSTOP);
+  ::posix_spawnattr_setsigmask(&attr, &none);
+  ::posix_spawnattr_setsigdefault(&attr, &defaults);
+  ::posix_spawnattr_setpgroup(&attr, 0);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
+  std::string program = runtime().program;
+  char* argv[] = {program.data(), nullptr};
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, env.data());
+  if (rc != 0) throwErrno("posix_spawn of a worker (Context::spawn)", rc);
+  const int pfd = pidfdOrKill(pid);
+  return adoptWorker(pid, pfd, c);
+}
 
-  [[nodiscard]] bool portable() const noexcept override { return true; }
-};
-
-/// The launcher for a context. Throws flockmp::Error when forkserver or spawn is asked for but
-/// flockmp::init was not called.
-inline std::unique_ptr<Launcher> makeLauncher(Context c) {
+FLOCK_ENGINE_INLINE std::unique_ptr<Launcher> makeLauncher(Context c) {
   switch (c) {
   case Context::fork: return std::make_unique<ForkLauncher>();
   case Context::forkserver: return std::make_unique<ForkserverLauncher>();
@@ -656,3 +717,4 @@ inline std::unique_ptr<Launcher> makeLauncher(Context c) {
 }
 
 } // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS

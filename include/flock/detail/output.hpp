@@ -10,23 +10,27 @@
 // mistaken for a marker would have to contain those 8 random bytes after a NUL.
 #pragma once
 
+#include "config.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "posix.hpp"
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
-
 #include <cerrno>
-#include <cstddef>
-#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
-#include <string>
-#include <string_view>
-
-#include "posix.hpp"
+#endif
 
 namespace flockmp::detail {
 
@@ -34,16 +38,7 @@ namespace flockmp::detail {
 inline constexpr std::size_t outputMarkerBytes = 1 + 8 + 8;
 
 /// A fresh random nonce for a worker's markers (never 0: 0 means "no markers").
-inline std::uint64_t newOutputNonce() noexcept {
-  std::uint64_t v = 0;
-  if (::getrandom(&v, sizeof v, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof v)) {
-    timespec ts{};
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    v = (static_cast<std::uint64_t>(ts.tv_nsec) << 20) ^ static_cast<std::uint64_t>(ts.tv_sec) ^
-        (static_cast<std::uint64_t>(::getpid()) << 40) ^ 0x9e3779b97f4a7c15u;
-  }
-  return v == 0 ? 1 : v;
-}
+FLOCK_ENGINE_INLINE std::uint64_t newOutputNonce() noexcept;
 
 /// Worker side, prefix mode: where markers go (the pipes the worker started with, duplicated so
 /// that a task redirecting its fd 1 does not receive them) and the nonce. A process global:
@@ -57,7 +52,85 @@ inline WorkerStdio& workerStdio() noexcept { return workerStdioState; }
 
 /// Worker side: flush what the task printed so far (stdout and stderr only: the task's own
 /// files are its business), so that it goes out before the next marker.
-inline void flushStdStreams() noexcept {
+FLOCK_ENGINE_INLINE void flushStdStreams() noexcept;
+
+/// Worker side, prefix mode: input `index` starts (-1: no input runs from now on).
+FLOCK_ENGINE_INLINE void markOutput(std::int64_t index) noexcept;
+
+/// Worker side, at start: with a nonce (prefix mode), keep private copies of fds 1 and 2 (the
+/// pipes to the parent) for the markers, and mark that no input runs yet.
+FLOCK_ENGINE_INLINE void setUpWorkerStdio(std::uint64_t nonce) noexcept;
+
+/// Parent side: writes all of `s` to the application's `fd` (its stdout or stderr), waiting when
+/// the descriptor is non-blocking and full, as the application's own printf would. SIGPIPE is
+/// blocked in this thread meanwhile (and the one a broken pipe raised is consumed): text for a
+/// stream nobody reads any more is dropped, and the application is not killed by a library.
+/// Other errors drop the text too: worker output never fails a call.
+FLOCK_ENGINE_INLINE void writeForwarded(int fd, std::string_view s) noexcept;
+
+/// Parent side: one of a worker's output pipes (its stdout or its stderr), cut into lines.
+class OutputPipe {
+public:
+  OutputPipe() = default;
+  OutputPipe(Fd fd, int worker, bool prefix, std::uint64_t nonce) noexcept
+      : fd_(std::move(fd)), worker_(worker), prefix_(prefix), nonce_(nonce) {}
+
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  [[nodiscard]] bool open() const noexcept { return static_cast<bool>(fd_) && !eof_; }
+
+  /// Reads what the pipe holds now (at most about `budget` bytes, in large non-blocking reads)
+  /// and appends the lines it completes to `out`. Returns the bytes read (0: nothing now, or
+  /// the end of the pipe).
+  std::size_t read(std::string& out, std::size_t budget = std::size_t{1} << 20);
+
+  /// The worker is gone, or its call is over: read what the pipe holds (bounded, should a
+  /// process the task left behind keep writing), then write an unfinished line with `cut`
+  /// appended (e.g. " [cut: worker crashed]"; empty: nothing) and a newline, so that no line
+  /// waits for a later call. With `close`, the pipe is closed afterwards.
+  void finish(std::string& out, std::string_view cut, bool close);
+
+private:
+  /// Handles `n` bytes just read.
+  void parse(const char* data, std::size_t n, std::string& out);
+
+  /// Prefix mode: lines into line_ (emitted at their newline), markers into current_; a
+  /// possible marker cut by the end of the read waits in buf_.
+  void parsePrefixed(const char* p, const char* const end, std::string& out);
+
+  void appendToLine(const char* p, std::size_t n);
+
+  /// line_ is complete (it ends with a newline): out gets it, with its prefix.
+  void emit(std::string& out);
+
+  Fd fd_;
+  int worker_ = 0;
+  bool prefix_ = false;
+  std::uint64_t nonce_ = 0;
+  bool eof_ = false;
+  std::string buf_;           // forward: the unfinished line; prefix: a possible marker cut by a read
+  std::string line_;          // prefix: the unfinished line, markers removed
+  bool started_ = false;      // line_ has a first byte (it may be empty only in forward settle)
+  std::int64_t lineInput_ = -1;
+  std::int64_t current_ = -1; // the input running, as the last marker said
+};
+
+} // namespace flockmp::detail
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE std::uint64_t newOutputNonce() noexcept {
+  std::uint64_t v = 0;
+  if (::getrandom(&v, sizeof v, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof v)) {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    v = (static_cast<std::uint64_t>(ts.tv_nsec) << 20) ^ static_cast<std::uint64_t>(ts.tv_sec) ^
+        (static_cast<std::uint64_t>(::getpid()) << 40) ^ 0x9e3779b97f4a7c15u;
+  }
+  return v == 0 ? 1 : v;
+}
+
+FLOCK_ENGINE_INLINE void flushStdStreams() noexcept {
   try {
     std::cout.flush();
     std::cerr.flush();
@@ -69,8 +142,7 @@ inline void flushStdStreams() noexcept {
   std::fflush(stderr);
 }
 
-/// Worker side, prefix mode: input `index` starts (-1: no input runs from now on).
-inline void markOutput(std::int64_t index) noexcept {
+FLOCK_ENGINE_INLINE void markOutput(std::int64_t index) noexcept {
   auto& w = workerStdio();
   if (w.nonce == 0) return;
   flushStdStreams();
@@ -85,9 +157,7 @@ inline void markOutput(std::int64_t index) noexcept {
   }
 }
 
-/// Worker side, at start: with a nonce (prefix mode), keep private copies of fds 1 and 2 (the
-/// pipes to the parent) for the markers, and mark that no input runs yet.
-inline void setUpWorkerStdio(std::uint64_t nonce) noexcept {
+FLOCK_ENGINE_INLINE void setUpWorkerStdio(std::uint64_t nonce) noexcept {
   auto& w = workerStdio();
   w.nonce = 0;
   if (nonce == 0) return;
@@ -99,12 +169,7 @@ inline void setUpWorkerStdio(std::uint64_t nonce) noexcept {
   w.nonce = nonce;
 }
 
-/// Parent side: writes all of `s` to the application's `fd` (its stdout or stderr), waiting when
-/// the descriptor is non-blocking and full, as the application's own printf would. SIGPIPE is
-/// blocked in this thread meanwhile (and the one a broken pipe raised is consumed): text for a
-/// stream nobody reads any more is dropped, and the application is not killed by a library.
-/// Other errors drop the text too: worker output never fails a call.
-inline void writeForwarded(int fd, std::string_view s) noexcept {
+FLOCK_ENGINE_INLINE void writeForwarded(int fd, std::string_view s) noexcept {
   if (s.empty()) return;
   sigset_t block, old, pending;
   ::sigemptyset(&block);
@@ -139,146 +204,116 @@ inline void writeForwarded(int fd, std::string_view s) noexcept {
   }
 }
 
-/// Parent side: one of a worker's output pipes (its stdout or its stderr), cut into lines.
-class OutputPipe {
-public:
-  OutputPipe() = default;
-  OutputPipe(Fd fd, int worker, bool prefix, std::uint64_t nonce) noexcept
-      : fd_(std::move(fd)), worker_(worker), prefix_(prefix), nonce_(nonce) {}
-
-  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
-  [[nodiscard]] bool open() const noexcept { return static_cast<bool>(fd_) && !eof_; }
-
-  /// Reads what the pipe holds now (at most about `budget` bytes, in large non-blocking reads)
-  /// and appends the lines it completes to `out`. Returns the bytes read (0: nothing now, or
-  /// the end of the pipe).
-  std::size_t read(std::string& out, std::size_t budget = std::size_t{1} << 20) {
-    static thread_local char chunk[1 << 16];
-    std::size_t got = 0;
-    while (open() && got < budget) {
-      const ssize_t r = ::read(fd_.get(), chunk, sizeof chunk);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) eof_ = true;
-        break;
-      }
-      got += static_cast<std::size_t>(r);
-      parse(chunk, static_cast<std::size_t>(r), out);
+FLOCK_ENGINE_INLINE std::size_t OutputPipe::read(std::string& out, std::size_t budget) {
+  static thread_local char chunk[1 << 16];
+  std::size_t got = 0;
+  while (open() && got < budget) {
+    const ssize_t r = ::read(fd_.get(), chunk, sizeof chunk);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) eof_ = true;
+      break;
     }
-    return got;
+    got += static_cast<std::size_t>(r);
+    parse(chunk, static_cast<std::size_t>(r), out);
   }
+  return got;
+}
 
-  /// The worker is gone, or its call is over: read what the pipe holds (bounded, should a
-  /// process the task left behind keep writing), then write an unfinished line with `cut`
-  /// appended (e.g. " [cut: worker crashed]"; empty: nothing) and a newline, so that no line
-  /// waits for a later call. With `close`, the pipe is closed afterwards.
-  void finish(std::string& out, std::string_view cut, bool close) {
-    read(out, std::size_t{16} << 20);
-    if (close) fd_.reset();
-    if (!prefix_) {
-      if (buf_.empty()) return;
-      line_.assign(buf_.data(), buf_.size()); // forward mode keeps the unfinished line in buf_
-      started_ = true;
-    } else if (!buf_.empty()) {
-      appendToLine(buf_.data(), buf_.size()); // a partial marker still held is task output
+FLOCK_ENGINE_INLINE void OutputPipe::finish(std::string& out, std::string_view cut, bool close) {
+  read(out, std::size_t{16} << 20);
+  if (close) fd_.reset();
+  if (!prefix_) {
+    if (buf_.empty()) return;
+    line_.assign(buf_.data(), buf_.size()); // forward mode keeps the unfinished line in buf_
+    started_ = true;
+  } else if (!buf_.empty()) {
+    appendToLine(buf_.data(), buf_.size()); // a partial marker still held is task output
+  }
+  buf_.clear();
+  if (!started_) return;
+  line_ += cut;
+  line_ += '\n';
+  emit(out);
+}
+
+FLOCK_ENGINE_INLINE void OutputPipe::parse(const char* data, std::size_t n, std::string& out) {
+  if (!prefix_) {
+    // Forward: whole lines go out as they are, in one append; the unfinished one waits in buf_.
+    const void* nl = ::memrchr(data, '\n', n);
+    if (nl == nullptr) {
+      buf_.append(data, n);
+      return;
     }
-    buf_.clear();
-    if (!started_) return;
-    line_ += cut;
-    line_ += '\n';
-    emit(out);
+    const auto end = static_cast<std::size_t>(static_cast<const char*>(nl) - data) + 1;
+    out += buf_;
+    out.append(data, end);
+    buf_.assign(data + end, n - end);
+    return;
   }
+  if (buf_.empty()) {
+    parsePrefixed(data, data + n, out);
+    return;
+  }
+  std::string joined; // a partial marker held from the last read, then these bytes
+  joined.swap(buf_);
+  joined.append(data, n);
+  parsePrefixed(joined.data(), joined.data() + joined.size(), out);
+}
 
-private:
-  /// Handles `n` bytes just read.
-  void parse(const char* data, std::size_t n, std::string& out) {
-    if (!prefix_) {
-      // Forward: whole lines go out as they are, in one append; the unfinished one waits in buf_.
-      const void* nl = ::memrchr(data, '\n', n);
+FLOCK_ENGINE_INLINE void OutputPipe::parsePrefixed(const char* p, const char* const end,
+                                                   std::string& out) {
+  while (p < end) {
+    const auto n = static_cast<std::size_t>(end - p);
+    const char* nl = static_cast<const char*>(std::memchr(p, '\n', n));
+    const char* z =
+        static_cast<const char*>(std::memchr(p, '\0', nl ? static_cast<std::size_t>(nl - p) : n));
+    if (z == nullptr) {
       if (nl == nullptr) {
-        buf_.append(data, n);
+        appendToLine(p, n);
         return;
       }
-      const auto end = static_cast<std::size_t>(static_cast<const char*>(nl) - data) + 1;
-      out += buf_;
-      out.append(data, end);
-      buf_.assign(data + end, n - end);
+      appendToLine(p, static_cast<std::size_t>(nl - p) + 1);
+      emit(out);
+      p = nl + 1;
+      continue;
+    }
+    appendToLine(p, static_cast<std::size_t>(z - p));
+    if (static_cast<std::size_t>(end - z) < outputMarkerBytes) {
+      buf_.assign(z, static_cast<std::size_t>(end - z)); // perhaps a marker: the next read says
       return;
     }
-    if (buf_.empty()) {
-      parsePrefixed(data, data + n, out);
-      return;
-    }
-    std::string joined; // a partial marker held from the last read, then these bytes
-    joined.swap(buf_);
-    joined.append(data, n);
-    parsePrefixed(joined.data(), joined.data() + joined.size(), out);
-  }
-
-  /// Prefix mode: lines into line_ (emitted at their newline), markers into current_; a
-  /// possible marker cut by the end of the read waits in buf_.
-  void parsePrefixed(const char* p, const char* const end, std::string& out) {
-    while (p < end) {
-      const auto n = static_cast<std::size_t>(end - p);
-      const char* nl = static_cast<const char*>(std::memchr(p, '\n', n));
-      const char* z = static_cast<const char*>(std::memchr(p, '\0', nl ? static_cast<std::size_t>(nl - p) : n));
-      if (z == nullptr) {
-        if (nl == nullptr) {
-          appendToLine(p, n);
-          return;
-        }
-        appendToLine(p, static_cast<std::size_t>(nl - p) + 1);
-        emit(out);
-        p = nl + 1;
-        continue;
-      }
-      appendToLine(p, static_cast<std::size_t>(z - p));
-      if (static_cast<std::size_t>(end - z) < outputMarkerBytes) {
-        buf_.assign(z, static_cast<std::size_t>(end - z)); // perhaps a marker: the next read says
-        return;
-      }
-      std::uint64_t nonce = 0;
-      std::memcpy(&nonce, z + 1, 8);
-      if (nonce == nonce_) {
-        std::memcpy(&current_, z + 9, 8);
-        p = z + outputMarkerBytes;
-      } else {
-        appendToLine(z, 1); // a NUL the task wrote
-        p = z + 1;
-      }
+    std::uint64_t nonce = 0;
+    std::memcpy(&nonce, z + 1, 8);
+    if (nonce == nonce_) {
+      std::memcpy(&current_, z + 9, 8);
+      p = z + outputMarkerBytes;
+    } else {
+      appendToLine(z, 1); // a NUL the task wrote
+      p = z + 1;
     }
   }
+}
 
-  void appendToLine(const char* p, std::size_t n) {
-    if (n == 0) return;
-    if (!started_) {
-      started_ = true;
-      lineInput_ = current_;
-    }
-    line_.append(p, n);
+FLOCK_ENGINE_INLINE void OutputPipe::appendToLine(const char* p, std::size_t n) {
+  if (n == 0) return;
+  if (!started_) {
+    started_ = true;
+    lineInput_ = current_;
   }
+  line_.append(p, n);
+}
 
-  /// line_ is complete (it ends with a newline): out gets it, with its prefix.
-  void emit(std::string& out) {
-    if (prefix_) {
-      if (lineInput_ >= 0) out += "[worker " + std::to_string(worker_) + ", input " + std::to_string(lineInput_) + "] ";
-      else out += "[worker " + std::to_string(worker_) + "] ";
-    }
-    out += line_;
-    line_.clear();
-    started_ = false;
+FLOCK_ENGINE_INLINE void OutputPipe::emit(std::string& out) {
+  if (prefix_) {
+    if (lineInput_ >= 0)
+      out += "[worker " + std::to_string(worker_) + ", input " + std::to_string(lineInput_) + "] ";
+    else out += "[worker " + std::to_string(worker_) + "] ";
   }
-
-  Fd fd_;
-  int worker_ = 0;
-  bool prefix_ = false;
-  std::uint64_t nonce_ = 0;
-  bool eof_ = false;
-  std::string buf_;           // forward: the unfinished line; prefix: a possible marker cut by a read
-  std::string line_;          // prefix: the unfinished line, markers removed
-  bool started_ = false;      // line_ has a first byte (it may be empty only in forward settle)
-  std::int64_t lineInput_ = -1;
-  std::int64_t current_ = -1; // the input running, as the last marker said
-};
+  out += line_;
+  line_.clear();
+  started_ = false;
+}
 
 } // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS

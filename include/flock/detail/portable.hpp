@@ -5,11 +5,10 @@
 // codable function object or of the object of a member function.
 #pragma once
 
-#include <link.h>
+#include "config.hpp"
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <string>
 #include <type_traits>
@@ -20,6 +19,11 @@
 #include "../codec.hpp"
 #include "../error.hpp"
 
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <link.h>
+#include <cstring>
+#endif
+
 namespace flockmp::detail {
 
 /// Where a piece of code is, in terms that hold in another process running the same binary: the
@@ -29,83 +33,17 @@ struct CodeRef {
   std::string object;
   std::uint64_t offset = 0;
 
-  void encode(ByteWriter& w) const {
-    w.writeRaw(static_cast<std::uint32_t>(object.size()));
-    w.write(object.data(), object.size());
-    w.writeRaw(offset);
-  }
-  static CodeRef decode(ByteReader& r) {
-    CodeRef ref;
-    const auto len = r.readRaw<std::uint32_t>();
-    const std::byte* p = r.take(len);
-    ref.object.assign(reinterpret_cast<const char*>(p), len);
-    ref.offset = r.readRaw<std::uint64_t>();
-    return ref;
-  }
+  void encode(ByteWriter& w) const;
+  static CodeRef decode(ByteReader& r);
 };
 
 /// The CodeRef of an address in this process. Throws flockmp::Error when no loaded object holds it
 /// (code generated at run time cannot be found again in a worker).
-inline CodeRef codeRefOf(const void* address) {
-  struct Search {
-    std::uintptr_t address;
-    CodeRef ref;
-    bool found = false;
-  } search{reinterpret_cast<std::uintptr_t>(address), {}, false};
-  ::dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t, void* data) -> int {
-        auto& s = *static_cast<Search*>(data);
-        for (int k = 0; k < info->dlpi_phnum; ++k) {
-          const auto& ph = info->dlpi_phdr[k];
-          if (ph.p_type != PT_LOAD) continue;
-          const std::uintptr_t low = info->dlpi_addr + ph.p_vaddr;
-          if (s.address >= low && s.address - low < ph.p_memsz) {
-            s.ref.object = info->dlpi_name ? info->dlpi_name : "";
-            s.ref.offset = s.address - info->dlpi_addr;
-            s.found = true;
-            return 1;
-          }
-        }
-        return 0;
-      },
-      &search);
-  if (!search.found)
-    throw Error(fmt::format("flock: the function at {} is in no loaded object (code made at run time cannot run "
-                            "in a pool's worker)",
-                            address));
-  return std::move(search.ref);
-}
+FLOCK_ENGINE_INLINE CodeRef codeRefOf(const void* address);
 
 /// The address a CodeRef names in this process. Throws flockmp::Error naming the object when it
 /// is not loaded here (a library the parent opened with dlopen after the worker started).
-inline void* resolveCodeRef(const CodeRef& ref) {
-  struct Search {
-    const CodeRef* ref;
-    std::uintptr_t address = 0;
-    bool found = false;
-  } search{&ref};
-  ::dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t, void* data) -> int {
-        auto& s = *static_cast<Search*>(data);
-        const char* name = info->dlpi_name ? info->dlpi_name : "";
-        if (s.ref->object != name) return 0;
-        for (int k = 0; k < info->dlpi_phnum; ++k) {
-          const auto& ph = info->dlpi_phdr[k];
-          if (ph.p_type == PT_LOAD && s.ref->offset >= ph.p_vaddr && s.ref->offset - ph.p_vaddr < ph.p_memsz) {
-            s.address = info->dlpi_addr + s.ref->offset;
-            s.found = true;
-            return 1;
-          }
-        }
-        return 0;
-      },
-      &search);
-  if (!search.found)
-    throw Error(fmt::format("flock: the function to run lives in {}, which this worker has not loaded (load the "
-                            "library before the pool starts its workers, or link it into the program)",
-                            ref.object.empty() ? std::string("the program") : ref.object));
-  return reinterpret_cast<void*>(search.address);
-}
+FLOCK_ENGINE_INLINE void* resolveCodeRef(const CodeRef& ref);
 
 template <class F>
 concept FunctionPointer = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
@@ -250,3 +188,83 @@ struct PortabilityCheck {
 };
 
 } // namespace flockmp::detail
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE void CodeRef::encode(ByteWriter& w) const {
+  w.writeRaw(static_cast<std::uint32_t>(object.size()));
+  w.write(object.data(), object.size());
+  w.writeRaw(offset);
+}
+
+FLOCK_ENGINE_INLINE CodeRef CodeRef::decode(ByteReader& r) {
+  CodeRef ref;
+  const auto len = r.readRaw<std::uint32_t>();
+  const std::byte* p = r.take(len);
+  ref.object.assign(reinterpret_cast<const char*>(p), len);
+  ref.offset = r.readRaw<std::uint64_t>();
+  return ref;
+}
+
+FLOCK_ENGINE_INLINE CodeRef codeRefOf(const void* address) {
+  struct Search {
+    std::uintptr_t address;
+    CodeRef ref;
+    bool found = false;
+  } search{reinterpret_cast<std::uintptr_t>(address), {}, false};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) -> int {
+        auto& s = *static_cast<Search*>(data);
+        for (int k = 0; k < info->dlpi_phnum; ++k) {
+          const auto& ph = info->dlpi_phdr[k];
+          if (ph.p_type != PT_LOAD) continue;
+          const std::uintptr_t low = info->dlpi_addr + ph.p_vaddr;
+          if (s.address >= low && s.address - low < ph.p_memsz) {
+            s.ref.object = info->dlpi_name ? info->dlpi_name : "";
+            s.ref.offset = s.address - info->dlpi_addr;
+            s.found = true;
+            return 1;
+          }
+        }
+        return 0;
+      },
+      &search);
+  if (!search.found)
+    throw Error(fmt::format("flock: the function at {} is in no loaded object (code made at run time cannot run "
+                            "in a pool's worker)",
+                            address));
+  return std::move(search.ref);
+}
+
+FLOCK_ENGINE_INLINE void* resolveCodeRef(const CodeRef& ref) {
+  struct Search {
+    const CodeRef* ref;
+    std::uintptr_t address = 0;
+    bool found = false;
+  } search{&ref};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) -> int {
+        auto& s = *static_cast<Search*>(data);
+        const char* name = info->dlpi_name ? info->dlpi_name : "";
+        if (s.ref->object != name) return 0;
+        for (int k = 0; k < info->dlpi_phnum; ++k) {
+          const auto& ph = info->dlpi_phdr[k];
+          if (ph.p_type == PT_LOAD && s.ref->offset >= ph.p_vaddr && s.ref->offset - ph.p_vaddr < ph.p_memsz) {
+            s.address = info->dlpi_addr + s.ref->offset;
+            s.found = true;
+            return 1;
+          }
+        }
+        return 0;
+      },
+      &search);
+  if (!search.found)
+    throw Error(fmt::format("flock: the function to run lives in {}, which this worker has not loaded (load the "
+                            "library before the pool starts its workers, or link it into the program)",
+                            ref.object.empty() ? std::string("the program") : ref.object));
+  return reinterpret_cast<void*>(search.address);
+}
+
+} // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS

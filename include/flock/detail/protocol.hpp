@@ -6,15 +6,10 @@
 // gets SIGPIPE: it writes to workers over a socket with MSG_NOSIGNAL, and only reads pipes.
 #pragma once
 
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include "config.hpp"
 
-#include <algorithm>
-#include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -27,6 +22,15 @@
 #include "../error.hpp"
 #include "portable.hpp"
 #include "posix.hpp"
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#endif
 
 namespace flockmp::detail {
 
@@ -134,46 +138,11 @@ inline constexpr std::size_t maxWriteChunk = std::size_t{1} << 16;
 /// Write all of [data, data+n) to a pipe or socket, retrying on EINTR and partial writes.
 /// Returns false when the peer has gone (EPIPE/ECONNRESET); throws flockmp::Error on other errors.
 /// With `noSignal`, the fd must be a socket and SIGPIPE is suppressed (MSG_NOSIGNAL).
-inline bool writeAll(int fd, const void* data, std::size_t n, bool noSignal = false) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const std::size_t piece = std::min(n, maxWriteChunk);
-    ssize_t w = noSignal ? ::send(fd, p, piece, MSG_NOSIGNAL) : ::write(fd, p, piece);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        pollfd pfd{fd, POLLOUT, 0};
-        ::poll(&pfd, 1, -1);
-        continue;
-      }
-      if (errno == EPIPE || errno == ECONNRESET) return false;
-      throwErrno("write to a worker channel");
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
+FLOCK_ENGINE_INLINE bool writeAll(int fd, const void* data, std::size_t n, bool noSignal = false);
 
 /// Read exactly n bytes (blocking). Returns false on EOF before the first byte; throws
 /// ProtocolError on EOF in the middle (a truncated frame) and flockmp::Error on other errors.
-inline bool readExact(int fd, void* data, std::size_t n) {
-  auto* p = static_cast<char*>(data);
-  std::size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::read(fd, p + got, n - got);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throwErrno("read from a flock channel");
-    }
-    if (r == 0) {
-      if (got == 0) return false;
-      throw ProtocolError(fmt::format("flock: channel closed in the middle of a frame ({} of {} bytes)", got, n));
-    }
-    got += static_cast<std::size_t>(r);
-  }
-  return true;
-}
+FLOCK_ENGINE_INLINE bool readExact(int fd, void* data, std::size_t n);
 
 /// Appends frames to a byte buffer so that many frames go out in one write.
 class FrameWriter {
@@ -181,11 +150,7 @@ public:
   explicit FrameWriter(std::vector<std::byte>& buf) noexcept : buf_(buf) {}
 
   /// Start a frame; the payload is appended to buffer() until end().
-  void begin(FrameKind kind) {
-    start_ = buf_.size();
-    FrameHeader h{FrameHeader::magicValue, kind, 0};
-    append(&h, sizeof h);
-  }
+  void begin(FrameKind kind);
   void append(const void* p, std::size_t n) {
     const auto* b = static_cast<const std::byte*>(p);
     buf_.insert(buf_.end(), b, b + n);
@@ -216,39 +181,11 @@ public:
   enum class Fill { data, wouldBlock, eof };
 
   /// Read what is available. Never blocks on a non-blocking fd.
-  Fill fill(int fd) {
-    compact();
-    std::size_t want = 1 << 16;
-    if (auto h = peekHeader(); h && h->length <= maxFramePayload)
-      want = std::max<std::size_t>(want, sizeof(FrameHeader) + h->length - (end_ - start_));
-    if (buf_.size() - end_ < want) buf_.resize(end_ + want);
-    for (;;) {
-      ssize_t r = ::read(fd, buf_.data() + end_, buf_.size() - end_);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return Fill::wouldBlock;
-        // A worker that died with commands unread resets the connection: that is its end.
-        if (errno == ECONNRESET) return Fill::eof;
-        throwErrno("read from a worker");
-      }
-      if (r == 0) return Fill::eof;
-      end_ += static_cast<std::size_t>(r);
-      received_ += static_cast<std::uint64_t>(r);
-      return Fill::data;
-    }
-  }
+  Fill fill(int fd);
 
   /// The next complete frame, or nullopt if more bytes are needed. Throws ProtocolError when the
   /// bytes cannot be a frame (bad magic, unknown kind, absurd length).
-  std::optional<FrameView> next() {
-    auto h = peekHeader();
-    if (!h) return std::nullopt;
-    validate(*h);
-    if (end_ - start_ < sizeof(FrameHeader) + h->length) return std::nullopt;
-    FrameView v{h->kind, {buf_.data() + start_ + sizeof(FrameHeader), static_cast<std::size_t>(h->length)}};
-    start_ += sizeof(FrameHeader) + h->length;
-    return v;
-  }
+  std::optional<FrameView> next();
 
   /// Bytes read from the fd by fill() so far.
   [[nodiscard]] std::uint64_t received() const noexcept { return received_; }
@@ -259,49 +196,18 @@ public:
   /// The header of the incomplete frame at the front, and the part of its payload received so
   /// far (for payloads the caller reads straight into their destination). Call after next()
   /// returned nullopt. Throws ProtocolError for a corrupt header.
-  std::optional<FrameView> partial() const {
-    auto h = peekHeader();
-    if (!h) return std::nullopt;
-    validate(*h);
-    return FrameView{h->kind, {buf_.data() + start_ + sizeof(FrameHeader), end_ - start_ - sizeof(FrameHeader)}};
-  }
+  std::optional<FrameView> partial() const;
   /// Drop the incomplete frame returned by partial(): its caller reads the rest itself.
   void discardPartial() noexcept { start_ = end_; }
 
   /// Feed bytes directly (used by tests and fuzzers).
-  void feed(std::span<const std::byte> bytes) {
-    if (bytes.empty()) return;
-    compact();
-    buf_.resize(end_ + bytes.size());
-    std::memcpy(buf_.data() + end_, bytes.data(), bytes.size());
-    end_ += bytes.size();
-  }
+  void feed(std::span<const std::byte> bytes);
 
 private:
-  static void validate(const FrameHeader& h) {
-    if (h.magic != FrameHeader::magicValue)
-      throw ProtocolError(fmt::format("flock: corrupt frame from a worker (bad magic 0x{:08x})", h.magic));
-    auto k = static_cast<std::uint32_t>(h.kind);
-    if (k < 1 || k > static_cast<std::uint32_t>(lastFrameKind)) throw ProtocolError(fmt::format("flock: corrupt frame from a worker (unknown kind {})", k));
-    if (h.length > maxFramePayload)
-      throw ProtocolError(fmt::format("flock: corrupt frame from a worker (length {})", h.length));
-  }
+  static void validate(const FrameHeader& h);
 
-  std::optional<FrameHeader> peekHeader() const noexcept {
-    if (end_ - start_ < sizeof(FrameHeader)) return std::nullopt;
-    FrameHeader h;
-    std::memcpy(&h, buf_.data() + start_, sizeof h);
-    return h;
-  }
-  void compact() {
-    if (start_ == end_) {
-      start_ = end_ = 0;
-    } else if (start_ > 0 && start_ >= (buf_.size() >> 1)) {
-      std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
-      end_ -= start_;
-      start_ = 0;
-    }
-  }
+  std::optional<FrameHeader> peekHeader() const noexcept;
+  void compact();
 
   std::vector<std::byte> buf_;
   std::size_t start_ = 0;
@@ -310,8 +216,166 @@ private:
 };
 
 /// failure: [u64 index][u32 kind][u32 len][type][u32 len][message].
-inline void appendFailure(FrameWriter& w, std::size_t index, FailureKind kind, std::string_view type,
-                          std::string_view message) {
+FLOCK_ENGINE_INLINE void appendFailure(FrameWriter& w, std::size_t index, FailureKind kind,
+                                       std::string_view type, std::string_view message);
+
+/// Parent side: decodes a failure record; throws ProtocolError on malformed bytes.
+FLOCK_ENGINE_INLINE Failure parseFailure(std::span<const std::byte> payload);
+
+
+/// setup: [u8 has][CodeRef] for the initializer, then for the finalizer. Sent first to a
+/// forkserver or spawn worker, which did not inherit std::functions: both are plain functions.
+inline constexpr std::uint64_t maxSetupPayload = std::uint64_t{1} << 16;
+
+FLOCK_ENGINE_INLINE std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalizer)());
+
+struct Setup {
+  void (*initializer)() = nullptr;
+  void (*finalizer)() = nullptr;
+};
+
+/// Worker side: the functions a setup frame names (throws flockmp::Error when one is not loaded).
+FLOCK_ENGINE_INLINE Setup decodeSetup(std::span<const std::byte> payload);
+
+/// call: [CodeRef of the thunk] then the bytes that rebuild the callable (see portable.hpp).
+inline void encodeCallHead(ByteWriter& w, const CodeRef& thunk) { thunk.encode(w); }
+
+struct CallView {
+  CodeRef thunk;
+  std::span<const std::byte> callable;
+};
+
+FLOCK_ENGINE_INLINE CallView decodeCall(std::span<const std::byte> payload);
+
+} // namespace flockmp::detail
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE bool writeAll(int fd, const void* data, std::size_t n, bool noSignal) {
+  const auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const std::size_t piece = std::min(n, maxWriteChunk);
+    ssize_t w = noSignal ? ::send(fd, p, piece, MSG_NOSIGNAL) : ::write(fd, p, piece);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        pollfd pfd{fd, POLLOUT, 0};
+        ::poll(&pfd, 1, -1);
+        continue;
+      }
+      if (errno == EPIPE || errno == ECONNRESET) return false;
+      throwErrno("write to a worker channel");
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+FLOCK_ENGINE_INLINE bool readExact(int fd, void* data, std::size_t n) {
+  auto* p = static_cast<char*>(data);
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::read(fd, p + got, n - got);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throwErrno("read from a flock channel");
+    }
+    if (r == 0) {
+      if (got == 0) return false;
+      throw ProtocolError(fmt::format("flock: channel closed in the middle of a frame ({} of {} bytes)", got, n));
+    }
+    got += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+FLOCK_ENGINE_INLINE void FrameWriter::begin(FrameKind kind) {
+  start_ = buf_.size();
+  FrameHeader h{FrameHeader::magicValue, kind, 0};
+  append(&h, sizeof h);
+}
+
+FLOCK_ENGINE_INLINE auto FrameReader::fill(int fd) -> Fill {
+  compact();
+  std::size_t want = 1 << 16;
+  if (auto h = peekHeader(); h && h->length <= maxFramePayload)
+    want = std::max<std::size_t>(want, sizeof(FrameHeader) + h->length - (end_ - start_));
+  if (buf_.size() - end_ < want) buf_.resize(end_ + want);
+  for (;;) {
+    ssize_t r = ::read(fd, buf_.data() + end_, buf_.size() - end_);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return Fill::wouldBlock;
+      // A worker that died with commands unread resets the connection: that is its end.
+      if (errno == ECONNRESET) return Fill::eof;
+      throwErrno("read from a worker");
+    }
+    if (r == 0) return Fill::eof;
+    end_ += static_cast<std::size_t>(r);
+    received_ += static_cast<std::uint64_t>(r);
+    return Fill::data;
+  }
+}
+
+FLOCK_ENGINE_INLINE std::optional<FrameView> FrameReader::next() {
+  auto h = peekHeader();
+  if (!h) return std::nullopt;
+  validate(*h);
+  if (end_ - start_ < sizeof(FrameHeader) + h->length) return std::nullopt;
+  FrameView v{h->kind,
+              {buf_.data() + start_ + sizeof(FrameHeader), static_cast<std::size_t>(h->length)}};
+  start_ += sizeof(FrameHeader) + h->length;
+  return v;
+}
+
+FLOCK_ENGINE_INLINE std::optional<FrameView> FrameReader::partial() const {
+  auto h = peekHeader();
+  if (!h) return std::nullopt;
+  validate(*h);
+  return FrameView{
+      h->kind, {buf_.data() + start_ + sizeof(FrameHeader), end_ - start_ - sizeof(FrameHeader)}};
+}
+
+FLOCK_ENGINE_INLINE void FrameReader::feed(std::span<const std::byte> bytes) {
+  if (bytes.empty()) return;
+  compact();
+  buf_.resize(end_ + bytes.size());
+  std::memcpy(buf_.data() + end_, bytes.data(), bytes.size());
+  end_ += bytes.size();
+}
+
+FLOCK_ENGINE_INLINE void FrameReader::validate(const FrameHeader& h) {
+  if (h.magic != FrameHeader::magicValue)
+    throw ProtocolError(
+        fmt::format("flock: corrupt frame from a worker (bad magic 0x{:08x})", h.magic));
+  auto k = static_cast<std::uint32_t>(h.kind);
+  if (k < 1 || k > static_cast<std::uint32_t>(lastFrameKind))
+    throw ProtocolError(fmt::format("flock: corrupt frame from a worker (unknown kind {})", k));
+  if (h.length > maxFramePayload)
+    throw ProtocolError(fmt::format("flock: corrupt frame from a worker (length {})", h.length));
+}
+
+FLOCK_ENGINE_INLINE std::optional<FrameHeader> FrameReader::peekHeader() const noexcept {
+  if (end_ - start_ < sizeof(FrameHeader)) return std::nullopt;
+  FrameHeader h;
+  std::memcpy(&h, buf_.data() + start_, sizeof h);
+  return h;
+}
+
+FLOCK_ENGINE_INLINE void FrameReader::compact() {
+  if (start_ == end_) {
+    start_ = end_ = 0;
+  } else if (start_ > 0 && start_ >= (buf_.size() >> 1)) {
+    std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
+    end_ -= start_;
+    start_ = 0;
+  }
+}
+
+FLOCK_ENGINE_INLINE void appendFailure(FrameWriter& w, std::size_t index, FailureKind kind,
+                                       std::string_view type, std::string_view message) {
   w.begin(FrameKind::failure);
   w.appendRaw(static_cast<std::uint64_t>(index));
   w.appendRaw(static_cast<std::uint32_t>(kind));
@@ -322,8 +386,7 @@ inline void appendFailure(FrameWriter& w, std::size_t index, FailureKind kind, s
   w.end();
 }
 
-/// Parent side: decodes a failure record; throws ProtocolError on malformed bytes.
-inline Failure parseFailure(std::span<const std::byte> payload) {
+FLOCK_ENGINE_INLINE Failure parseFailure(std::span<const std::byte> payload) {
   auto fail = [] { return ProtocolError("flock: malformed failure record from a worker"); };
   std::size_t pos = 0;
   auto take = [&](void* dst, std::size_t n) {
@@ -351,12 +414,7 @@ inline Failure parseFailure(std::span<const std::byte> payload) {
   return f;
 }
 
-
-/// setup: [u8 has][CodeRef] for the initializer, then for the finalizer. Sent first to a
-/// forkserver or spawn worker, which did not inherit std::functions: both are plain functions.
-inline constexpr std::uint64_t maxSetupPayload = std::uint64_t{1} << 16;
-
-inline std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalizer)()) {
+FLOCK_ENGINE_INLINE std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalizer)()) {
   std::vector<std::byte> payload;
   ByteWriter w(payload);
   for (auto fn : {initializer, finalizer}) {
@@ -366,13 +424,7 @@ inline std::vector<std::byte> encodeSetup(void (*initializer)(), void (*finalize
   return payload;
 }
 
-struct Setup {
-  void (*initializer)() = nullptr;
-  void (*finalizer)() = nullptr;
-};
-
-/// Worker side: the functions a setup frame names (throws flockmp::Error when one is not loaded).
-inline Setup decodeSetup(std::span<const std::byte> payload) {
+FLOCK_ENGINE_INLINE Setup decodeSetup(std::span<const std::byte> payload) {
   Setup s;
   ByteReader r(payload);
   for (auto* fn : {&s.initializer, &s.finalizer})
@@ -381,15 +433,7 @@ inline Setup decodeSetup(std::span<const std::byte> payload) {
   return s;
 }
 
-/// call: [CodeRef of the thunk] then the bytes that rebuild the callable (see portable.hpp).
-inline void encodeCallHead(ByteWriter& w, const CodeRef& thunk) { thunk.encode(w); }
-
-struct CallView {
-  CodeRef thunk;
-  std::span<const std::byte> callable;
-};
-
-inline CallView decodeCall(std::span<const std::byte> payload) {
+FLOCK_ENGINE_INLINE CallView decodeCall(std::span<const std::byte> payload) {
   ByteReader r(payload);
   CallView v;
   v.thunk = CodeRef::decode(r);
@@ -398,3 +442,4 @@ inline CallView decodeCall(std::span<const std::byte> payload) {
 }
 
 } // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS

@@ -2,15 +2,14 @@
 // side of a batch (raw or encoded results, decoded inputs), and the one-shot and pool call paths.
 #pragma once
 
-#include <algorithm>
+#include "config.hpp"
+
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <span>
 #include <stop_token>
 #include <cstddef>
-#include <cstring>
-#include <iterator>
 #include <new>
 #include <optional>
 #include <ranges>
@@ -27,6 +26,12 @@
 #include "../error.hpp"
 #include "../options.hpp"
 #include "worker.hpp"
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <algorithm>
+#include <cstring>
+#include <iterator>
+#endif
 
 namespace flockmp::detail {
 
@@ -314,12 +319,8 @@ public:
 
 /// Runs `job` on `pool`'s persistent workers, or on workers forked for it (pool == nullptr), and
 /// returns its failures sorted by index.
-inline std::vector<Failure> runJob(JobBase& job, const Options& opts, PoolCaller* pool) {
-  if (pool) return pool->call(job, opts);
-  Engine engine(opts, Lifetime::oneCall);
-  engine.call(job, opts);
-  return engine.takeFailures();
-}
+FLOCK_ENGINE_INLINE std::vector<Failure> runJob(JobBase& job, const Options& opts,
+                                                PoolCaller* pool);
 
 /// Run `fn` over `first[0..n)` and hand back either outcomes (Try) or values/TaskError. With
 /// `pool`, on its persistent workers (the call must be portable); otherwise on workers forked
@@ -364,22 +365,13 @@ auto runPortable(PoolCaller& pool, const F& fn, Range&& items, const Options& op
 class OneCallPool final : public PoolCaller {
 public:
   explicit OneCallPool(const Options& opts) : engine_(opts, Lifetime::pool) {}
-  std::vector<Failure> call(JobBase& job, const Options& callOpts) override {
-    engine_.sizeFor(job.size());
-    engine_.call(job, callOpts);
-    return engine_.takeFailures();
-  }
+  std::vector<Failure> call(JobBase& job, const Options& callOpts) override;
 
 private:
   Engine engine_;
 };
 
-inline OptionError notPortableUnder(Context c) {
-  return OptionError(fmt::format(
-      "flock: under Context::{} the workers do not inherit the callable: pass a function pointer, a captureless "
-      "lambda, an empty or codable function object, and codable inputs (or use Context::fork)",
-      c == Context::spawn ? "spawn" : "forkserver"));
-}
+FLOCK_ENGINE_INLINE OptionError notPortableUnder(Context c);
 
 template <bool Try, class Codec, class R, class F, class Range>
 auto runChecked(F& fn, Range&& items, const Options& opts) {
@@ -457,3 +449,30 @@ auto runPortable(PoolCaller& pool, const F& fn, Range&& items, const Options& op
 }
 
 } // namespace flockmp::detail
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE std::vector<Failure> runJob(JobBase& job, const Options& opts,
+                                                PoolCaller* pool) {
+  if (pool) return pool->call(job, opts);
+  Engine engine(opts, Lifetime::oneCall);
+  engine.call(job, opts);
+  return engine.takeFailures();
+}
+
+FLOCK_ENGINE_INLINE std::vector<Failure> OneCallPool::call(JobBase& job, const Options& callOpts) {
+  engine_.sizeFor(job.size());
+  engine_.call(job, callOpts);
+  return engine_.takeFailures();
+}
+
+FLOCK_ENGINE_INLINE OptionError notPortableUnder(Context c) {
+  return OptionError(fmt::format(
+      "flock: under Context::{} the workers do not inherit the callable: pass a function pointer, a captureless "
+      "lambda, an empty or codable function object, and codable inputs (or use Context::fork)",
+      c == Context::spawn ? "spawn" : "forkserver"));
+}
+
+} // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS

@@ -1,20 +1,47 @@
 // flock internals: readable type names for messages (codec errors, a task's exception type).
 #pragma once
 
-#include <cxxabi.h>
+#include "config.hpp"
 
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <typeinfo>
 #include <utility>
+
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <cxxabi.h>
+#include <typeinfo>
+#endif
 
 namespace flockmp::detail {
 
 /// The demangled form of a name from `typeid(...).name()`, or the name itself when it cannot be
 /// demangled (another ABI, or not a mangled name at all).
-inline std::string demangle(const char* mangledName) {
+FLOCK_ENGINE_INLINE std::string demangle(const char* mangledName);
+
+/// Shortens the spellings libstdc++ gives common types, so that messages say
+/// `std::map<int, std::string>` rather than `std::map<int, std::__cxx11::basic_string<char,
+/// std::char_traits<char>, std::allocator<char> >, std::less<int>, std::allocator<...> >`: drops
+/// `__cxx11`, names std::string, and removes the default template arguments (allocators,
+/// comparators, hashers, char traits, deleters).
+FLOCK_ENGINE_INLINE std::string tidyTypeName(std::string name);
+
+/// A readable name of T for messages, e.g. `std::vector<int, std::allocator<int> >`. References
+/// and cv-qualifiers are dropped (as typeid does).
+template <class T>
+std::string typeName() {
+  // Computed once per type: messages are built on error paths, sometimes in a loop.
+  static const std::string name = tidyTypeName(demangle(typeid(T).name()));
+  return name;
+}
+
+} // namespace flockmp::detail
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE std::string demangle(const char* mangledName) {
   if (mangledName == nullptr) return {};
   int status = 0;
   std::unique_ptr<char, void (*)(void*)> out{
@@ -23,12 +50,7 @@ inline std::string demangle(const char* mangledName) {
   return out.get();
 }
 
-/// Shortens the spellings libstdc++ gives common types, so that messages say
-/// `std::map<int, std::string>` rather than `std::map<int, std::__cxx11::basic_string<char,
-/// std::char_traits<char>, std::allocator<char> >, std::less<int>, std::allocator<...> >`: drops
-/// `__cxx11`, names std::string, and removes the default template arguments (allocators,
-/// comparators, hashers, char traits, deleters).
-inline std::string tidyTypeName(std::string name) {
+FLOCK_ENGINE_INLINE std::string tidyTypeName(std::string name) {
   // Builds a new string rather than calling std::string::replace, which trips a false
   // -Wrestrict in g++ 12 at -O2 and above.
   auto replaceAll = [&](std::string_view from, std::string_view to) {
@@ -66,13 +88,5 @@ inline std::string tidyTypeName(std::string name) {
   return name;
 }
 
-/// A readable name of T for messages, e.g. `std::vector<int, std::allocator<int> >`. References
-/// and cv-qualifiers are dropped (as typeid does).
-template <class T>
-std::string typeName() {
-  // Computed once per type: messages are built on error paths, sometimes in a loop.
-  static const std::string name = tidyTypeName(demangle(typeid(T).name()));
-  return name;
-}
-
 } // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS

@@ -6,31 +6,22 @@
 // parent knows which input was running if the worker dies or hangs.
 #pragma once
 
+#include "config.hpp"
+
 #include <cxxabi.h>
+
 #if defined(__GLIBC__)
-#include <malloc.h>
 #endif
-#include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <time.h>
 
-#include <unistd.h>
 
-#include <algorithm>
 #include <array>
-#include <atomic>
-#include <cstdio>
-#include <cstring>
 #include <cstddef>
 #include <cstdint>
-#include <exception>
 #include <functional>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -45,6 +36,21 @@
 #include "protocol.hpp"
 #include "sinks.hpp"
 #include "type_name.hpp"
+#if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
+#include <cxxabi.h>
+#include <malloc.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <typeinfo>
+#endif
 
 namespace flockmp::detail {
 
@@ -79,37 +85,16 @@ static_assert(sizeof(WorkerControl) == 64);
 
 /// Worker side: input `index` starts (the parent learns it through the control block, and,
 /// under WorkerOutput::prefix, through a marker in the output pipes).
-inline void startInput(WorkerControl& ctl, std::size_t index) noexcept {
-  ctl.current.store(static_cast<std::int64_t>(index), std::memory_order_relaxed);
-  if (workerStdio().nonce != 0) [[unlikely]]
-    markOutput(static_cast<std::int64_t>(index));
-}
+FLOCK_ENGINE_INLINE void startInput(WorkerControl& ctl, std::size_t index) noexcept;
 
 /// Thrown inside a worker when the parent asked it to stop (cancellation), after its finished
 /// results were sent; the worker loop ends normally and the finalizer runs.
 struct StopRequested {};
 
-inline std::uint64_t monotonicNs() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+FLOCK_ENGINE_INLINE std::uint64_t monotonicNs() noexcept;
 
 /// Type name and message of the exception being handled, for any thrown type.
-inline std::pair<std::string, std::string> describeCurrentException() {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    return {tidyTypeName(demangle(typeid(e).name())), e.what()};
-  } catch (const char* s) {
-    return {"const char*", s ? s : ""};
-  } catch (const std::string& s) {
-    return {"std::string", s};
-  } catch (...) {
-    const std::type_info* t = abi::__cxa_current_exception_type();
-    return {t ? tidyTypeName(demangle(t->name())) : std::string("unknown exception"), ""};
-  }
-}
+FLOCK_ENGINE_INLINE std::pair<std::string, std::string> describeCurrentException();
 
 /// Worker side: work to finish before any buffered result is sent, such as the commit of
 /// DatabaseAsync's batch transaction (DatabaseOptions::batchTransactions), so that no result
@@ -182,35 +167,14 @@ public:
   /// leaves at once with workerOutOfMemoryExit, its current input blamed. Nothing buffered is
   /// sent (nor committed by beforeSend): those inputs run again on the worker that replaces it,
   /// as after a crash.
-  void checkMemory(bool badAlloc = false) noexcept {
-    if (memoryGuard().limit() == 0 || ctl_.current.load(std::memory_order_relaxed) < 0) return;
-    const std::uint64_t peak = memoryGuard().overLimit();
-    if (peak == 0 && !badAlloc) return;
-    ctl_.memoryPeak.store(peak != 0 ? peak : peakResident(), std::memory_order_relaxed);
-    ctl_.memoryCause.store(peak != 0 ? 1 : 2, std::memory_order_release);
-    flushStdio();
-    ::_exit(workerOutOfMemoryExit);
-  }
+  void checkMemory(bool badAlloc = false) noexcept;
 
   /// Start a block of `count` raw results for inputs [begin, begin + count) and return where the
   /// first one goes; the caller constructs them in place, then calls rawBlockEnd.
-  std::byte* rawBlockBegin(std::size_t begin, std::size_t count, std::size_t elementSize) {
-    writer_.begin(FrameKind::rawBlock);
-    countAt_ = buf_.size() + offsetof(RawBlockHead, count);
-    writer_.appendRaw(RawBlockHead{begin, count});
-    const std::size_t at = buf_.size();
-    buf_.resize(at + count * elementSize);
-    return buf_.data() + at;
-  }
+  std::byte* rawBlockBegin(std::size_t begin, std::size_t count, std::size_t elementSize);
   /// Close the block begun last, keeping only its first `count` results (an input that threw
   /// ends a block early).
-  void rawBlockEnd(std::size_t count, std::size_t elementSize) {
-    const auto c = static_cast<std::uint64_t>(count);
-    std::memcpy(buf_.data() + countAt_, &c, sizeof c);
-    buf_.resize(countAt_ + sizeof c + count * elementSize); // the count closes the head
-    if (count == 0) writer_.abandon();
-    else writer_.end();
-  }
+  void rawBlockEnd(std::size_t count, std::size_t elementSize);
 
   /// Raw results of this batch go to `area` (room for `bytes`) in the shared region, announced
   /// by sharedBlock frames; nullptr: in the frames themselves.
@@ -221,84 +185,25 @@ public:
   [[nodiscard]] std::byte* sharedResults() const noexcept { return sharedResults_; }
   [[nodiscard]] std::size_t sharedResultBytes() const noexcept { return sharedResultBytes_; }
   /// Announce `count` results from input `begin` on, already written to the shared result area.
-  void sharedBlock(std::size_t begin, std::size_t count) {
-    if (count == 0) return;
-    writer_.begin(FrameKind::sharedBlock);
-    writer_.appendRaw(RawBlockHead{begin, count});
-    writer_.end();
-  }
+  void sharedBlock(std::size_t begin, std::size_t count);
 
   /// Called before input `i` runs: records it in the control block (for the parent to blame a
   /// death or a hang on it, and under WorkerOutput::prefix in the output pipes; see the free
   /// startInput) and, when the batch is timed, ends the previous input's time.
-  void startInput(std::size_t i) noexcept {
-    detail::startInput(ctl_, i);
-    if (timing_) [[unlikely]]
-      lap(i);
-  }
+  void startInput(std::size_t i) noexcept;
 
   /// Called when a batch starts: time its inputs when the parent asked for insights.
-  void timeInputs(bool on) noexcept {
-    timing_ = on;
-    timedIndex_ = noInput;
-    tasksNs_ = excluded_ = 0;
-    slowCount_ = 0;
-  }
+  void timeInputs(bool on) noexcept;
 
   /// Insights: append the batch's timing frame (its task time, the worker's peak memory, its
   /// slowest inputs) when the batch was timed. Call before batchDone.
-  void batchTiming(std::size_t begin, std::size_t end) {
-    if (!timing_) return;
-    lap(noInput);
-    timing_ = false;
-    rusage ru{};
-    ::getrusage(RUSAGE_SELF, &ru);
-    writer_.begin(FrameKind::timing);
-    writer_.appendRaw(TimingHead{begin, end, tasksNs_, static_cast<std::uint64_t>(ru.ru_maxrss) * 1024u, slowCount_});
-    writer_.append(slow_.data(), slowCount_ * sizeof(TimedInput));
-    writer_.end();
-  }
+  void batchTiming(std::size_t begin, std::size_t end);
 
-  void batchDone(std::size_t begin, std::size_t end, std::uint64_t ns) {
-    writer_.begin(FrameKind::batchDone);
-    writer_.appendRaw(BatchDoneBody{begin, end, ns});
-    writer_.end();
-  }
+  void batchDone(std::size_t begin, std::size_t end, std::uint64_t ns);
 
   /// Send what is buffered. If the parent is gone there is nobody to work for: exit. Throws
   /// StopRequested afterwards when the parent asked the worker to stop.
-  void flush() {
-    const std::uint64_t flushStart = timing_ ? monotonicNs() : 0;
-    verifyChannel();
-    if (auto& hook = beforeSend(); hook.fn) {
-      try {
-        std::exchange(hook.fn, nullptr)(hook.context);
-      } catch (...) {
-        // Nothing buffered is sent. Marked idle, the worker's death blames no input: the parent
-        // runs every input whose result it has not received again, elsewhere.
-        const auto [type, message] = describeCurrentException();
-        std::fprintf(stderr, "flock: worker %d exits without sending its last results, which it cannot vouch for: %s: %s\n",
-                     static_cast<int>(::getpid()), type.c_str(), message.c_str());
-        const std::int64_t current = ctl_.current.load(std::memory_order_relaxed);
-        if (current >= 0) ctl_.current.store(idleAfter(static_cast<std::size_t>(current)), std::memory_order_relaxed);
-        flushStdio();
-        ::_exit(workerInternalErrorExit);
-      }
-    }
-    if (!buf_.empty()) {
-      bool sent = false;
-      try {
-        sent = writeAll(fd_, buf_.data(), buf_.size());
-      } catch (const Error&) {
-        channelLost();
-      }
-      if (!sent) ::_exit(0);
-    }
-    buf_.clear();
-    lastFlush_ = monotonicNs();
-    if (timing_) excluded_ += lastFlush_ - flushStart; // writes are not the input's time
-    if (ctl_.stop.load(std::memory_order_relaxed) != 0) throw StopRequested{};
-  }
+  void flush();
 
   /// Flush when enough bytes are buffered or when due(). Call once per input.
   void flushIfDue() {
@@ -315,16 +220,7 @@ public:
   /// time when results have waited maxWaitNs (so that progress shows, and a stop or a crash
   /// loses little: a crash makes its worker's unsent results run again), when inputs take slowInputNs or more each (a send per input then costs under 1 %),
   /// or when the parent asked to stop.
-  bool due() noexcept {
-    checkMemory();
-    if (--countdown_ > 0) return false;
-    const std::uint64_t now = monotonicNs();
-    const std::uint64_t perInput = (now - lastCheck_) / stride_;
-    lastCheck_ = now;
-    stride_ = perInput == 0 ? maxStride : std::clamp<std::uint64_t>(checkEveryNs / perInput, 1, maxStride);
-    countdown_ = stride_;
-    return perInput >= slowInputNs || now - lastFlush_ >= maxWaitNs || ctl_.stop.load(std::memory_order_relaxed) != 0;
-  }
+  bool due() noexcept;
 
   /// Called when a batch starts: the time spent waiting for it is not input time.
   void batchStarted() noexcept {
@@ -356,30 +252,10 @@ private:
   static constexpr std::uint64_t noInput = ~std::uint64_t{0};
 
   /// Ends the time of the input being timed (if any) and starts timing `next` (noInput: none).
-  void lap(std::uint64_t next) noexcept {
-    const std::uint64_t now = monotonicNs();
-    if (timedIndex_ != noInput) {
-      const std::uint64_t span = now - timedStart_;
-      const std::uint64_t ns = span > excluded_ ? span - excluded_ : 0;
-      tasksNs_ += ns;
-      if (slowCount_ < slow_.size()) {
-        slow_[slowCount_++] = {timedIndex_, ns};
-      } else {
-        auto fastest = std::min_element(slow_.begin(), slow_.end(), [](const TimedInput& a, const TimedInput& b) { return a.ns < b.ns; });
-        if (ns > fastest->ns) *fastest = {timedIndex_, ns};
-      }
-    }
-    timedIndex_ = next;
-    timedStart_ = now;
-    excluded_ = 0;
-  }
+  void lap(std::uint64_t next) noexcept;
 
   /// Device and inode of an open fd ({0, 0} when it is not open).
-  static std::pair<dev_t, ino_t> identify(int fd) noexcept {
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) return {0, 0};
-    return {st.st_dev, st.st_ino};
-  }
+  static std::pair<dev_t, ino_t> identify(int fd) noexcept;
 
   int commandFd_;
   int fd_;
@@ -470,33 +346,9 @@ using PoolThunk = void (*)(std::span<const std::byte> callable, std::size_t begi
 /// A pool's worker: each call names its thunk and brings the callable's bytes.
 class PoolRunner final : public BatchRunner {
 public:
-  void onCall(std::span<const std::byte> payload) override {
-    thunk_ = nullptr;
-    error_.clear();
-    try {
-      const auto call = decodeCall(payload);
-      thunk_ = reinterpret_cast<PoolThunk>(resolveCodeRef(call.thunk));
-      callable_.assign(call.callable.begin(), call.callable.end());
-    } catch (const std::exception& e) {
-      error_ = e.what();
-    }
-  }
-  void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs, WorkerControl& ctl,
-           ResultWriter& out) override {
-    if (thunk_ == nullptr) {
-      failAll(begin, end, out, FailureKind::exception, "flockmp::Error",
-              error_.empty() ? std::string("flock: a batch arrived before its call") : error_);
-      return;
-    }
-    try {
-      thunk_(callable_, begin, end, inputs, ctl, out);
-    } catch (...) {
-      // Only the rebuilding of the callable or of the inputs throws out of a thunk (each input's
-      // own exception is its failure), before any input ran.
-      auto [type, message] = describeCurrentException();
-      failAll(begin, end, out, FailureKind::codec, type, "the call could not be rebuilt in the worker: " + message);
-    }
-  }
+  void onCall(std::span<const std::byte> payload) override;
+  void run(std::size_t begin, std::size_t end, std::span<const std::byte> inputs,
+           WorkerControl& ctl, ResultWriter& out) override;
 
 private:
   static void failAll(std::size_t begin, std::size_t end, ResultWriter& out, FailureKind kind, std::string_view type,
@@ -511,9 +363,227 @@ private:
 
 /// The worker's main loop. Leaves by returning (the launcher then _exits) on stop or EOF, after
 /// running the finalizer.
-inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, int resultFd,
-                       const std::function<void()>& initializer, const std::function<void()>& finalizer,
-                       std::span<std::byte> shared = {}) {
+FLOCK_ENGINE_INLINE void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd,
+                                    int resultFd, const std::function<void()>& initializer,
+                                    const std::function<void()>& finalizer,
+                                    std::span<std::byte> shared = {});
+
+/// The life of a worker that was not forked from its pool (forkserver, spawn): map the control
+/// blocks, read the setup frame, then serve calls. Never returns.
+[[noreturn]] FLOCK_ENGINE_INLINE void portableWorkerMain(int commandFd, int resultFd, int controlFd,
+                                                         std::size_t controlBytes,
+                                                         std::size_t slot);
+
+} // namespace flockmp::detail
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE void startInput(WorkerControl& ctl, std::size_t index) noexcept {
+  ctl.current.store(static_cast<std::int64_t>(index), std::memory_order_relaxed);
+  if (workerStdio().nonce != 0) [[unlikely]]
+    markOutput(static_cast<std::int64_t>(index));
+}
+
+FLOCK_ENGINE_INLINE std::uint64_t monotonicNs() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+FLOCK_ENGINE_INLINE std::pair<std::string, std::string> describeCurrentException() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return {tidyTypeName(demangle(typeid(e).name())), e.what()};
+  } catch (const char* s) {
+    return {"const char*", s ? s : ""};
+  } catch (const std::string& s) {
+    return {"std::string", s};
+  } catch (...) {
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    return {t ? tidyTypeName(demangle(t->name())) : std::string("unknown exception"), ""};
+  }
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::checkMemory(bool badAlloc) noexcept {
+  if (memoryGuard().limit() == 0 || ctl_.current.load(std::memory_order_relaxed) < 0) return;
+  const std::uint64_t peak = memoryGuard().overLimit();
+  if (peak == 0 && !badAlloc) return;
+  ctl_.memoryPeak.store(peak != 0 ? peak : peakResident(), std::memory_order_relaxed);
+  ctl_.memoryCause.store(peak != 0 ? 1 : 2, std::memory_order_release);
+  flushStdio();
+  ::_exit(workerOutOfMemoryExit);
+}
+
+FLOCK_ENGINE_INLINE std::byte* ResultWriter::rawBlockBegin(std::size_t begin, std::size_t count,
+                                                           std::size_t elementSize) {
+  writer_.begin(FrameKind::rawBlock);
+  countAt_ = buf_.size() + offsetof(RawBlockHead, count);
+  writer_.appendRaw(RawBlockHead{begin, count});
+  const std::size_t at = buf_.size();
+  buf_.resize(at + count * elementSize);
+  return buf_.data() + at;
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::rawBlockEnd(std::size_t count, std::size_t elementSize) {
+  const auto c = static_cast<std::uint64_t>(count);
+  std::memcpy(buf_.data() + countAt_, &c, sizeof c);
+  buf_.resize(countAt_ + sizeof c + count * elementSize); // the count closes the head
+  if (count == 0) writer_.abandon();
+  else writer_.end();
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::sharedBlock(std::size_t begin, std::size_t count) {
+  if (count == 0) return;
+  writer_.begin(FrameKind::sharedBlock);
+  writer_.appendRaw(RawBlockHead{begin, count});
+  writer_.end();
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::startInput(std::size_t i) noexcept {
+  detail::startInput(ctl_, i);
+  if (timing_) [[unlikely]]
+    lap(i);
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::timeInputs(bool on) noexcept {
+  timing_ = on;
+  timedIndex_ = noInput;
+  tasksNs_ = excluded_ = 0;
+  slowCount_ = 0;
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::batchTiming(std::size_t begin, std::size_t end) {
+  if (!timing_) return;
+  lap(noInput);
+  timing_ = false;
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  writer_.begin(FrameKind::timing);
+  writer_.appendRaw(TimingHead{begin, end, tasksNs_,
+                               static_cast<std::uint64_t>(ru.ru_maxrss) * 1024u, slowCount_});
+  writer_.append(slow_.data(), slowCount_ * sizeof(TimedInput));
+  writer_.end();
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::batchDone(std::size_t begin, std::size_t end,
+                                                 std::uint64_t ns) {
+  writer_.begin(FrameKind::batchDone);
+  writer_.appendRaw(BatchDoneBody{begin, end, ns});
+  writer_.end();
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::flush() {
+  const std::uint64_t flushStart = timing_ ? monotonicNs() : 0;
+  verifyChannel();
+  if (auto& hook = beforeSend(); hook.fn) {
+    try {
+      std::exchange(hook.fn, nullptr)(hook.context);
+    } catch (...) {
+      // Nothing buffered is sent. Marked idle, the worker's death blames no input: the parent
+      // runs every input whose result it has not received again, elsewhere.
+      const auto [type, message] = describeCurrentException();
+      std::fprintf(stderr,
+                   "flock: worker %d exits without sending its last results, which it cannot vouch "
+                   "for: %s: %s\n",
+                   static_cast<int>(::getpid()), type.c_str(), message.c_str());
+      const std::int64_t current = ctl_.current.load(std::memory_order_relaxed);
+      if (current >= 0)
+        ctl_.current.store(idleAfter(static_cast<std::size_t>(current)), std::memory_order_relaxed);
+      flushStdio();
+      ::_exit(workerInternalErrorExit);
+    }
+  }
+  if (!buf_.empty()) {
+    bool sent = false;
+    try {
+      sent = writeAll(fd_, buf_.data(), buf_.size());
+    } catch (const Error&) {
+      channelLost();
+    }
+    if (!sent) ::_exit(0);
+  }
+  buf_.clear();
+  lastFlush_ = monotonicNs();
+  if (timing_) excluded_ += lastFlush_ - flushStart; // writes are not the input's time
+  if (ctl_.stop.load(std::memory_order_relaxed) != 0) throw StopRequested{};
+}
+
+FLOCK_ENGINE_INLINE bool ResultWriter::due() noexcept {
+  checkMemory();
+  if (--countdown_ > 0) return false;
+  const std::uint64_t now = monotonicNs();
+  const std::uint64_t perInput = (now - lastCheck_) / stride_;
+  lastCheck_ = now;
+  stride_ =
+      perInput == 0 ? maxStride : std::clamp<std::uint64_t>(checkEveryNs / perInput, 1, maxStride);
+  countdown_ = stride_;
+  return perInput >= slowInputNs || now - lastFlush_ >= maxWaitNs ||
+         ctl_.stop.load(std::memory_order_relaxed) != 0;
+}
+
+FLOCK_ENGINE_INLINE void ResultWriter::lap(std::uint64_t next) noexcept {
+  const std::uint64_t now = monotonicNs();
+  if (timedIndex_ != noInput) {
+    const std::uint64_t span = now - timedStart_;
+    const std::uint64_t ns = span > excluded_ ? span - excluded_ : 0;
+    tasksNs_ += ns;
+    if (slowCount_ < slow_.size()) {
+      slow_[slowCount_++] = {timedIndex_, ns};
+    } else {
+      auto fastest =
+          std::min_element(slow_.begin(), slow_.end(),
+                           [](const TimedInput& a, const TimedInput& b) { return a.ns < b.ns; });
+      if (ns > fastest->ns) *fastest = {timedIndex_, ns};
+    }
+  }
+  timedIndex_ = next;
+  timedStart_ = now;
+  excluded_ = 0;
+}
+
+FLOCK_ENGINE_INLINE std::pair<dev_t, ino_t> ResultWriter::identify(int fd) noexcept {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return {0, 0};
+  return {st.st_dev, st.st_ino};
+}
+
+FLOCK_ENGINE_INLINE void PoolRunner::onCall(std::span<const std::byte> payload) {
+  thunk_ = nullptr;
+  error_.clear();
+  try {
+    const auto call = decodeCall(payload);
+    thunk_ = reinterpret_cast<PoolThunk>(resolveCodeRef(call.thunk));
+    callable_.assign(call.callable.begin(), call.callable.end());
+  } catch (const std::exception& e) {
+    error_ = e.what();
+  }
+}
+
+FLOCK_ENGINE_INLINE void PoolRunner::run(std::size_t begin, std::size_t end,
+                                         std::span<const std::byte> inputs, WorkerControl& ctl,
+                                         ResultWriter& out) {
+  if (thunk_ == nullptr) {
+    failAll(begin, end, out, FailureKind::exception, "flockmp::Error",
+            error_.empty() ? std::string("flock: a batch arrived before its call") : error_);
+    return;
+  }
+  try {
+    thunk_(callable_, begin, end, inputs, ctl, out);
+  } catch (...) {
+    // Only the rebuilding of the callable or of the inputs throws out of a thunk (each input's
+    // own exception is its failure), before any input ran.
+    auto [type, message] = describeCurrentException();
+    failAll(begin, end, out, FailureKind::codec, type,
+            "the call could not be rebuilt in the worker: " + message);
+  }
+}
+
+FLOCK_ENGINE_INLINE void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd,
+                                    int resultFd, const std::function<void()>& initializer,
+                                    const std::function<void()>& finalizer,
+                                    std::span<std::byte> shared) {
   struct Finally {
     const std::function<void()>& fn;
     ~Finally() {
@@ -626,10 +696,9 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
   }
 }
 
-/// The life of a worker that was not forked from its pool (forkserver, spawn): map the control
-/// blocks, read the setup frame, then serve calls. Never returns.
-[[noreturn]] inline void portableWorkerMain(int commandFd, int resultFd, int controlFd, std::size_t controlBytes,
-                                            std::size_t slot) {
+[[noreturn]] FLOCK_ENGINE_INLINE void portableWorkerMain(int commandFd, int resultFd, int controlFd,
+                                                         std::size_t controlBytes,
+                                                         std::size_t slot) {
   void* blocks = ::mmap(nullptr, controlBytes, PROT_READ | PROT_WRITE, MAP_SHARED, controlFd, 0);
   ::close(controlFd);
   if (blocks == MAP_FAILED || (slot + 1) * sizeof(WorkerControl) > controlBytes) ::_exit(workerInternalErrorExit);
@@ -672,3 +741,4 @@ inline void workerLoop(BatchRunner& runner, WorkerControl& ctl, int commandFd, i
 }
 
 } // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS
