@@ -2,6 +2,7 @@
 // (order, real processes, any range, errors that name the input).
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
