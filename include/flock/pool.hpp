@@ -393,10 +393,7 @@ FLOCK_ENGINE_INLINE BaseMultiProc::BaseMultiProc(Options options) : opts_(std::m
       return !f || f.target<void (*)()>() != nullptr;
     };
     if (!plain(opts_.initializer) || !plain(opts_.finalizer))
-      throw OptionError("flock: under Context::forkserver and Context::spawn the initializer and "
-                        "finalizer must be plain "
-                        "functions (a function pointer, or +[] { ... } for a captureless lambda): "
-                        "the workers did not "
+      throw OptionError("flock: under Context::forkserver and Context::spawn the initializer and finalizer must be plain functions (a function pointer, or +[] { ... } for a captureless lambda): the workers did not "
                         "inherit a std::function's state");
   }
   engine_ = std::make_unique<detail::Engine>(opts_, detail::Lifetime::pool);
@@ -440,8 +437,7 @@ FLOCK_ENGINE_INLINE void BaseMultiProc::close() noexcept {
 
 FLOCK_ENGINE_INLINE std::unique_lock<std::mutex> BaseMultiProc::lockForCall() {
   if (owner_.load() == std::this_thread::get_id())
-    throw Error("flock: this pool is running a stream (imap) in this thread; finish or destroy the "
-                "stream before "
+    throw Error("flock: this pool is running a stream (imap) in this thread; finish or destroy the stream before "
                 "another call on the pool");
   return std::unique_lock(callMutex_);
 }

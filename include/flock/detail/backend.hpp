@@ -639,8 +639,7 @@ FLOCK_ENGINE_INLINE void ForkserverLauncher::exchange(const ServerRequest& req, 
   auto& rt = runtime();
   const int sock = rt.server.get();
   if (sock < 0 || !sendWithFds(sock, &req, sizeof req, fds, count))
-    throw Error("flock: the forkserver is gone (was it killed?); workers of Context::forkserver "
-                "cannot start");
+    throw Error("flock: the forkserver is gone (was it killed?); workers of Context::forkserver cannot start");
   int got[maxPassedFds];
   int n = 0;
   const ssize_t r = receiveWithFds(sock, &reply, sizeof reply, got, n);

@@ -1480,8 +1480,7 @@ FLOCK_ENGINE_INLINE Failure Engine::deathFailure(const Slot& s, std::size_t inde
   }
   if (s.channelLost) {
     f.kind = FailureKind::protocol;
-    f.message = "the task closed or replaced the worker's channel to the parent (a task must not "
-                "close file "
+    f.message = "the task closed or replaced the worker's channel to the parent (a task must not close file "
                 "descriptors it did not open); the worker was replaced";
     return f;
   }
@@ -1520,8 +1519,7 @@ FLOCK_ENGINE_INLINE Failure Engine::deathFailure(const Slot& s, std::size_t inde
   }
   f.kind = FailureKind::crashed;
   if (!status) {
-    f.message = "the worker ended while running this input; its exit status was collected by "
-                "another wait call "
+    f.message = "the worker ended while running this input; its exit status was collected by another wait call "
                 "(a thread calling waitpid(-1, ...)?)";
   } else if (WIFSIGNALED(*status)) {
     f.signal = WTERMSIG(*status);

@@ -485,8 +485,7 @@ FLOCK_ENGINE_INLINE void ResultWriter::flush() {
       // runs every input whose result it has not received again, elsewhere.
       const auto [type, message] = describeCurrentException();
       std::fprintf(stderr,
-                   "flock: worker %d exits without sending its last results, which it cannot vouch "
-                   "for: %s: %s\n",
+                   "flock: worker %d exits without sending its last results, which it cannot vouch for: %s: %s\n",
                    static_cast<int>(::getpid()), type.c_str(), message.c_str());
       const std::int64_t current = ctl_.current.load(std::memory_order_relaxed);
       if (current >= 0)
