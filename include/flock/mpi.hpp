@@ -1457,20 +1457,7 @@ private:
     if (closed_) throw Error("flock: mpi::Pool: this pool is closed");
   }
 
-  Options merged(const CallOptions& c) const {
-    Options o = opts_;
-    if (c.timeOutError) o.timeOutError = c.timeOutError;
-    if (c.batchSize) o.batchSize = *c.batchSize;
-    if (c.retries) o.retries = *c.retries;
-    if (c.stopToken.stop_possible()) o.stopToken = c.stopToken;
-    if (c.onProgress) o.onProgress = c.onProgress;
-    if (c.checkProgress) o.checkProgress = *c.checkProgress;
-    if (c.progressLines) o.progressLines = *c.progressLines;
-    if (c.failFast) o.failFast = *c.failFast;
-    if (c.memoryLimit) o.memoryLimit = *c.memoryLimit;
-    if (c.insights) o.insights = c.insights;
-    return o;
-  }
+  Options merged(const CallOptions& c) const { return flockmp::detail::withCallOptions(opts_, c); }
 
   template <class Codec, class Fn, class In, class R, class Range>
   detail::Results<R> runCall(Range& items, const Fn& fn, const CallOptions& call) {

@@ -49,6 +49,11 @@ struct CallOptions {
   Insights* insights = nullptr;
 };
 
+namespace detail {
+/// `o` with the fields `c` sets taking their place (the options of one call on a pool).
+FLOCK_ENGINE_INLINE Options withCallOptions(Options o, const CallOptions& c);
+} // namespace detail
+
 /// A pool of persistent worker processes (the seed's BaseMultiProc). Workers start at the first
 /// call (or at start()) and serve every later call until close() or destruction; initializer and
 /// finalizer run once per worker life. Each call returns its results in input order, with every
@@ -357,7 +362,7 @@ private:
 
   std::vector<Failure> call(detail::JobBase& job, const Options& callOpts) override;
 
-  Options merged(const CallOptions& c) const;
+  Options merged(const CallOptions& c) const { return detail::withCallOptions(opts_, c); }
 
   /// A function is carried as a pointer to it; anything else as itself.
   template <class F>
@@ -463,8 +468,7 @@ FLOCK_ENGINE_INLINE std::vector<Failure> BaseMultiProc::call(detail::JobBase& jo
   return engine_->takeFailures();
 }
 
-FLOCK_ENGINE_INLINE Options BaseMultiProc::merged(const CallOptions& c) const {
-  Options o = opts_;
+FLOCK_ENGINE_INLINE Options detail::withCallOptions(Options o, const CallOptions& c) {
   if (c.timeOutError) o.timeOutError = c.timeOutError;
   if (c.batchSize) o.batchSize = *c.batchSize;
   if (c.retries) o.retries = *c.retries;
