@@ -225,6 +225,7 @@ public:
       Codec::encode(w, In(std::forward<Args>(args)...));
       group.offsets.push_back(group.args.size());
       auto* service = asyncService();
+      startHere();
       auto insights = insightsSlot(*service);
       group.insights = insights;
       service->post(std::move(group));
@@ -266,7 +267,10 @@ public:
       auto insights = insightsSlot(*service);
       if (insights && group.offsets.size() == 1) insights->fill(std::make_shared<const Insights>()); // no call runs
       group.insights = insights;
-      if (group.offsets.size() > 1) service->post(std::move(group));
+      if (group.offsets.size() > 1) {
+        startHere();
+        service->post(std::move(group));
+      }
       return AsyncCall<R>(std::move(state), service, std::move(insights));
     }
   }
@@ -338,6 +342,12 @@ private:
 
   /// The async driver, started at the first submit or applyAsync.
   detail::AsyncService* asyncService();
+
+  /// Context::fork: an idle pool's missing workers start in this thread, before async tasks go
+  /// to the driver thread. Forked from the driver instead, a worker could copy a lock that this
+  /// thread holds at that moment (an allocator's under AddressSanitizer, a user's mutex) and wait
+  /// on it forever. Replacements for workers that die while tasks run are still forked there.
+  void startHere() noexcept;
 
   /// Where a new handle's insights will go, when the pool asks for them.
   static std::shared_ptr<detail::InsightsSlot> insightsSlot(const detail::AsyncService& service) {
@@ -445,6 +455,19 @@ FLOCK_ENGINE_INLINE std::unique_lock<std::mutex> BaseMultiProc::lockForCall() {
     throw Error("flock: this pool is running a stream (imap) in this thread; finish or destroy the stream before "
                 "another call on the pool");
   return std::unique_lock(callMutex_);
+}
+
+FLOCK_ENGINE_INLINE void BaseMultiProc::startHere() noexcept {
+  // A stream of this thread holds callMutex_ (try_lock on it would be undefined); a call of
+  // another thread holding it has its workers up.
+  if (opts_.context != Context::fork || owner_.load() == std::this_thread::get_id()) return;
+  try {
+    Enter enter(*this);
+    std::unique_lock lock(callMutex_, std::try_to_lock);
+    if (lock) engine_->start();
+  } catch (...) {
+    // Closed meanwhile, or a worker could not start: the driver meets the same and reports it.
+  }
 }
 
 FLOCK_ENGINE_INLINE detail::AsyncService* BaseMultiProc::asyncService() {

@@ -429,6 +429,9 @@ TEST_CASE("several threads may call one pool at once; each call gets its own res
   CAPTURE(nameOf(context));
   flockmp::test::DeadlockGuard guard;
   flockmp::BaseMultiProc pool{{.poolSize = 2, .context = context}};
+  // Started before the threads: a fork while another thread allocates may copy that thread's
+  // allocator lock into the worker (AddressSanitizer's allocator is not fork-safe).
+  pool.start();
   std::atomic<int> wrong{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
