@@ -224,8 +224,8 @@ public:
       ByteWriter w(group.args);
       Codec::encode(w, In(std::forward<Args>(args)...));
       group.offsets.push_back(group.args.size());
+      startHere(); // before the driver thread exists, on a first call
       auto* service = asyncService();
-      startHere();
       auto insights = insightsSlot(*service);
       group.insights = insights;
       service->post(std::move(group));
@@ -263,14 +263,12 @@ public:
       }
       auto state = std::make_shared<detail::CodecTaskState<Codec, R>>(group.offsets.size() - 1);
       group.target = state;
+      if (group.offsets.size() > 1) startHere(); // before the driver thread exists, on a first call
       auto* service = asyncService();
       auto insights = insightsSlot(*service);
       if (insights && group.offsets.size() == 1) insights->fill(std::make_shared<const Insights>()); // no call runs
       group.insights = insights;
-      if (group.offsets.size() > 1) {
-        startHere();
-        service->post(std::move(group));
-      }
+      if (group.offsets.size() > 1) service->post(std::move(group));
       return AsyncCall<R>(std::move(state), service, std::move(insights));
     }
   }
