@@ -1,4 +1,5 @@
 // Asynchronous calls on a pool: submit (Future) and applyAsync (AsyncCall), under every context.
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -34,6 +35,12 @@ void crash(int) { flockmp::test::segfault(); }
 int thrice(int x) {
   if (x % 5 == 4) throw std::domain_error("no " + std::to_string(x));
   return 3 * x;
+}
+
+int deathSignal(int) {
+  int sig = 0;
+  ::prctl(PR_GET_PDEATHSIG, &sig);
+  return sig;
 }
 
 bool waitForFile(const std::string& path, int ms) {
@@ -115,6 +122,19 @@ TEST_CASE("submit and applyAsync give values and failures by kind, under every c
   CHECK(p.done == 100);
   CHECK(p.failed == 20);
   CHECK(p.total == 100);
+}
+
+TEST_CASE("under Context::fork, submit and applyAsync fork an idle pool's workers in the calling thread, not the "
+          "driver's",
+          "[async][threads]") {
+  // A worker forked by the main thread has the parent-death signal; one forked by the driver
+  // thread has none (the signal would follow that thread, see test_pool.cpp). A fork from the
+  // driver could copy into the worker a lock that the caller held at that moment.
+  flockmp::test::DeadlockGuard guard;
+  flockmp::BaseMultiProc bySubmit{{.poolSize = 1}};
+  CHECK(bySubmit.submit(deathSignal, 0).get() != 0);
+  flockmp::BaseMultiProc byApplyAsync{{.poolSize = 1}};
+  CHECK(byApplyAsync.applyAsync(std::vector<int>{0}, deathSignal).get() != std::vector<int>{0});
 }
 
 TEST_CASE("tasks of several handles run at once: one waits for a file another creates", "[async]") {
