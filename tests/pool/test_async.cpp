@@ -1,5 +1,4 @@
 // Asynchronous calls on a pool: submit (Future) and applyAsync (AsyncCall), under every context.
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -35,12 +34,6 @@ void crash(int) { flockmp::test::segfault(); }
 int thrice(int x) {
   if (x % 5 == 4) throw std::domain_error("no " + std::to_string(x));
   return 3 * x;
-}
-
-int deathSignal(int) {
-  int sig = 0;
-  ::prctl(PR_GET_PDEATHSIG, &sig);
-  return sig;
 }
 
 bool waitForFile(const std::string& path, int ms) {
@@ -132,9 +125,9 @@ TEST_CASE("under Context::fork, submit and applyAsync fork an idle pool's worker
   // driver could copy into the worker a lock that the caller held at that moment.
   flockmp::test::DeadlockGuard guard;
   flockmp::BaseMultiProc bySubmit{{.poolSize = 1}};
-  CHECK(bySubmit.submit(deathSignal, 0).get() != 0);
+  CHECK(bySubmit.submit(flockmp::test::parentDeathSignal, 0).get() != 0);
   flockmp::BaseMultiProc byApplyAsync{{.poolSize = 1}};
-  CHECK(byApplyAsync.applyAsync(std::vector<int>{0}, deathSignal).get() != std::vector<int>{0});
+  CHECK(byApplyAsync.applyAsync(std::vector<int>{0}, flockmp::test::parentDeathSignal).get() != std::vector<int>{0});
 }
 
 TEST_CASE("tasks of several handles run at once: one waits for a file another creates", "[async]") {

@@ -1,7 +1,6 @@
 // Pools (BaseMultiProc) under every context: persistent workers, portable callables, the fault
 // matrix, and the lifecycle (many calls, deaths between calls, closing during a call, threads).
 #include <dlfcn.h>
-#include <sys/prctl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -98,12 +97,6 @@ int runJob(const Job& j) {
 }
 
 int workerPid(int) { return static_cast<int>(::getpid()); }
-
-int parentDeathSignal(int) {
-  int sig = 0;
-  ::prctl(PR_GET_PDEATHSIG, &sig);
-  return sig;
-}
 
 /// State of a worker's life: the initializer's runs, and where the finalizer leaves its mark.
 int initRuns = 0;
@@ -538,10 +531,10 @@ TEST_CASE("a pool's workers started from a thread that ends are not tied to that
   CAPTURE(nameOf(context));
   flockmp::BaseMultiProc fromThread{{.poolSize = 1, .context = context}};
   std::thread([&] { fromThread.start(); }).join();
-  CHECK(fromThread.apply(std::vector<int>{0}, parentDeathSignal) == std::vector<int>{0});
+  CHECK(fromThread.apply(std::vector<int>{0}, flockmp::test::parentDeathSignal) == std::vector<int>{0});
   // From the main thread (which lives as long as the process) the worker dies with the parent.
   flockmp::BaseMultiProc fromMain{{.poolSize = 1, .context = context}};
-  CHECK(fromMain.apply(std::vector<int>{0}, parentDeathSignal) != std::vector<int>{0});
+  CHECK(fromMain.apply(std::vector<int>{0}, flockmp::test::parentDeathSignal) != std::vector<int>{0});
 }
 
 namespace {

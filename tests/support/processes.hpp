@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,14 @@ namespace flockmp::test {
 inline void segfault() {
   void* p = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   *static_cast<volatile int*>(p) = 1;
+}
+
+/// A task: this worker's parent-death signal (0 when it has none). A worker forked by a thread
+/// other than main has none (the signal would follow that thread).
+inline int parentDeathSignal(int) {
+  int sig = 0;
+  ::prctl(PR_GET_PDEATHSIG, &sig);
+  return sig;
 }
 
 /// A process that exists and is not a zombie.
