@@ -144,18 +144,21 @@ template <class Codec, class F, class In, class R>
 void poolThunk(std::span<const std::byte> callable, std::size_t begin, std::size_t end,
                std::span<const std::byte> inputs, WorkerControl& ctl, ResultWriter& out);
 
-/// The inputs of a job, at `first[0..n)`: a one-shot job's workers inherit them; a `Portable`
-/// job (a pool's call) sends them with each batch.
+/// The inputs of a job, at `first[0..n)`: a one-shot job's workers inherit them; a portable job
+/// (a pool's call) sends them with each batch. `Portable` says whether the job can travel, the
+/// constructor whether this one does: a call that can travel builds one job type whether it runs
+/// on a pool or on workers forked for it, so that its code is compiled once.
 template <class Codec, class It, bool Portable>
 class IndexedInputs : public JobBase {
 protected:
   using Diff = std::iter_difference_t<It>;
 
 public:
-  IndexedInputs(It first, std::size_t n) : first_(std::move(first)), n_(n) {}
+  IndexedInputs(It first, std::size_t n, bool portable = Portable)
+      : first_(std::move(first)), n_(n), portable_(Portable && portable) {}
 
   [[nodiscard]] std::size_t size() const noexcept override { return n_; }
-  [[nodiscard]] bool portable() const noexcept override { return Portable; }
+  [[nodiscard]] bool portable() const noexcept override { return portable_; }
   /// Raw inputs are copied as object bytes (to shared memory, or a frame), from the range or as
   /// its iterator makes them (std::views::iota).
   static constexpr bool copiesRaw = Portable && rawInputFor<Codec, InputOf<It>>();
@@ -227,13 +230,15 @@ protected:
 private:
   It first_;
   std::size_t n_;
+  bool portable_;
 };
 
 /// A typed job: the inputs, the callable, and where the results go.
 template <class Codec, class It, class F, class R, bool Portable = false>
 class Job final : public IndexedInputs<Codec, It, Portable> {
 public:
-  Job(It first, std::size_t n, F& fn) : IndexedInputs<Codec, It, Portable>(std::move(first), n), fn_(fn), sink_(n) {}
+  Job(It first, std::size_t n, F& fn, bool portable)
+      : IndexedInputs<Codec, It, Portable>(std::move(first), n, portable), fn_(fn), sink_(n) {}
 
   [[nodiscard]] VectorSink<Codec, R>& sink() noexcept override { return sink_; }
 
@@ -258,30 +263,35 @@ private:
   VectorSink<Codec, R> sink_;
 };
 
+/// The error for a batch of raw inputs whose size does not match its count.
+FLOCK_ENGINE_INLINE CodecError batchSizeError(std::size_t count, std::size_t bytes);
+
 /// Worker side: decode the inputs [begin, end) of a batch and run `fn` on them (raw inputs that
 /// are aligned run where they are) through `runInputs(begin, end, call)`.
 template <class Codec, class In, class F, class Run>
 void runDecoded(F& fn, std::size_t begin, std::size_t end, std::span<const std::byte> inputs, Run&& runInputs) {
   const std::size_t count = end - begin;
   std::vector<In> xs;
+  In* at = nullptr; // the batch's inputs, decoded or where they arrived
   ByteReader ir(inputs);
   if constexpr (rawInputFor<Codec, In>()) {
-    if (ir.remaining() != count * sizeof(In))
-      throw CodecError(fmt::format("flock: a batch of {} inputs arrived with {} bytes", count, ir.remaining()));
+    if (ir.remaining() != count * sizeof(In)) throw batchSizeError(count, ir.remaining());
     if (reinterpret_cast<std::uintptr_t>(inputs.data()) % alignof(In) == 0) {
       // Aligned (the shared input area, or a frame's payload): run on the bytes where they are.
-      In* direct = reinterpret_cast<In*>(const_cast<std::byte*>(inputs.data()));
-      runInputs(begin, end, [&](std::size_t i) -> decltype(auto) { return invokeOn(fn, direct[i - begin]); });
-      return;
+      at = reinterpret_cast<In*>(const_cast<std::byte*>(inputs.data()));
+    } else {
+      xs.resize(count);
+      if (count > 0) ir.read(xs.data(), count * sizeof(In));
+      at = xs.data();
     }
-    xs.resize(count);
-    if (count > 0) ir.read(xs.data(), count * sizeof(In));
   } else {
     xs.reserve(count);
     for (std::size_t k = 0; k < count; ++k) xs.push_back(Codec::template decode<In>(ir));
     ir.expectEnd();
+    at = xs.data();
   }
-  runInputs(begin, end, [&](std::size_t i) -> decltype(auto) { return invokeOn(fn, xs[i - begin]); });
+  // One call path for every case, so that the batch loop is compiled once.
+  runInputs(begin, end, [&](std::size_t i) -> decltype(auto) { return invokeOn(fn, at[i - begin]); });
 }
 
 /// A pool worker's code for one batch of a call: rebuild the callable and the inputs, then run
@@ -323,11 +333,11 @@ FLOCK_ENGINE_INLINE std::vector<Failure> runJob(JobBase& job, const Options& opt
                                                 PoolCaller* pool);
 
 /// Run `fn` over `first[0..n)` and hand back either outcomes (Try) or values/TaskError. With
-/// `pool`, on its persistent workers (the call must be portable); otherwise on workers forked
+/// `pool`, on its persistent workers (the call must be `Portable`); otherwise on workers forked
 /// for this call.
 template <bool Try, class Codec, class R, bool Portable = false, class It, class F>
 auto runOn(It first, std::size_t n, F& fn, const Options& opts, PoolCaller* pool = nullptr) {
-  Job<Codec, It, F, R, Portable> job(std::move(first), n, fn);
+  Job<Codec, It, F, R, Portable> job(std::move(first), n, fn, pool != nullptr);
   std::vector<Failure> failures = runJob(job, opts, pool);
   if constexpr (Try) {
     return job.sink().outcomes(failures);
@@ -373,19 +383,40 @@ private:
 
 FLOCK_ENGINE_INLINE OptionError notPortableUnder(Context c);
 
+
+/// Runs a call that can travel (a portable callable, codable inputs) on `pool`, or on workers
+/// forked for it when `pool` is null: one job type for both (see IndexedInputs).
+template <bool Try, class Codec, class R, class F, class Range>
+auto runTravelling(PoolCaller* pool, const F& fn, Range&& items, const Options& opts) {
+  using In = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+  F local = fn;
+  if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
+    return runOn<Try, Codec, R, true>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)),
+                                      local, opts, pool);
+  } else {
+    std::vector<In> copy;
+    if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
+    for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
+    return runOn<Try, Codec, R, true>(copy.begin(), copy.size(), local, opts, pool);
+  }
+}
+
 template <bool Try, class Codec, class R, class F, class Range>
 auto runChecked(F& fn, Range&& items, const Options& opts) {
   validateOptions(opts);
-  if (opts.context != Context::fork) {
-    using Fn = std::decay_t<F>;
-    using In = std::remove_cv_t<std::ranges::range_value_t<Range>>;
-    if constexpr (PortableCallable<Codec, Fn> && CodecFor<Codec, In> && CallableOn<Fn, In&> &&
-                  std::is_same_v<ResultOf<Fn, In&>, R>) {
+  using Fn = std::decay_t<F>;
+  using In = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+  if constexpr (PortableCallable<Codec, Fn> && CodecFor<Codec, In> && CallableOn<Fn, In&> &&
+                std::is_same_v<ResultOf<Fn, In&>, R>) {
+    if (opts.context != Context::fork) {
       OneCallPool pool(opts);
       return runPortable<Try, Codec>(pool, static_cast<const Fn&>(fn), std::forward<Range>(items), opts);
-    } else {
-      throw notPortableUnder(opts.context);
     }
+    // Under Context::fork too: the same job as on a pool, its workers index the caller's range in
+    // their copy-on-write memory.
+    return runTravelling<Try, Codec, R>(nullptr, static_cast<const Fn&>(fn), std::forward<Range>(items), opts);
+  } else {
+    if (opts.context != Context::fork) throw notPortableUnder(opts.context);
   }
   if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
     // Under Context::fork the workers index the caller's range in their copy-on-write memory.
@@ -435,16 +466,7 @@ auto runPortable(PoolCaller& pool, const F& fn, Range&& items, const Options& op
     requireCodable<Codec, R>();
     return {};
   } else {
-    F local = fn;
-    if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
-      return runOn<Try, Codec, R, true>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)),
-                                        local, opts, &pool);
-    } else {
-      std::vector<In> copy;
-      if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
-      for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
-      return runOn<Try, Codec, R, true>(copy.begin(), copy.size(), local, opts, &pool);
-    }
+    return runTravelling<Try, Codec, R>(&pool, fn, std::forward<Range>(items), opts);
   }
 }
 
@@ -465,6 +487,10 @@ FLOCK_ENGINE_INLINE std::vector<Failure> OneCallPool::call(JobBase& job, const O
   engine_.sizeFor(job.size());
   engine_.call(job, callOpts);
   return engine_.takeFailures();
+}
+
+FLOCK_ENGINE_INLINE CodecError batchSizeError(std::size_t count, std::size_t bytes) {
+  return CodecError(fmt::format("flock: a batch of {} inputs arrived with {} bytes", count, bytes));
 }
 
 FLOCK_ENGINE_INLINE OptionError notPortableUnder(Context c) {
