@@ -349,3 +349,20 @@ TEST_CASE("insights of DataFrameAsync, whose options nest Options", "[insights]"
   CHECK(in.inputs > 0);
   CHECK(in.workers.size() == 2);
 }
+
+TEST_CASE("byte counts are written in binary units: prose in messages, compact in the insights table", "[insights]") {
+  using flockmp::detail::ByteStyle;
+  using flockmp::detail::formatBytes;
+  // Below 1 KiB: whole bytes (a threshold off by one would give "0.999 KiB").
+  CHECK(formatBytes(1023) == "1023 bytes");
+  CHECK(formatBytes(1023, ByteStyle::compact) == "1023B");
+  // Each unit starts at its power of 1024, not of 1000.
+  CHECK(formatBytes(4096) == "4 KiB");
+  CHECK(formatBytes(4096, ByteStyle::compact) == "4KiB");
+  CHECK(formatBytes(1024 * 1024) == "1 MiB");
+  // Prose keeps four significant digits, the table three.
+  CHECK(formatBytes(5'000'000) == "4.768 MiB");
+  CHECK(formatBytes(5'000'000, ByteStyle::compact) == "4.77MiB");
+  CHECK(formatBytes(std::uint64_t{3} << 29) == "1.5 GiB");
+  CHECK(formatBytes(std::uint64_t{3} << 29, ByteStyle::compact) == "1.5GiB");
+}

@@ -15,6 +15,7 @@
 
 #include <fmt/core.h>
 
+#include "detail/memory.hpp"
 #include "error.hpp"
 
 #if FLOCK_ENGINE_DEFINITIONS // only the definitions need these
@@ -144,8 +145,6 @@ static_assert(std::tuple_size_v<decltype(Insights::failures)> == allFailureKinds
 /// A duration for people: 3 significant digits and a unit.
 FLOCK_ENGINE_INLINE std::string humanDuration(std::chrono::nanoseconds d);
 
-/// A byte count for people.
-FLOCK_ENGINE_INLINE std::string humanBytes(std::uint64_t b);
 } // namespace detail
 
 
@@ -201,20 +200,13 @@ FLOCK_ENGINE_INLINE std::string humanDuration(std::chrono::nanoseconds d) {
   return fmt::format("{:.3g}s", ns / 1e9);
 }
 
-FLOCK_ENGINE_INLINE std::string humanBytes(std::uint64_t b) {
-  const double v = static_cast<double>(b);
-  if (b < 1024) return fmt::format("{}B", b);
-  if (v < 1024.0 * 1024) return fmt::format("{:.3g}KiB", v / 1024);
-  if (v < 1024.0 * 1024 * 1024) return fmt::format("{:.3g}MiB", v / (1024.0 * 1024));
-  return fmt::format("{:.3g}GiB", v / (1024.0 * 1024 * 1024));
-}
-
 FLOCK_ENGINE_INLINE std::string insightsTable(const Insights& in) {
   std::string t = fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}\n", "worker", "startup", "inputs", "tasks",
                               "idle", "sent", "peak RSS");
   for (const auto& w : in.workers)
     t += fmt::format("{:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}{}{}\n", w.pid, humanDuration(w.startup), w.inputs,
-                     humanDuration(w.tasks), humanDuration(w.idle), humanBytes(w.bytesSent), humanBytes(w.peakRss),
+                     humanDuration(w.tasks), humanDuration(w.idle), formatBytes(w.bytesSent, ByteStyle::compact),
+                     formatBytes(w.peakRss, ByteStyle::compact),
                      w.ended ? "  (ended)" : "", w.rank >= 0 ? fmt::format("  rank {} on {}", w.rank, w.host) : "");
   t += fmt::format("wall {}, parent on results {}, {} inputs ({} not run), {} restarts, {} retries\n",
                    humanDuration(in.wall), humanDuration(in.parentResults), in.inputs, in.notRun, in.restarts,

@@ -47,8 +47,12 @@ inline constexpr bool addressSpaceLimitUsable = true;
 inline constexpr bool addressSpaceLimitUsable = true;
 #endif
 
-/// "512 MiB", "1.5 GiB", "4096 bytes": a byte count for messages.
-FLOCK_ENGINE_INLINE std::string formatBytes(std::uint64_t bytes);
+/// How formatBytes writes a count: `prose` for messages ("512 MiB", "1.5 GiB", "4096 bytes"),
+/// `compact` for table cells ("512MiB", "1.5GiB", "4096B"; three significant digits, not four).
+enum class ByteStyle { prose, compact };
+
+/// A byte count for people, in binary units.
+FLOCK_ENGINE_INLINE std::string formatBytes(std::uint64_t bytes, ByteStyle style = ByteStyle::prose);
 
 /// Reads a small /proc file into `buf` (NUL-terminated); false when it cannot be read.
 FLOCK_ENGINE_INLINE bool readProcFile(const char* path, char* buf, std::size_t size) noexcept;
@@ -114,13 +118,17 @@ inline MemoryGuard& memoryGuard() noexcept {
 #if FLOCK_ENGINE_DEFINITIONS
 namespace flockmp::detail {
 
-FLOCK_ENGINE_INLINE std::string formatBytes(std::uint64_t bytes) {
+FLOCK_ENGINE_INLINE std::string formatBytes(std::uint64_t bytes, ByteStyle style) {
   constexpr double kib = 1024.0, mib = kib * 1024, gib = mib * 1024;
+  const bool prose = style == ByteStyle::prose;
   const auto b = static_cast<double>(bytes);
-  if (b >= gib) return fmt::format("{:.4g} GiB", b / gib);
-  if (b >= mib) return fmt::format("{:.4g} MiB", b / mib);
-  if (b >= kib) return fmt::format("{:.4g} KiB", b / kib);
-  return fmt::format("{} bytes", bytes);
+  const auto in = [prose](double value, const char* unit) {
+    return prose ? fmt::format("{:.4g} {}", value, unit) : fmt::format("{:.3g}{}", value, unit);
+  };
+  if (b >= gib) return in(b / gib, "GiB");
+  if (b >= mib) return in(b / mib, "MiB");
+  if (b >= kib) return in(b / kib, "KiB");
+  return prose ? fmt::format("{} bytes", bytes) : fmt::format("{}B", bytes);
 }
 
 FLOCK_ENGINE_INLINE bool readProcFile(const char* path, char* buf, std::size_t size) noexcept {
