@@ -15,6 +15,9 @@
 #   vcpkg_port        run ports/flock/portfile.cmake with vcpkg_shim.cmake, lay the package out as
 #                     vcpkg does (<root>/installed/x64-linux) and find_package it from there
 #   install_off       -DFLOCK_INSTALL=OFF: cmake --install installs nothing
+#   precompiled_header  add_subdirectory, the consumer precompiling <flock/flock.hpp>
+#                     (target_precompile_headers, as the README shows), with an unusable
+#                     precompiled header an error
 #
 # Every consumer is built and tested with `ctest --build-and-test`: its one test runs the program
 # of main.cpp, which must print the squares of 1..10 and exit 0, and `ctest -N` must list that
@@ -174,6 +177,20 @@ if(MODE STREQUAL "add_subdirectory" OR MODE STREQUAL "fetchcontent")
   if(installed)
     message(FATAL_ERROR "flock as a dependency installed files: ${installed}")
   endif()
+
+elseif(MODE STREQUAL "precompiled_header")
+  consume(add_subdirectory ${WORK_DIR}/consumer -DFLOCK_SOURCE_DIR=${SOURCE_DIR} -DFLOCK_CONSUMER_PCH=ON)
+  # The header was precompiled, and the consumer's source compiled with it (consumer.cmake makes
+  # a precompiled header that the compiler cannot use an error).
+  file(GLOB_RECURSE pch "${WORK_DIR}/consumer/*cmake_pch.hxx.gch" "${WORK_DIR}/consumer/*cmake_pch.hxx.pch")
+  if(NOT pch)
+    message(FATAL_ERROR "no precompiled header was built in ${WORK_DIR}/consumer")
+  endif()
+  file(READ "${WORK_DIR}/consumer/CMakeFiles/flock_consumer.dir/cmake_pch.hxx" pch_source)
+  if(NOT pch_source MATCHES "#include <flock/flock.hpp>")
+    message(FATAL_ERROR "the precompiled header does not include <flock/flock.hpp>:\n${pch_source}")
+  endif()
+  message(STATUS "the consumer was compiled with <flock/flock.hpp> precompiled: ${pch}")
 
 elseif(MODE STREQUAL "find_package")
   foreach(component sqlite postgres mpi)
