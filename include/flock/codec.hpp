@@ -101,6 +101,27 @@ struct ReaderAccess;
 /// ByteReader decodes. Such elements cost no input, so without this cap a corrupt count, or
 /// nested containers of them, could make a small input decode into gigabytes.
 inline constexpr std::size_t emptyElementBudget = std::size_t{32} << 20;
+
+// The codec's error messages are built out of line (in flock::engine when it is linked): every
+// type a program encodes or decodes would otherwise compile fmt's formatting for paths that
+// rarely run. `type` names the value being decoded, or is empty for the reader's own errors.
+
+/// "truncated input: needed N more bytes, M left".
+FLOCK_ENGINE_INLINE CodecError truncatedInput(std::string_view type, std::size_t needed, std::size_t left);
+/// "N unexpected trailing bytes after the value".
+FLOCK_ENGINE_INLINE CodecError trailingBytes(std::string_view type, std::size_t left);
+/// "invalid bool byte 0x02", or "invalid `T` flag byte 0x02" when `flagOf` names a type.
+FLOCK_ENGINE_INLINE CodecError badFlagByte(std::string_view flagOf, unsigned byte, bool prefixed);
+/// A decode of `type` that failed for `cause` (a message from a nested value).
+FLOCK_ENGINE_INLINE CodecError decodeFailed(std::string_view type, std::string_view cause);
+/// An element count that the bytes left cannot hold.
+FLOCK_ENGINE_INLINE CodecError countTooLarge(std::string_view type, std::uint64_t count, std::size_t left);
+/// More elements that encode to nothing than emptyElementBudget allows.
+FLOCK_ENGINE_INLINE CodecError tooManyEmptyElements(std::string_view type);
+/// A std::variant that is valueless_by_exception.
+FLOCK_ENGINE_INLINE CodecError valuelessVariant(std::string_view type);
+/// An alternative index out of a std::variant's range.
+FLOCK_ENGINE_INLINE CodecError badAlternative(std::string_view type, std::size_t index, std::size_t count);
 } // namespace detail
 
 /// Appends bytes to a buffer owned by the caller, who may reuse it across values (clear() it
@@ -143,9 +164,7 @@ public:
 
   /// Copies the next n bytes to dst; throws flockmp::CodecError when fewer than n remain.
   void read(void* dst, std::size_t n) {
-    if (n > remaining())
-      throw CodecError(
-          fmt::format("flock: truncated input: needed {} more bytes, {} left", n, remaining()));
+    if (n > remaining()) throw detail::truncatedInput({}, n, remaining());
     if (n != 0) std::memcpy(dst, pos_, n);
     pos_ += n;
   }
@@ -158,8 +177,7 @@ public:
     if constexpr (std::is_same_v<T, bool>) {
       unsigned char byte = 0;
       read(&byte, 1);
-      if (byte > 1)
-        throw CodecError(fmt::format("flock: invalid bool byte {:#04x} (must be 0 or 1)", byte));
+      if (byte > 1) throw detail::badFlagByte({}, byte, true);
       return byte == 1;
     } else if constexpr (std::is_default_constructible_v<T> && std::is_copy_assignable_v<T>) {
       T v;
@@ -176,9 +194,7 @@ public:
   /// The next n bytes in place (valid while the underlying buffer is); throws
   /// flockmp::CodecError when fewer than n remain.
   const std::byte* take(std::size_t n) {
-    if (n > remaining())
-      throw CodecError(
-          fmt::format("flock: truncated input: needed {} more bytes, {} left", n, remaining()));
+    if (n > remaining()) throw detail::truncatedInput({}, n, remaining());
     const std::byte* p = pos_;
     pos_ += n;
     return p;
@@ -194,9 +210,7 @@ public:
 
   /// Throws flockmp::CodecError when bytes remain: a decoded value must use its whole input.
   void expectEnd() const {
-    if (remaining() != 0)
-      throw CodecError(
-          fmt::format("flock: {} unexpected trailing bytes after the value", remaining()));
+    if (remaining() != 0) throw detail::trailingBytes({}, remaining());
   }
 
 private:
@@ -822,19 +836,13 @@ struct BinaryCodec {
   static T decode(ByteReader& r) {
     if constexpr (isRaw<T> && !detail::hasBool<T>()) {
       // The hot path (a result of a primitive type): no try block needed to name the type.
-      if (r.remaining() < sizeof(T))
-        throw CodecError(
-            fmt::format("flock: cannot decode `{}`: truncated input: needed {} more bytes, {} left",
-                        detail::typeName<T>(), sizeof(T), r.remaining()));
+      if (r.remaining() < sizeof(T)) throw detail::truncatedInput(detail::typeName<T>(), sizeof(T), r.remaining());
       return r.readRaw<T>();
     } else {
       try {
         return detail::decodeValue<T>(r);
       } catch (const CodecError& e) {
-        std::string_view inner = e.what();
-        if (inner.starts_with("flock: ")) inner.remove_prefix(7);
-        throw CodecError(
-            fmt::format("flock: cannot decode `{}`: {}", detail::typeName<T>(), inner));
+        throw detail::decodeFailed(detail::typeName<T>(), e.what());
       }
     }
   }
@@ -888,10 +896,7 @@ T decode(std::span<const std::byte> bytes) {
   if constexpr (CodecFor<C, T>) {
     ByteReader r{bytes};
     T v = C::template decode<T>(r);
-    if (r.remaining() != 0)
-      throw CodecError(
-          fmt::format("flock: cannot decode `{}`: {} unexpected trailing bytes after the value",
-                      detail::typeName<T>(), r.remaining()));
+    if (r.remaining() != 0) throw detail::trailingBytes(detail::typeName<T>(), r.remaining());
     return v;
   } else {
     std::abort(); // unreachable: requireCodable did not compile
@@ -907,7 +912,7 @@ void checkBools(const T& v) {
   if constexpr (std::is_same_v<std::remove_cv_t<T>, bool>) {
     unsigned char byte = 0;
     std::memcpy(&byte, std::addressof(v), 1);
-    if (byte > 1) throw CodecError(fmt::format("invalid bool byte {:#04x} (must be 0 or 1)", byte));
+    if (byte > 1) throw badFlagByte({}, byte, false);
   } else if constexpr (!hasBool<std::remove_cv_t<T>>()) {
     // nothing to check
   } else if constexpr (ruleOf<std::remove_cv_t<T>>() == Rule::stdArray) {
@@ -944,10 +949,7 @@ std::size_t readCount(ByteReader& r) {
     limit = left / unit;
   else
     limit = left + ReaderAccess::emptyBudget(r) / emptyElementCost<Element>;
-  if (n > limit)
-    throw CodecError(
-        fmt::format("element count {} of `{}` is more than the {} remaining bytes can hold", n,
-                    typeName<Container>(), left));
+  if (n > limit) throw countTooLarge(typeName<Container>(), n, left);
   return static_cast<std::size_t>(n);
 }
 
@@ -963,10 +965,7 @@ void decodeElements(ByteReader& r, std::size_t n, F&& decodeOne) {
       decodeOne();
       if (r.remaining() == before) {
         std::size_t& budget = ReaderAccess::emptyBudget(r);
-        if (budget < emptyElementCost<Element>)
-          throw CodecError(fmt::format(
-              "`{}` holds more elements that encode to no bytes than one input may ({} MiB)",
-              typeName<Container>(), emptyElementBudget >> 20));
+        if (budget < emptyElementCost<Element>) throw tooManyEmptyElements(typeName<Container>());
         budget -= emptyElementCost<Element>;
       }
     }
@@ -1045,8 +1044,7 @@ void encodeValue(ByteWriter& w, const T& v) {
     w.writeRaw(static_cast<std::uint8_t>(v.has_value() ? 1 : 0));
     if (v) encodeValue<std::remove_cv_t<typename T::value_type>>(w, *v);
   } else if constexpr (rule == Rule::variant) {
-    if (v.valueless_by_exception())
-      throw CodecError(fmt::format("flock: cannot encode a valueless `{}`", typeName<T>()));
+    if (v.valueless_by_exception()) throw valuelessVariant(typeName<T>());
     w.writeRaw(static_cast<VariantIndex<T>>(v.index()));
     std::visit([&](const auto& alt) { encodeValue<std::remove_cvref_t<decltype(alt)>>(w, alt); },
                v);
@@ -1181,16 +1179,11 @@ T decodeValue(ByteReader& r) {
     using E = std::remove_cv_t<typename T::value_type>;
     const auto flag = r.readRaw<std::uint8_t>();
     if (flag == 0) return T{};
-    if (flag != 1)
-      throw CodecError(
-          fmt::format("invalid `{}` flag byte {:#04x} (must be 0 or 1)", typeName<T>(), flag));
+    if (flag != 1) throw badFlagByte(typeName<T>(), flag, false);
     return T{std::in_place, decodeValue<E>(r)};
   } else if constexpr (rule == Rule::variant) {
     const std::size_t index = r.readRaw<VariantIndex<T>>();
-    if (index >= std::variant_size_v<T>)
-      throw CodecError(
-          fmt::format("invalid alternative index {} for `{}`, which has {} alternatives", index,
-                      typeName<T>(), std::variant_size_v<T>));
+    if (index >= std::variant_size_v<T>) throw badAlternative(typeName<T>(), index, std::variant_size_v<T>);
     return decodeVariant<T>(r, index, std::make_index_sequence<std::variant_size_v<T>>{});
   } else if constexpr (rule == Rule::empty) {
     return T{};
@@ -1249,3 +1242,50 @@ struct Serializer<T> {
 };
 
 } // namespace flockmp
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE CodecError truncatedInput(std::string_view type, std::size_t needed, std::size_t left) {
+  if (type.empty()) return CodecError(fmt::format("flock: truncated input: needed {} more bytes, {} left", needed, left));
+  return CodecError(fmt::format("flock: cannot decode `{}`: truncated input: needed {} more bytes, {} left", type,
+                                needed, left));
+}
+
+FLOCK_ENGINE_INLINE CodecError trailingBytes(std::string_view type, std::size_t left) {
+  if (type.empty()) return CodecError(fmt::format("flock: {} unexpected trailing bytes after the value", left));
+  return CodecError(fmt::format("flock: cannot decode `{}`: {} unexpected trailing bytes after the value", type, left));
+}
+
+FLOCK_ENGINE_INLINE CodecError badFlagByte(std::string_view flagOf, unsigned byte, bool prefixed) {
+  const std::string_view prefix = prefixed ? "flock: " : "";
+  if (flagOf.empty()) return CodecError(fmt::format("{}invalid bool byte {:#04x} (must be 0 or 1)", prefix, byte));
+  return CodecError(fmt::format("{}invalid `{}` flag byte {:#04x} (must be 0 or 1)", prefix, flagOf, byte));
+}
+
+FLOCK_ENGINE_INLINE CodecError decodeFailed(std::string_view type, std::string_view cause) {
+  if (cause.starts_with("flock: ")) cause.remove_prefix(7);
+  return CodecError(fmt::format("flock: cannot decode `{}`: {}", type, cause));
+}
+
+FLOCK_ENGINE_INLINE CodecError countTooLarge(std::string_view type, std::uint64_t count, std::size_t left) {
+  return CodecError(
+      fmt::format("element count {} of `{}` is more than the {} remaining bytes can hold", count, type, left));
+}
+
+FLOCK_ENGINE_INLINE CodecError tooManyEmptyElements(std::string_view type) {
+  return CodecError(fmt::format("`{}` holds more elements that encode to no bytes than one input may ({} MiB)", type,
+                                emptyElementBudget >> 20));
+}
+
+FLOCK_ENGINE_INLINE CodecError valuelessVariant(std::string_view type) {
+  return CodecError(fmt::format("flock: cannot encode a valueless `{}`", type));
+}
+
+FLOCK_ENGINE_INLINE CodecError badAlternative(std::string_view type, std::size_t index, std::size_t count) {
+  return CodecError(
+      fmt::format("invalid alternative index {} for `{}`, which has {} alternatives", index, type, count));
+}
+
+} // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS

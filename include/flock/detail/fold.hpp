@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -26,6 +28,12 @@ struct Reduced {
 } // namespace flockmp
 
 namespace flockmp::detail {
+
+// Messages built out of line (in flock::engine when it is linked), not for every mapReduce type.
+/// The failure message of an input whose fold was lost when the reduce threw at input `at`.
+FLOCK_ENGINE_INLINE std::string reduceThrew(std::size_t at, std::string_view message);
+/// The error for a mapReduce worker that sent a per-input result.
+FLOCK_ENGINE_INLINE ProtocolError resultInsteadOfFold(std::size_t index);
 
 /// The map and the fold a worker runs: `fn` on each input, `reduce(acc, result)` from `init`.
 template <class F, class Reduce, class Acc>
@@ -66,7 +74,7 @@ void runFold(std::size_t begin, std::size_t end, Call&& call, Reduce& reduce, co
       } else {
         // The fold so far is lost with the exception: each input it held fails, naming why.
         for (std::size_t k = from; k <= i; ++k)
-          out.failure(k, FailureKind::exception, type, fmt::format("the reduce threw while folding input {}: {}", i, message));
+          out.failure(k, FailureKind::exception, type, reduceThrew(i, message));
         acc = init;
       }
       from = i + 1;
@@ -92,7 +100,7 @@ public:
   [[nodiscard]] std::byte* rawDestination(std::size_t) noexcept override { return nullptr; }
   void prepare() override {}
   void accept(std::size_t index, ByteReader&) override {
-    throw ProtocolError(fmt::format("flock: a mapReduce worker sent a result for input {} instead of a fold", index));
+    throw resultInsteadOfFold(index);
   }
   bool acceptPartial(ByteReader& payload) override {
     Acc partial = Codec::template decode<Acc>(payload);
@@ -216,3 +224,17 @@ auto runFoldCall(Range&& items, const F& fn, const Reduce& reduce, const Merge& 
 }
 
 } // namespace flockmp::detail
+
+#if FLOCK_ENGINE_DEFINITIONS
+namespace flockmp::detail {
+
+FLOCK_ENGINE_INLINE std::string reduceThrew(std::size_t at, std::string_view message) {
+  return fmt::format("the reduce threw while folding input {}: {}", at, message);
+}
+
+FLOCK_ENGINE_INLINE ProtocolError resultInsteadOfFold(std::size_t index) {
+  return ProtocolError(fmt::format("flock: a mapReduce worker sent a result for input {} instead of a fold", index));
+}
+
+} // namespace flockmp::detail
+#endif // FLOCK_ENGINE_DEFINITIONS
