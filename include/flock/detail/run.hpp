@@ -383,7 +383,6 @@ private:
 
 FLOCK_ENGINE_INLINE OptionError notPortableUnder(Context c);
 
-
 /// Runs a call that can travel (a portable callable, codable inputs) on `pool`, or on workers
 /// forked for it when `pool` is null: one job type for both (see IndexedInputs).
 template <bool Try, class Codec, class R, class F, class Range>
