@@ -73,8 +73,8 @@ void runFold(std::size_t begin, std::size_t end, Call&& call, Reduce& reduce, co
         out.failure(i, FailureKind::exception, type, message);
       } else {
         // The fold so far is lost with the exception: each input it held fails, naming why.
-        for (std::size_t k = from; k <= i; ++k)
-          out.failure(k, FailureKind::exception, type, reduceThrew(i, message));
+        const std::string why = reduceThrew(i, message);
+        for (std::size_t k = from; k <= i; ++k) out.failure(k, FailureKind::exception, type, why);
         acc = init;
       }
       from = i + 1;
@@ -211,15 +211,8 @@ auto runFoldCall(Range&& items, const F& fn, const Reduce& reduce, const Merge& 
         return job.sink().take();
       }
     };
-    if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
-      return go(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)));
-    } else {
-      // A single-pass range is read once into memory so that inputs can be indexed (the results
-      // are still never stored).
-      std::vector<In> copy;
-      for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
-      return go(copy.begin(), copy.size());
-    }
+    // A single-pass range is read once into memory (the results are still never stored).
+    return onIndexed(std::forward<Range>(items), go);
   }
 }
 

@@ -383,21 +383,28 @@ private:
 
 FLOCK_ENGINE_INLINE OptionError notPortableUnder(Context c);
 
+/// Calls `run(first, n)` on the range's own elements when they can be indexed (a sized random
+/// access range), or else on a copy read into memory once (a single-pass or unsized range).
+template <class Range, class Run>
+decltype(auto) onIndexed(Range&& items, Run&& run) {
+  if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
+    return run(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)));
+  } else {
+    std::vector<std::remove_cv_t<std::ranges::range_value_t<Range>>> copy;
+    if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
+    for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
+    return run(copy.begin(), copy.size());
+  }
+}
+
 /// Runs a call that can travel (a portable callable, codable inputs) on `pool`, or on workers
 /// forked for it when `pool` is null: one job type for both (see IndexedInputs).
 template <bool Try, class Codec, class R, class F, class Range>
 auto runTravelling(PoolCaller* pool, const F& fn, Range&& items, const Options& opts) {
-  using In = std::remove_cv_t<std::ranges::range_value_t<Range>>;
   F local = fn;
-  if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
-    return runOn<Try, Codec, R, true>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)),
-                                      local, opts, pool);
-  } else {
-    std::vector<In> copy;
-    if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
-    for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
-    return runOn<Try, Codec, R, true>(copy.begin(), copy.size(), local, opts, pool);
-  }
+  return onIndexed(std::forward<Range>(items), [&](auto first, std::size_t n) {
+    return runOn<Try, Codec, R, true>(std::move(first), n, local, opts, pool);
+  });
 }
 
 template <bool Try, class Codec, class R, class F, class Range>
@@ -417,16 +424,9 @@ auto runChecked(F& fn, Range&& items, const Options& opts) {
   } else {
     if (opts.context != Context::fork) throw notPortableUnder(opts.context);
   }
-  if constexpr (std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>) {
-    // Under Context::fork the workers index the caller's range in their copy-on-write memory.
-    return runOn<Try, Codec, R>(std::ranges::begin(items), static_cast<std::size_t>(std::ranges::size(items)), fn, opts);
-  } else {
-    // A single-pass or unsized range is materialised once so that inputs can be indexed.
-    std::vector<std::ranges::range_value_t<Range>> copy;
-    if constexpr (std::ranges::sized_range<Range>) copy.reserve(static_cast<std::size_t>(std::ranges::size(items)));
-    for (auto&& x : items) copy.push_back(std::forward<decltype(x)>(x));
-    return runOn<Try, Codec, R>(copy.begin(), copy.size(), fn, opts);
-  }
+  // Under Context::fork the workers index the caller's range in their copy-on-write memory.
+  return onIndexed(std::forward<Range>(items),
+                   [&](auto first, std::size_t n) { return runOn<Try, Codec, R>(std::move(first), n, fn, opts); });
 }
 
 template <bool Try, class Codec, class F, class Range>
